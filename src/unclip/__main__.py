@@ -1,0 +1,3 @@
+from unclip.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The command-line edge: each module here defines one command group and calls into the library."""

@@ -1,0 +1,48 @@
+"""``unclip`` console script.
+
+Each command group lives in its own module exposing ``register(subparsers)``; that module adds its parser and
+sets ``func`` to a handler taking the parsed namespace and returning an exit code. Command modules import
+only argparse at top level and import the library inside their handlers, so ``unclip --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+import unclip
+
+# Command-group modules, in the order ``--help`` lists them.
+COMMAND_MODULES = ("unclip.cli.demo",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unclip",
+        description="unCLIP: text-to-image with CLIP latents (Ramesh et al., 2022).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"unclip {unclip.__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        # Bad input is reported in one line that names the value; tracebacks are for bugs.
+        print(f"unclip {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,211 @@
+"""Samplers: small functions over a denoiser callable, sharing one signature (STYLE.md practice 1).
+
+    sample_X(denoiser, x, grid, *, generator=None, callback=None, progress=False, **options) -> Tensor
+
+``x`` is the starting noise at ``grid.t[0]`` (``(B, D)`` embeddings or ``(B, C, H, W)`` images alike),
+``denoiser(x, t) -> Denoised`` gives the estimate at each step, and the step after the last grid entry lands
+on clean data. ``generator`` is one ``torch.Generator`` or one per sample (sample ``i`` then depends on
+generator ``i`` only). ``callback`` sees every step's :class:`SamplerStep`, current x0 estimate included.
+None of them knows which network it drives: the prior, the decoder and the upsamplers share them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from unclip.diffusion._util import Generators, check_sample, randn_like
+from unclip.diffusion.parameterization import Denoised, Denoiser, posterior_log_variance_bounds
+from unclip.diffusion.schedules import TimestepGrid
+
+DDPM_VARIANCES = ("small", "large")
+
+
+@dataclass(frozen=True)
+class SamplerStep:
+    """What a callback sees: step index, training timestep, the current state and its x0 estimate."""
+
+    i: int
+    t: int
+    x: Tensor
+    x0: Tensor
+
+
+Callback = Callable[[SamplerStep], None]
+
+
+def _steps(grid: TimestepGrid, x: Tensor, progress: bool, desc: str, reverse: bool = False):
+    """Yield ``(i, t as a (B,) tensor, alpha_bar, alpha_bar of the state the step lands on)``."""
+    if not isinstance(grid, TimestepGrid):
+        raise ValueError(f"grid must be a TimestepGrid (see NoiseSchedule.grid), got {type(grid).__name__}")
+    if len(grid) == 0:
+        raise ValueError("grid has no timesteps")
+    check_sample(x)
+    ab_next = grid.alpha_bar_next()
+    order = range(len(grid) - 1, -1, -1) if reverse else range(len(grid))
+    for i in tqdm(order, desc=desc, disable=not progress, leave=False):
+        t = torch.full((x.shape[0],), int(grid.t[i]), dtype=torch.int64, device=x.device)
+        yield i, t, float(grid.alpha_bar[i]), float(ab_next[i])
+
+
+def _denoise(denoiser: Denoiser, x: Tensor, t: Tensor) -> Denoised:
+    d = denoiser(x, t)
+    if d.x0.shape != x.shape or d.eps.shape != x.shape:
+        raise ValueError(
+            f"denoiser returned x0 {tuple(d.x0.shape)} and eps {tuple(d.eps.shape)} for x {tuple(x.shape)}"
+        )
+    return d
+
+
+def _report(callback: Callback | None, i: int, t: Tensor, x: Tensor, d: Denoised) -> None:
+    if callback is not None:
+        callback(SamplerStep(i=i, t=int(t[0]), x=x, x0=d.x0))
+
+
+def sample_ddpm(
+    denoiser: Denoiser,
+    x: Tensor,
+    grid: TimestepGrid,
+    *,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    variance: str = "small",
+) -> Tensor:
+    """Ancestral sampling of the (respaced) reverse process, Ho et al. (2020) Eq. 6-7.
+
+    Each step draws from N(mu~(x_t, x0), var): the posterior mean given the x0 estimate and, unless the
+    denoiser learned its variance (improved DDPM Eq. 15), the posterior variance beta~ (``"small"``) or beta
+    (``"large"``). Respacing recomputes beta from alpha_bar of consecutive grid entries (improved DDPM §4).
+    """
+    if variance not in DDPM_VARIANCES:
+        raise ValueError(f"unknown DDPM variance {variance!r}; expected one of {', '.join(DDPM_VARIANCES)}")
+    for i, t, ab, ab_prev in _steps(grid, x, progress, "DDPM"):
+        d = _denoise(denoiser, x, t)
+        _report(callback, i, t, x, d)
+        beta = 1.0 - ab / ab_prev
+        mean = (math.sqrt(ab_prev) * beta / (1.0 - ab)) * d.x0 + (
+            math.sqrt(1.0 - beta) * (1.0 - ab_prev) / (1.0 - ab)
+        ) * x
+        if ab_prev >= 1.0:  # the last step lands on clean data: no noise
+            x = mean
+            continue
+        if d.var_frac is not None:
+            ab_t = torch.tensor([ab], dtype=torch.float64)
+            ab_p = torch.tensor([ab_prev], dtype=torch.float64)
+            log_small, log_large = (v.item() for v in posterior_log_variance_bounds(ab_t, ab_p))
+            log_var = d.var_frac * log_large + (1 - d.var_frac) * log_small
+            std = (0.5 * log_var).exp()
+        else:
+            std = math.sqrt(beta * (1.0 - ab_prev) / (1.0 - ab) if variance == "small" else beta)
+        x = mean + std * randn_like(x, generator)
+    return x
+
+
+def sample_ddim(
+    denoiser: Denoiser,
+    x: Tensor,
+    grid: TimestepGrid,
+    *,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+    eta: float = 0.0,
+) -> Tensor:
+    """DDIM, Song et al. (2021) Eq. 12: deterministic at eta = 0, the DDPM posterior at eta = 1."""
+    if not eta >= 0.0:
+        raise ValueError(f"eta must be >= 0, got {eta!r}")
+    for i, t, ab, ab_prev in _steps(grid, x, progress, "DDIM"):
+        d = _denoise(denoiser, x, t)
+        _report(callback, i, t, x, d)
+        # Eq. 16: sigma = eta * sqrt((1 - ab_prev) / (1 - ab)) * sqrt(1 - ab / ab_prev)
+        sigma = eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
+        x = math.sqrt(ab_prev) * d.x0 + math.sqrt(max(1.0 - ab_prev - sigma**2, 0.0)) * d.eps
+        if sigma > 0.0:
+            x = x + sigma * randn_like(x, generator)
+    return x
+
+
+def invert_ddim(
+    denoiser: Denoiser,
+    x: Tensor,
+    grid: TimestepGrid,
+    *,
+    callback: Callback | None = None,
+    progress: bool = False,
+    refine: int = 0,
+) -> Tensor:
+    """Deterministic DDIM inversion: clean data -> the x_T from which :func:`sample_ddim` (eta 0) returns it.
+
+    Runs DDIM's eta-0 update backwards along ``grid`` (§3.1 of the paper: the decoder's latent of an image).
+    The step into ``t`` needs eps at the unknown state it lands on; the plain scheme takes eps at the current
+    state (first-order error that falls with the step count), and ``refine`` > 0 adds fixed-point iterations
+    that solve for the exact inverse of each DDIM step.
+    """
+    if refine < 0:
+        raise ValueError(f"refine must be >= 0, got {refine}")
+    for i, t, ab, ab_cur in _steps(grid, x, progress, "DDIM inversion", reverse=True):
+        x_cur = x
+        d = _denoise(denoiser, x_cur, t)
+        _report(callback, i, t, x_cur, d)
+        for k in range(refine + 1):
+            if k:
+                d = _denoise(denoiser, x, t)
+            # Undo x_cur = sqrt(ab_cur) x0 + sqrt(1 - ab_cur) eps with x0 = (x - sqrt(1 - ab) eps) / sqrt(ab).
+            x = math.sqrt(ab / ab_cur) * (x_cur - math.sqrt(1.0 - ab_cur) * d.eps) + math.sqrt(1.0 - ab) * d.eps
+    return x
+
+
+def sample_dpmpp_2m(
+    denoiser: Denoiser,
+    x: Tensor,
+    grid: TimestepGrid,
+    *,
+    generator: Generators = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> Tensor:
+    """DPM-Solver++(2M), Lu et al. (2022) Algorithm 2: second-order multistep in lambda = log(alpha/sigma).
+
+    Deterministic (``generator`` is accepted for the shared signature; randomness is in ``x``). First order
+    on the first step, and the last step returns the x0 estimate (lambda -> infinity).
+    """
+    del generator
+    x0_prev: Tensor | None = None
+    h_prev = 0.0
+    for i, t, ab, ab_next in _steps(grid, x, progress, "DPM-Solver++(2M)"):
+        d = _denoise(denoiser, x, t)
+        _report(callback, i, t, x, d)
+        if ab_next >= 1.0:
+            x = d.x0
+            continue
+        alpha, sigma = math.sqrt(ab), math.sqrt(1.0 - ab)
+        alpha_n, sigma_n = math.sqrt(ab_next), math.sqrt(1.0 - ab_next)
+        h = math.log(alpha_n / sigma_n) - math.log(alpha / sigma)
+        if x0_prev is None:
+            x0_hat = d.x0
+        else:
+            r = h_prev / h
+            x0_hat = (1.0 + 1.0 / (2.0 * r)) * d.x0 - (1.0 / (2.0 * r)) * x0_prev
+        x = (sigma_n / sigma) * x - alpha_n * math.expm1(-h) * x0_hat
+        x0_prev, h_prev = d.x0, h
+    return x
+
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "dpmpp_2m": sample_dpmpp_2m,
+}
+
+
+def get_sampler(name: str) -> Callable[..., Tensor]:
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown sampler {name!r}; expected one of {', '.join(SAMPLERS)}") from None
