@@ -14,7 +14,7 @@ import sys
 import unclip
 
 # Command-group modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("unclip.cli.demo",)
+COMMAND_MODULES = ("unclip.cli.demo", "unclip.cli.train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,136 @@
+"""``unclip train STAGE``: train any stage through the one engine (``unclip.train``)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a stage (CLIP, prior, decoder, upsampler; 'toy' until they land)",
+        description=(
+            "Train STAGE from a named preset. Runs on one CPU or GPU as is, and on many processes or nodes "
+            "under `accelerate launch` or `torchrun` with the same options. Options left out keep the preset's "
+            "values (or, with --resume, the run folder's)."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("stage", nargs="?", help="stage name (see --list)")
+    p.add_argument("--preset", help="preset name (default: the stage's first)")
+    p.add_argument("--data", help="shapes[:split=S,seed=N] | folder:PATH | wds:PATH/{000..009}.tar | a path")
+    p.add_argument("--out", help="run folder: config.json, metrics.jsonl, checkpoints/, samples/")
+    p.add_argument("--steps", type=int, help="optimizer steps in total")
+    p.add_argument("--batch-size", type=int, help="global batch per step (all processes, all accumulation)")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--grad-accum", type=int, help="micro-batches accumulated per step on each process")
+    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), help="autocast precision (GPU)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
+    p.add_argument("--seed", type=int, help="seed of initial weights, data order and noise")
+    p.add_argument("--workers", type=int, help="data-loading worker processes per training process")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--sample-every", type=int, help="steps between sample grids (0: at the end only)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any field, e.g. --set model.channels=64 --set train.ema_decay=0.999 (repeatable)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest valid checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved configuration as JSON and exit")
+    p.add_argument("--list", action="store_true", help="list stages and their presets, then exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to metrics.jsonl)")
+    p.set_defaults(func=run)
+
+
+def _value(text: str) -> object:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # a bare word is a string
+
+
+def _overrides(args: argparse.Namespace) -> tuple[dict[str, object], dict[str, object]]:
+    train = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "grad_accum": args.grad_accum,
+        "mixed_precision": args.mixed_precision,
+        "compile": args.compile,
+        "seed": args.seed,
+        "num_workers": args.workers,
+        "checkpoint_every": args.checkpoint_every,
+        "sample_every": args.sample_every,
+    }
+    train = {k: v for k, v in train.items() if v is not None}
+    model: dict[str, object] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in ("model", "train"):
+            raise ValueError(f"--set {item!r}: expected model.KEY=VALUE or train.KEY=VALUE")
+        (model if section == "model" else train)[name] = _value(value)
+    return model, train
+
+
+def resolve(args: argparse.Namespace):  # -> RunConfig
+    """The run configuration the options ask for: preset, or the run folder's config on --resume, plus overrides."""
+    import json
+    import os
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from unclip.train.config import RunConfig, TrainConfig, from_dict
+    from unclip.train.stage import get_stage
+
+    if not args.stage:
+        raise ValueError("missing STAGE; see `unclip train --list`")
+    stage = get_stage(args.stage)
+    model_over, train_over = _overrides(args)
+    saved_path = Path(args.out) / "config.json" if args.out else None
+    if args.resume and saved_path is not None and saved_path.exists():
+        saved = RunConfig.from_json(json.loads(saved_path.read_text(encoding="utf-8")))
+        preset_name = args.preset or saved.preset
+        model_dict, train_dict, data = dict(saved.model), asdict(saved.train), args.data or saved.data
+    else:
+        preset_name, preset = stage.preset(args.preset)
+        model_dict, train_dict, data = stage.config_to_dict(preset.model), asdict(preset.train), args.data
+    if not data:
+        raise ValueError("missing --data; e.g. --data shapes, --data folder:PATH or --data wds:PATH/{000..009}.tar")
+    stage.preset(preset_name)  # an unknown preset is an error even on resume
+    model_dict.update(model_over)
+    train_dict.update(train_over)
+    model_cfg = stage.config_from_dict(model_dict)  # validates types and values
+    train_cfg = from_dict(TrainConfig, train_dict, where="train")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return RunConfig(args.stage, preset_name, stage.config_to_dict(model_cfg), train_cfg, data, world_size=world)
+
+
+def run(args: argparse.Namespace) -> int:
+    from unclip.train.stage import get_stage, stage_names
+
+    if args.list:
+        for name in stage_names():
+            stage = get_stage(name)
+            for preset_name, preset in stage.presets().items():
+                print(f"{name:12s} {preset_name:12s} {preset.description}")
+        return 0
+    cfg = resolve(args)
+    if args.dry_run:
+        print(cfg.dumps())
+        return 0
+    if not args.out:
+        raise ValueError("missing --out RUN_DIR")
+    from unclip.train.engine import train
+
+    result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    state = "stopped" if result.interrupted else "finished"
+    print(
+        f"{state} at step {result.step}: loss {result.loss}, {result.samples_per_s:.1f} samples/s, "
+        f"{result.skipped} corrupt sample(s) skipped; run folder {result.run_dir}"
+    )
+    return 130 if result.interrupted else 0

@@ -1,0 +1,271 @@
+"""The one training loop every stage runs through, on Hugging Face Accelerate (DESIGN.md §6).
+
+The same code runs on one CPU, one GPU or many processes (``accelerate launch`` / ``torchrun``): Accelerate
+owns the process group, DDP wrapping, autocast and the fp16 grad scaler; this loop owns the order of events
+and everything that has to survive a crash. Exact resume rests on three facts:
+
+1. which samples a step sees, and the per-sample seeds of their noise, are functions of the step alone
+   (``unclip.data.loader``);
+2. every other random number comes from RNG states saved in the checkpoint and restored just before the
+   first resumed step (sampling grids run under ``fork_rng`` so they never shift those states);
+3. the learning rate is a pure function of the step, and the optimizer, EMA and scaler states are saved whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unclip.data.datasets import parse_data_spec
+from unclip.data.loader import BatchStream, MicroBatch, make_loader, mix_seed
+from unclip.train import checkpoint as ckpt
+from unclip.train.config import RunConfig, incompatibilities
+from unclip.train.ema import EMA
+from unclip.train.logging import RunLogger
+from unclip.train.schedule import lr_at
+from unclip.train.stage import Batch, Stage, get_stage
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    loss: float | None
+    skipped: int  # corrupt samples skipped over the whole run, all processes
+    samples_per_s: float
+    interrupted: bool
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop at the next step boundary (and checkpoint); a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopFlag:
+        with contextlib.suppress(ValueError):  # signal handlers can only be set from the main thread
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _accelerator(run: RunConfig) -> Any:
+    from accelerate import Accelerator
+
+    # Accelerate picks gloo for CPU process groups only when told the run is on the CPU.
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=run.train.mixed_precision)
+
+
+def prepare_run_dir(run: RunConfig, run_dir: Path, resume: bool) -> None:
+    """Check the run folder against the request (one clear error, before any work) and write config.json."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        if not resume:
+            raise ValueError(f"run folder {str(run_dir)!r} already holds a run; pass --resume or choose another --out")
+        saved = RunConfig.from_json(json.loads(config_path.read_text(encoding="utf-8")))
+        problems = incompatibilities(saved, run)
+        if problems:
+            raise ValueError(f"cannot resume {str(run_dir)!r} with a different configuration: " + "; ".join(problems))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = config_path.with_suffix(".json.tmp")
+    tmp.write_text(run.dumps() + "\n", encoding="utf-8")
+    tmp.replace(config_path)
+
+
+def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``run`` into ``run_dir``; with ``resume``, continue from its newest valid checkpoint."""
+    stage: Stage[Any] = get_stage(run.stage)
+    model_cfg = stage.config_from_dict(run.model)
+    tc = run.train
+    accelerator = _accelerator(run)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    run.world_size = world
+    local_batch = tc.local_batch(world)
+    resolution = stage.resolution(model_cfg)
+    source = parse_data_spec(run.data, resolution)  # a spec that matches nothing fails here, before any work
+    run_dir = Path(run_dir)
+    if accelerator.is_main_process:
+        prepare_run_dir(run, run_dir, resume)
+    accelerator.wait_for_everyone()
+
+    torch.manual_seed(tc.seed)  # the same initial weights on every process
+    net = stage.build(model_cfg).to(accelerator.device)
+    ema = EMA(net, tc.ema_decay, tc.ema_power)
+    optimizer = torch.optim.AdamW(
+        net.parameters(), lr=tc.lr, betas=tc.adam_betas, eps=tc.adam_eps, weight_decay=tc.weight_decay
+    )
+
+    step, skipped_local, restored = 0, 0, None
+    if resume:
+        restored = ckpt.latest_checkpoint(run_dir / CHECKPOINT_DIR)
+    if restored is not None:
+        st = restored.state
+        ckpt.load_strict(net, restored.tensors["model"], "model")
+        ema.load_state_dict(restored.tensors["ema"], st["ema_updates"])
+        optimizer.load_state_dict(ckpt.unflatten_optimizer(restored.tensors.get("optimizer", {}), st["optimizer"]))
+        step = int(st["step"])
+        skipped_local = int(st["ranks"][rank]["skipped"])
+
+    model_in = torch.compile(net) if tc.compile else net
+    model, optimizer = accelerator.prepare(model_in, optimizer)
+    if restored is not None and accelerator.scaler is not None and restored.state.get("scaler"):
+        accelerator.scaler.load_state_dict(restored.state["scaler"])
+
+    stream = BatchStream(
+        source, resolution=resolution, local_batch=local_batch, rank=rank, world_size=world, seed=tc.seed,
+        start=step * tc.grad_accum,
+    )  # fmt: skip
+    batches = iter(make_loader(stream, tc.num_workers))
+    logger = RunLogger(
+        run_dir, enabled=accelerator.is_main_process, total_steps=tc.steps, start_step=step, progress=progress
+    )
+    if restored is not None:
+        ckpt.set_rng_state(restored.tensors["rng"], restored.state["ranks"][rank]["rng"], rank)
+        logger.message(f"resumed from {restored.path} at step {step}")
+    else:
+        # Different dropout masks on each process, reproducibly.
+        torch.manual_seed(mix_seed(tc.seed, 7, rank))
+
+    def save(at: int) -> None:
+        tensors, meta = ckpt.rng_state_tensors(rank)
+        per_rank = accelerator_gather_objects(accelerator, {"rng": meta, "skipped": skipped_local, "tensors": tensors})
+        if accelerator.is_main_process:
+            rng = {k: v for r in per_rank for k, v in r["tensors"].items()}
+            opt_tensors, opt_meta = ckpt.flatten_optimizer(optimizer.state_dict())
+            state = {
+                "step": at,
+                "config": run.to_json(),
+                "ema_updates": ema.num_updates,
+                "optimizer": opt_meta,
+                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                "data": {"micro_batches_consumed": at * tc.grad_accum, "spec": run.data},
+                "ranks": [{"rng": r["rng"], "skipped": r["skipped"]} for r in per_rank],
+            }
+            tensors_by_group = {"model": net.state_dict(), "ema": ema.state_dict(), "optimizer": opt_tensors}
+            tensors_by_group["rng"] = rng
+            ckpt.save_checkpoint(run_dir / CHECKPOINT_DIR, at, tensors_by_group, state, tc.keep_last)
+        accelerator.wait_for_everyone()
+
+    def sample_grid(at: int) -> None:
+        if not accelerator.is_main_process or tc.sample_count == 0:
+            return
+        with torch.random.fork_rng(devices=[]):  # building and sampling must not move the training RNG
+            shadow = stage.build(model_cfg).to(accelerator.device)
+            ema.copy_to(shadow)
+            shadow.eval()
+            images = stage.sample(shadow, model_cfg, tc.sample_count, torch.Generator().manual_seed(tc.seed))
+        if images is not None:
+            logger.save_grid(at, images)
+
+    last_loss, t_start, start_step, interrupted = None, time.perf_counter(), step, False
+    window_t, window_samples = time.perf_counter(), 0
+    reported: set[str] = set()
+    with _StopFlag() as stop:
+        while step < tc.steps:
+            if _any(accelerator, stop.requested):
+                interrupted = True
+                break
+            lr = lr_at(
+                step, base_lr=tc.lr, total_steps=tc.steps, warmup_steps=tc.warmup_steps,
+                schedule=tc.lr_schedule, min_lr_ratio=tc.min_lr_ratio,
+            )  # fmt: skip
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum, metric_sums = torch.zeros((), device=accelerator.device), {}
+            for m in range(tc.grad_accum):
+                mb: MicroBatch = next(batches)
+                if mb.g != step * tc.grad_accum + m:  # the order is what makes resume exact; never guess
+                    raise RuntimeError(f"data loader delivered micro-batch {mb.g}, expected {step * tc.grad_accum + m}")
+                skipped_local += mb.skipped
+                for problem in mb.problems:
+                    if problem not in reported and len(reported) < 20:  # each bad file once, not every epoch
+                        reported.add(problem)
+                        logger.message(f"skipped a corrupt sample: {problem}")
+                batch = Batch(mb.image, mb.caption, mb.scene, mb.index, mb.seed).to(accelerator.device)
+                # DDP all-reduces gradients only on the last micro-batch of a step.
+                sync = contextlib.nullcontext() if m == tc.grad_accum - 1 else accelerator.no_sync(model)
+                with sync:
+                    out = stage.loss(model, batch, model_cfg)
+                    accelerator.backward(out.loss / tc.grad_accum)
+                loss_sum += out.loss.detach() / tc.grad_accum
+                for k, v in out.metrics.items():
+                    metric_sums[k] = metric_sums.get(k, 0.0) + v / tc.grad_accum
+            grad_norm = None
+            if tc.grad_clip > 0:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema_decay = ema.update(net)
+            step += 1
+            window_samples += tc.batch_size
+            logger.advance()
+
+            if step % tc.log_every == 0 or step == tc.steps:
+                loss_all = accelerator.reduce(loss_sum, "mean")
+                skipped_all = accelerator.reduce(torch.tensor(skipped_local, device=accelerator.device), "sum")
+                last_loss = float(loss_all)
+                now = time.perf_counter()
+                metrics = {
+                    "loss": last_loss, "lr": lr, "ema_decay": ema_decay, "skipped_samples": int(skipped_all),
+                    "samples_per_s": window_samples / max(now - window_t, 1e-9),
+                    **{f"train/{k}": v for k, v in metric_sums.items()},
+                }  # fmt: skip
+                if grad_norm is not None:
+                    metrics["grad_norm"] = float(grad_norm)
+                logger.log(step, metrics)
+                window_t, window_samples = now, 0
+            if step % tc.checkpoint_every == 0 and step < tc.steps:
+                save(step)
+            if tc.sample_every and step % tc.sample_every == 0 and step < tc.steps:
+                sample_grid(step)
+        save(step)
+        if not interrupted:
+            sample_grid(step)
+    elapsed = time.perf_counter() - t_start
+    skipped_total = int(accelerator.reduce(torch.tensor(skipped_local, device=accelerator.device), "sum"))
+    if interrupted:
+        logger.message(f"stopped at step {step}; checkpoint written, continue with --resume")
+    logger.close()
+    accelerator.end_training()
+    return TrainResult(
+        run_dir, step, last_loss, skipped_total, (step - start_step) * tc.batch_size / max(elapsed, 1e-9), interrupted
+    )
+
+
+def _any(accelerator: Any, flag: bool) -> bool:
+    """True on every process when any process has the flag (so they all stop at the same step)."""
+    if accelerator.num_processes == 1:
+        return flag
+    t = torch.tensor(1.0 if flag else 0.0, device=accelerator.device)
+    return bool(accelerator.reduce(t, "sum") > 0)
+
+
+def accelerator_gather_objects(accelerator: Any, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every process's small state dict, in rank order, on every process (RNG states and counters)."""
+    if accelerator.num_processes == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * accelerator.num_processes
+    dist.all_gather_object(out, obj)
+    return out

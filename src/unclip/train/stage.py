@@ -1,0 +1,148 @@
+"""What a trainable stage is, and the registry ``unclip train STAGE`` resolves names from.
+
+A stage (CLIP, a prior, the decoder, an upsampler) is a small class: it names its config dataclass and its
+presets, builds its network from a config, turns a batch into a loss and, when it is generative, draws a
+sample grid for the log. The engine (``unclip.train.engine``) does everything else: processes, precision,
+accumulation, clipping, the optimizer, EMA, checkpoints, data and logging. A stage never sees any of it.
+
+Registering a stage::
+
+    register_stage("decoder", lambda: DecoderStage())
+
+The registry maps a name to a zero-argument factory so that the heavy module defining a stage is imported
+only when that stage is trained (``unclip --help`` stays fast) while go-to-definition still works.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from unclip.train.config import TrainConfig, from_dict
+
+C = TypeVar("C")
+
+
+@dataclass
+class Preset(Generic[C]):
+    """A named, typed starting point: the stage's model config and the loop's defaults."""
+
+    model: C
+    train: TrainConfig
+    description: str = ""
+
+
+@dataclass
+class Batch:
+    """A micro-batch on one process, as the data pipeline delivers it.
+
+    ``image`` is float32 ``(B, 3, H, W)`` in [-1, 1] at the stage's resolution; ``caption`` and ``scene``
+    (the Shapes-world scene graph or a ``KEY.json`` side file, ``None`` when absent) are per sample;
+    ``index`` holds each sample's position in the global data stream and ``seed`` a per-sample seed derived
+    from (run seed, position). Drawing a sample's noise from its own seed makes a step's result independent of
+    how the global batch is split over processes, which is what lets one process reproduce a multi-process run.
+    """
+
+    image: Tensor
+    caption: list[str]
+    scene: list[dict[str, Any] | None]
+    index: Tensor
+    seed: Tensor
+
+    def __len__(self) -> int:
+        return int(self.image.shape[0])
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.image.to(device), self.caption, self.scene, self.index, self.seed)
+
+    def generators(self, salt: int = 0) -> list[torch.Generator]:
+        """One CPU generator per sample, seeded from its seed (and ``salt`` for independent draws)."""
+        return [torch.Generator().manual_seed((int(s) * 1_000_003 + salt) % 2**63) for s in self.seed]
+
+
+@dataclass
+class StepOutput:
+    """A stage's loss for one micro-batch: the scalar to back-propagate and metrics to log (scalars)."""
+
+    loss: Tensor
+    metrics: dict[str, float]
+
+
+class Stage(ABC, Generic[C]):
+    """The contract every trainable stage implements. ``C`` is the stage's config dataclass."""
+
+    name: ClassVar[str]
+    config_type: ClassVar[type]
+
+    @abstractmethod
+    def presets(self) -> dict[str, Preset[C]]:
+        """Named presets; the first is the default. Every one must build (tests check this)."""
+
+    @abstractmethod
+    def build(self, config: C) -> nn.Module:
+        """A freshly initialised network for ``config``, on the CPU in float32; the engine seeds torch first."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Batch, config: C) -> StepOutput:
+        """The training loss of ``model`` (possibly wrapped for DDP/autocast; call it, don't inspect it)."""
+
+    def resolution(self, config: C) -> int:
+        """Side of the square images the data pipeline must deliver for this config."""
+        return int(config.resolution)  # type: ignore[attr-defined]
+
+    def sample(self, model: nn.Module, config: C, n: int, generator: torch.Generator) -> Tensor | None:
+        """``n`` generated images ``(n, 3, H, W)`` in [-1, 1] for the log's sample grid, or ``None``."""
+        return None
+
+    # Serialization helpers: a stage's config round-trips through JSON for the run folder.
+    def config_to_dict(self, config: C) -> dict[str, Any]:
+        return asdict(config)  # type: ignore[call-overload]
+
+    def config_from_dict(self, d: dict[str, Any]) -> C:
+        return from_dict(self.config_type, d, where=f"{self.name} config")
+
+    def preset(self, name: str | None) -> tuple[str, Preset[C]]:
+        presets = self.presets()
+        if not presets:
+            raise ValueError(f"stage {self.name!r} defines no presets")
+        if name is None:
+            name = next(iter(presets))
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r} for stage {self.name!r}; expected one of {', '.join(presets)}")
+        return name, presets[name]
+
+
+_REGISTRY: dict[str, Callable[[], Stage[Any]]] = {}
+
+
+def register_stage(name: str, factory: Callable[[], Stage[Any]], *, replace: bool = False) -> None:
+    if name in _REGISTRY and not replace:
+        raise ValueError(f"a stage named {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def _builtin_toy() -> Stage[Any]:
+    from unclip.train.toy import ToyDenoiserStage
+
+    return ToyDenoiserStage()
+
+
+register_stage("toy", _builtin_toy)
+
+
+def stage_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_stage(name: str) -> Stage[Any]:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(stage_names())}")
+    stage = _REGISTRY[name]()
+    if not isinstance(stage, Stage):
+        raise TypeError(f"the factory registered for {name!r} returned {type(stage).__name__}, not a Stage")
+    return stage
