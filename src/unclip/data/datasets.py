@@ -67,7 +67,8 @@ class FolderSource:
         if not self.keys:
             raise ValueError(f"data folder {self.root!r} holds no images ({', '.join(IMAGE_EXTS)})")
 
-    def __len__(self) -> int:
+    def size(self) -> int | None:
+        """Number of samples; ``None`` for an unlimited source."""
         return len(self.keys)
 
     def get(self, i: int) -> Record:
@@ -112,8 +113,8 @@ class ShapesSource:
                 f"in this installation ({err}); use --data folder:PATH or wds:PATTERN meanwhile"
             ) from err
 
-    def __len__(self) -> int | None:  # type: ignore[override]
-        return None
+    def size(self) -> int | None:
+        return None  # unlimited: every non-negative index is a sample
 
     def __getstate__(self) -> dict[str, Any]:
         # The world is rebuilt in each data-loading worker rather than pickled across processes.

@@ -120,7 +120,7 @@ class BatchStream(IterableDataset):
         return self._perms[epoch]
 
     def _item(self, p: int, attempt: int) -> int:
-        n = len(self.source)  # type: ignore[arg-type]
+        n = self.source.size()  # type: ignore[union-attr]
         if n is None:  # infinite source: replacements come from far away in the index space
             return p + attempt * (1 << 40)
         epoch, slot = divmod(p, n)
