@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from .captions import CaptionClaims, Phrase, caption, claims_hold, parse_caption
 from .judging import Detection, JudgeResult, detect, judge
+from .prompts import PROMPT_SUITE_VERSION, Prompt, build_prompt_suite
 from .render import MAX_RESOLUTION, MIN_RESOLUTION, render
 from .requirements import CATEGORIES, ObjectSpec, Requirement, requirements_for_scene
 from .scene import (
@@ -40,6 +41,15 @@ from .scene import (
 from .splits import HELDOUT_PAIRS, HELDOUT_TRIPLES, SPLITS, heldout_compositions
 from .world import Sample, ShapesWorld
 
+
+def __getattr__(name: str) -> object:
+    if name == "PROMPT_SUITE":  # built lazily by the prompts module
+        from . import prompts
+
+        return prompts.PROMPT_SUITE
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "BACKGROUNDS",
     "CATEGORIES",
@@ -48,6 +58,8 @@ __all__ = [
     "HELDOUT_TRIPLES",
     "MAX_RESOLUTION",
     "MIN_RESOLUTION",
+    "PROMPT_SUITE",
+    "PROMPT_SUITE_VERSION",
     "RELATIONS",
     "SHAPES",
     "SIZES",
@@ -58,11 +70,13 @@ __all__ = [
     "JudgeResult",
     "ObjectSpec",
     "Phrase",
+    "Prompt",
     "Requirement",
     "Sample",
     "SceneGraph",
     "SceneObject",
     "ShapesWorld",
+    "build_prompt_suite",
     "caption",
     "claims_hold",
     "detect",

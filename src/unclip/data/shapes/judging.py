@@ -34,6 +34,8 @@ from .requirements import Requirement
 from .scene import COLOURS, SHAPES, SIZES
 
 FG_CHROMA = 0.3
+SOFT_PASSES = 2  # the common blur of the soft comparison: σ = 1 px
+CLEAN_RESIDUAL = 0.006  # mean squared coverage error below which an object counts as cleanly rendered
 WORK_RESOLUTION = 128
 MIN_AREA = 0.003  # fraction of the canvas; the smallest object covers about 0.013
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32) / 255.0
@@ -94,6 +96,16 @@ def _downsample(img: np.ndarray) -> np.ndarray:
     return np.stack(chans, axis=-1)
 
 
+def _soften(a: np.ndarray, passes: int) -> np.ndarray:
+    """Separable binomial [1, 2, 1] / 4 blur with zero padding; each pass adds variance 1/2 px²."""
+    for _ in range(passes):
+        p = np.pad(a, 1)
+        a = 0.25 * (p[1:-1, :-2] + p[1:-1, 2:]) + 0.5 * p[1:-1, 1:-1]
+        p = np.pad(a, 1)
+        a = 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1]) + 0.5 * p[1:-1, 1:-1]
+    return a
+
+
 def _fit_shape(
     alpha: np.ndarray, xs: np.ndarray, ys: np.ndarray, area: float
 ) -> tuple[str, float, float, float, float]:
@@ -101,17 +113,21 @@ def _fit_shape(
     total = alpha.sum()
     mx = float((alpha.sum(axis=0) * xs).sum() / total)
     my = float((alpha.sum(axis=1) * ys).sum() / total)
-    # Compare both sides at a common small blur, so a blurred observation does not favour rounder shapes.
-    obs = ndimage.gaussian_filter(alpha, 0.7, mode="constant")
-    best = ("circle", mx, my, 0.0, np.inf)
+    # Clean renders match their true template almost exactly, so a sharp comparison separates even small circles
+    # from hexagons. Degradations (blur, JPEG, noise) leave a residual for every template; then observation and
+    # templates are compared after a common blur, which tolerates rounded corners and averages noise.
+    fits = []
     for shape, (unit_area, cu, cv) in unit_moments().items():
         half = float(np.sqrt(area / unit_area))
         cx, cy = mx - cu * half, my - cv * half
-        t = ndimage.gaussian_filter(coverage(shape, cx, cy, half, xs, ys), 0.7, mode="constant")
-        err = float(np.mean((obs - t) ** 2))
-        if err < best[4]:
-            best = (shape, cx, cy, half, err)
-    return best
+        t = coverage(shape, cx, cy, half, xs, ys)
+        fits.append((float(np.mean((alpha - t) ** 2)), shape, cx, cy, half, t))
+    sharp = min(fits, key=lambda f: f[0])
+    if sharp[0] <= CLEAN_RESIDUAL:
+        return sharp[1], sharp[2], sharp[3], sharp[4], sharp[0]
+    obs = _soften(alpha, SOFT_PASSES)
+    soft = min(((float(np.mean((obs - _soften(f[5], SOFT_PASSES)) ** 2)), *f[1:5]) for f in fits), key=lambda f: f[0])
+    return soft[1], soft[2], soft[3], soft[4], soft[0]
 
 
 def detect(image: np.ndarray) -> list[Detection]:
@@ -139,9 +155,13 @@ def detect(image: np.ndarray) -> list[Detection]:
         else:  # object fills its patch: fall back to the least saturated pixels
             b = np.median(patch[chr_ <= np.quantile(chr_, 0.1)], axis=0)
         own_chroma = chr_[own]
-        core = patch[own][own_chroma >= np.quantile(own_chroma, 0.6)]
+        # The object's colour from its fully covered pixels: the most saturated ones (a robust maximum).
+        core = patch[own][own_chroma >= 0.9 * np.quantile(own_chroma, 0.9)]
         c = np.median(core, axis=0)
+        # Project onto c − b with the grey axis removed: backgrounds vary (gradients, texture) only along grey,
+        # so that variation must not read as coverage.
         diff = c - b
+        diff = diff - diff.mean()
         alpha = np.clip(((patch - b) @ diff) / max(float(diff @ diff), 1e-6), 0.0, 1.0)
         alpha[(lab != 0) & ~own] = 0.0  # another object's pixels are not ours
         hue = _hue(c)

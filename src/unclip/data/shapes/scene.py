@@ -48,7 +48,7 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 BACKGROUND_KINDS = ("plain", "gradient", "texture")
 
 # Frame side as a fraction of the canvas. Even "small" spans 6 px at 32 px, enough for the judge to tell shapes.
-SIZES: dict[str, float] = {"small": 0.2, "medium": 0.27, "large": 0.34}
+SIZES: dict[str, float] = {"small": 0.24, "medium": 0.3, "large": 0.36}
 
 RELATIONS = ("left of", "right of", "above", "below")
 INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
