@@ -70,3 +70,29 @@ def test_ema_rejects_mismatched_state():
         ema.load_state_dict({"weight": torch.zeros(1, 2)}, 0)
     with pytest.raises(ValueError, match="shape"):
         ema.load_state_dict({"weight": torch.zeros(2, 2), "bias": torch.zeros(1)}, 0)
+
+
+def test_every_registered_stage_preset_builds_and_round_trips_its_config():
+    from unclip.train import get_stage, stage_names
+    from unclip.train.config import TrainConfig
+
+    assert "toy" in stage_names()
+    for name in stage_names():
+        stage = get_stage(name)
+        for preset_name, preset in stage.presets().items():
+            net = stage.build(preset.model)
+            assert sum(p.numel() for p in net.parameters()) > 0, (name, preset_name)
+            assert stage.config_from_dict(stage.config_to_dict(preset.model)) == preset.model
+            assert isinstance(preset.train, TrainConfig)
+
+
+def test_config_validation_messages():
+    from unclip.train.config import TrainConfig, from_dict
+
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="unknown key"):
+        from_dict(TrainConfig, {"stepz": 3})
+    with pytest.raises(ValueError, match="multiple of 8"):
+        TrainConfig(batch_size=12, grad_accum=4).local_batch(2)
+    assert TrainConfig(batch_size=16, grad_accum=2).local_batch(2) == 4

@@ -129,8 +129,9 @@ def run(args: argparse.Namespace) -> int:
 
     result = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     state = "stopped" if result.interrupted else "finished"
-    print(
-        f"{state} at step {result.step}: loss {result.loss}, {result.samples_per_s:.1f} samples/s, "
-        f"{result.skipped} corrupt sample(s) skipped; run folder {result.run_dir}"
-    )
+    if result.main_process:
+        print(
+            f"{state} at step {result.step}: loss {result.loss}, {result.samples_per_s:.1f} samples/s, "
+            f"{result.skipped} corrupt sample(s) skipped; run folder {result.run_dir}"
+        )
     return 130 if result.interrupted else 0

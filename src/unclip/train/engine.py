@@ -43,6 +43,7 @@ class TrainResult:
     skipped: int  # corrupt samples skipped over the whole run, all processes
     samples_per_s: float
     interrupted: bool
+    main_process: bool = True  # only the main process reports in a multi-process run
 
 
 class _StopFlag:
@@ -248,8 +249,9 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     logger.close()
     accelerator.end_training()
     return TrainResult(
-        run_dir, step, last_loss, skipped_total, (step - start_step) * tc.batch_size / max(elapsed, 1e-9), interrupted
-    )
+        run_dir, step, last_loss, skipped_total, (step - start_step) * tc.batch_size / max(elapsed, 1e-9), interrupted,
+        accelerator.is_main_process,
+    )  # fmt: skip
 
 
 def _any(accelerator: Any, flag: bool) -> bool:
