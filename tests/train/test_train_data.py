@@ -173,3 +173,5 @@ def test_shapes_source_is_infinite_and_deterministic():
     assert torch.equal(a.image, b.image) and a.caption == b.caption and a.scene[0] is not None
     other_rank = _stream(src, b=2, rank=1, world=2, res=32).micro_batch(10**6)
     assert not set(other_rank.index.tolist()) & set(a.index.tolist())
+    small = parse_data_spec("shapes", resolution=16)  # below the renderer's minimum: rendered larger, resized
+    assert _stream(small, b=1, res=16).micro_batch(0).image.shape == (1, 3, 16, 16)

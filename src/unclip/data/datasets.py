@@ -128,7 +128,13 @@ class ShapesSource:
         if self._world is None:
             from unclip.data.shapes import ShapesWorld
 
-            self._world = ShapesWorld(split=self.split, seed=self.seed, resolution=self.resolution)
+            # The renderer has a smallest size; smaller stages get a render at that size, resized by the loader.
+            try:
+                from unclip.data.shapes.render import MIN_RESOLUTION
+            except ImportError:
+                MIN_RESOLUTION = 1
+            size = max(self.resolution, MIN_RESOLUTION)
+            self._world = ShapesWorld(split=self.split, seed=self.seed, resolution=size)
         s = self._world[i]
         return Record(f"shapes-{self.split}-{self.seed}-{i}", np.asarray(s.image), s.caption, s.scene.to_json())
 
