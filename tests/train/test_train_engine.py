@@ -175,3 +175,14 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(data, tmp_path, reference):
     _, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr
     _assert_same_weights(reference, _final(out))
+
+
+def test_gradient_accumulation_matches_one_big_batch(data, tmp_path):
+    # Micro-batches of one step are consecutive slices of the same global batch, with the same per-sample seeds.
+    common = ["--steps", "6", "--batch-size", "8", "--set", "model.dropout=0"]
+    assert main(_args(data, tmp_path / "a", *common)) == 0
+    assert main(_args(data, tmp_path / "b", *common, "--grad-accum", "2")) == 0
+    a, b = _final(tmp_path / "a"), _final(tmp_path / "b")
+    diff = max((a.tensors["model"][k] - b.tensors["model"][k]).abs().max().item() for k in a.tensors["model"])
+    assert diff < 1e-5
+    assert b.state["data"]["micro_batches_consumed"] == 12
