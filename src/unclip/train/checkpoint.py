@@ -225,7 +225,9 @@ def set_rng_state(tensors: dict[str, Tensor], meta: dict[str, Any], rank: int) -
 
     torch.set_rng_state(tensors[f"rank{rank}.torch"])
     if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted(tensors) if k.startswith(f"rank{rank}.cuda")]
+        prefix = f"rank{rank}.cuda"
+        keys = sorted((k for k in tensors if k.startswith(prefix)), key=lambda k: int(k[len(prefix) :]))
+        states = [tensors[k] for k in keys]
         if states:
             torch.cuda.set_rng_state_all(states)
     v, keys, gauss = meta["python"]

@@ -133,6 +133,7 @@ def _builtin_toy() -> Stage[Any]:
 
 
 register_stage("toy", _builtin_toy)
+register_stage("clip", lambda: __import__("unclip.clip.stage", fromlist=["ClipStage"]).ClipStage())
 
 
 def stage_names() -> list[str]:
