@@ -1,0 +1,43 @@
+"""The symmetric contrastive loss of CLIP (Radford et al. 2021, Fig. 3), with optional hard negative captions.
+
+For a batch of N matching (image, caption) pairs with unit embeddings z_i, z_t and temperature scale s, the
+logits are s·z_i·z_tᵀ (N×N, matches on the diagonal); the loss is the mean of the cross-entropy over each row
+(image → which caption) and over each column (caption → which image).
+
+Hard negatives (NegCLIP, Yuksekgonul et al. 2023, §4): extra captions that are *almost* right for an image —
+attributes swapped, a colour or relation changed — are appended as extra columns of the image → text problem,
+so every image must also rank its true caption above those near misses. They add nothing to the text → image
+direction: a negative caption has no image of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class ContrastiveOutput:
+    loss: Tensor
+    image_to_text: Tensor  # the row cross-entropy (with hard negatives, if any)
+    text_to_image: Tensor
+    accuracy: Tensor  # fraction of images whose best caption (negatives included) is their own
+
+
+def contrastive_loss(z_i: Tensor, z_t: Tensor, scale: Tensor | float, z_neg: Tensor | None = None) -> ContrastiveOutput:
+    """Symmetric InfoNCE over ``z_i`` ``(N, D)`` and ``z_t`` ``(N, D)``; ``z_neg`` ``(M, D)`` extra captions."""
+    if z_i.ndim != 2 or z_i.shape != z_t.shape:
+        raise ValueError(f"z_i and z_t must both be (N, D), got {tuple(z_i.shape)} and {tuple(z_t.shape)}")
+    if z_neg is not None and (z_neg.ndim != 2 or z_neg.shape[1] != z_i.shape[1]):
+        raise ValueError(f"z_neg must be (M, {z_i.shape[1]}), got {tuple(z_neg.shape)}")
+    logits = scale * z_i @ z_t.T
+    target = torch.arange(z_i.shape[0], device=z_i.device)
+    t2i = F.cross_entropy(logits.T, target)
+    if z_neg is not None and z_neg.shape[0] > 0:
+        logits = torch.cat([logits, scale * z_i @ z_neg.T], dim=1)
+    i2t = F.cross_entropy(logits, target)
+    accuracy = (logits.argmax(dim=1) == target).float().mean()
+    return ContrastiveOutput((i2t + t2i) / 2, i2t.detach(), t2i.detach(), accuracy.detach())

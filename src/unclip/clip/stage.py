@@ -1,0 +1,185 @@
+"""``unclip train clip``: our CLIP trained through the one training engine (``unclip.train``).
+
+The loss is CLIP's symmetric contrastive loss (Radford et al. 2021, Fig. 3) over the batch, optionally with
+NegCLIP hard negatives (Yuksekgonul et al. 2023): per caption, ``negatives_per_caption`` word-level edits of a
+random kind (``unclip.clip.negatives``). When the sample carries a Shapes-world scene graph, an edit that happens
+to be true of the image (e.g. a changed colour that another object has) is dropped, so a negative is never a
+correct caption. Negatives of sample i come from sample i's own seed, so they do not depend on batch splitting.
+
+:func:`export_clip` turns a run folder's newest checkpoint (EMA weights by default) into a model folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from unclip.clip.loss import contrastive_loss
+from unclip.clip.model import CLIP, PRESETS, CLIPConfig
+from unclip.clip.negatives import KINDS, hard_negatives
+from unclip.clip.tokenizer import Tokenizer, make_tokenizer
+from unclip.train.config import TrainConfig
+from unclip.train.stage import Batch, Preset, Stage, StepOutput
+
+
+@dataclass
+class ClipStageConfig:
+    clip: CLIPConfig = field(default_factory=lambda: replace(PRESETS["small"]))
+    tokenizer: str = "shapes-bpe"  # shapes-bpe | bytes | path to a tokenizer.json
+    hard_negatives: bool = True
+    negatives_per_caption: int = 1
+    negative_kinds: tuple[str, ...] = KINDS
+
+    def __post_init__(self) -> None:
+        self.negative_kinds = tuple(self.negative_kinds)
+        unknown = [k for k in self.negative_kinds if k not in KINDS]
+        if unknown or not self.negative_kinds:
+            raise ValueError(f"negative_kinds must be some of {', '.join(KINDS)}, got {self.negative_kinds!r}")
+        if self.negatives_per_caption < 1:
+            raise ValueError(f"negatives_per_caption must be >= 1, got {self.negatives_per_caption}")
+
+
+def _scene_check(scene: dict[str, Any] | None):  # -> Callable[[str], bool] | None
+    """A predicate "this caption is true of the scene", or None when there is no scene graph to check against."""
+    if not scene:
+        return None
+    try:
+        from unclip.data.shapes import SceneGraph, claims_hold, parse_caption
+
+        graph = SceneGraph.from_json(scene)
+    except Exception:  # not a Shapes scene (a folder's KEY.json side file): no check possible
+        return None
+
+    def holds(text: str) -> bool:
+        try:
+            return claims_hold(parse_caption(text), graph)
+        except ValueError:
+            return False  # an edit the parser cannot read cannot be checked; it is a word-level edit of a lie
+
+    return holds
+
+
+def batch_negatives(
+    captions: list[str], scenes: list[dict[str, Any] | None], seeds: list[int], kinds: tuple[str, ...], per_caption: int
+) -> list[str]:
+    """Up to ``per_caption`` hard negatives per caption, each of a different kind, false of its scene if known."""
+    out = []
+    for text, scene, seed in zip(captions, scenes, seeds, strict=True):
+        rng = np.random.default_rng([int(seed), 0x4E6567])  # sample i's own stream
+        holds = _scene_check(scene)
+        options = [neg for neg in hard_negatives(text, rng, kinds).values() if holds is None or not holds(neg)]
+        order = rng.permutation(len(options))
+        out.extend(options[k] for k in order[:per_caption])
+    return out
+
+
+class ClipStage(Stage[ClipStageConfig]):
+    name = "clip"
+    config_type = ClipStageConfig
+
+    def __init__(self) -> None:
+        self._tokenizers: dict[tuple[str, int, int], Tokenizer] = {}
+
+    def presets(self) -> dict[str, Preset[ClipStageConfig]]:
+        return {
+            "small": Preset(
+                ClipStageConfig(replace(PRESETS["small"])),
+                TrainConfig(
+                    steps=20_000,
+                    batch_size=256,
+                    lr=5e-4,
+                    warmup_steps=500,
+                    weight_decay=0.1,
+                    adam_betas=(0.9, 0.98),
+                    adam_eps=1e-6,
+                    ema_decay=0.999,
+                    checkpoint_every=2000,
+                ),
+                "Shapes world at 64 px, ViT 8-px patches, 6+6 layers of width 256: minutes on a GPU",
+            ),
+            "tiny": Preset(
+                ClipStageConfig(replace(PRESETS["tiny"])),
+                TrainConfig(steps=200, batch_size=32, lr=1e-3, warmup_steps=10, ema_decay=0.99, checkpoint_every=100),
+                "32 px, 2+2 layers of width 64: seconds on a CPU (tests)",
+            ),
+            "vit-b-32": Preset(
+                ClipStageConfig(replace(PRESETS["vit-b-32"]), hard_negatives=False),
+                TrainConfig(
+                    steps=100_000,
+                    batch_size=1024,
+                    lr=5e-4,
+                    warmup_steps=2000,
+                    weight_decay=0.2,
+                    adam_betas=(0.9, 0.98),
+                    adam_eps=1e-6,
+                    mixed_precision="bf16",
+                    checkpoint_every=2000,
+                ),
+                "OpenAI ViT-B/32 shape at 224 px (Radford et al. 2021, Table 20); GPUs and a real caption set",
+            ),
+        }
+
+    def tokenizer(self, config: ClipStageConfig) -> Tokenizer:
+        t = config.clip.text
+        key = (config.tokenizer, t.vocab_size, t.context_length)
+        if key not in self._tokenizers:
+            self._tokenizers[key] = make_tokenizer(config.tokenizer, t.vocab_size, t.context_length)
+        return self._tokenizers[key]
+
+    def build(self, config: ClipStageConfig) -> nn.Module:
+        return CLIP(config.clip, self.tokenizer(config))
+
+    def resolution(self, config: ClipStageConfig) -> int:
+        return config.clip.vision.image_size
+
+    def loss(self, model: nn.Module, batch: Batch, config: ClipStageConfig) -> StepOutput:
+        tokenizer = self.tokenizer(config)
+        captions = list(batch.caption)
+        negatives: list[str] = []
+        if config.hard_negatives:
+            seeds = [int(s) for s in batch.seed]
+            negatives = batch_negatives(
+                captions, batch.scene, seeds, config.negative_kinds, config.negatives_per_caption
+            )
+        ids, _ = tokenizer(captions + negatives)
+        # One forward over captions and negatives together (DDP needs a single call per step).
+        z_i, z_all, scale = model(batch.image, ids.to(batch.image.device))
+        n = len(captions)
+        out = contrastive_loss(z_i, z_all[:n], scale, z_all[n:] if negatives else None)
+        metrics = {
+            "image_to_text": float(out.image_to_text),
+            "text_to_image": float(out.text_to_image),
+            "accuracy": float(out.accuracy),
+            "logit_scale": float(scale.detach()),
+            "negatives": float(len(negatives)),
+        }
+        return StepOutput(out.loss, metrics)
+
+
+def export_clip(run_dir: str | Path, out_dir: str | Path, *, ema: bool = True) -> Path:
+    """The newest valid checkpoint of a ``clip`` run as a model folder (EMA weights unless ``ema=False``)."""
+    import json
+
+    from unclip.clip.checkpoint import load_weights, save_pretrained
+    from unclip.train import checkpoint as ckpt
+    from unclip.train.config import RunConfig
+
+    run_dir = Path(run_dir)
+    config_file = run_dir / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.json")
+    run = RunConfig.from_json(json.loads(config_file.read_text(encoding="utf-8")))
+    if run.stage != "clip":
+        raise ValueError(f"{run_dir} is a {run.stage!r} run, not a 'clip' run")
+    restored = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    if restored is None:
+        raise FileNotFoundError(f"{run_dir}/checkpoints holds no valid checkpoint")
+    stage = ClipStage()
+    config = stage.config_from_dict(run.model)
+    model = stage.build(config)
+    load_weights(model, restored.tensors["ema" if ema else "model"], f"{restored.path} ({'ema' if ema else 'model'})")
+    return save_pretrained(model.eval(), out_dir)
