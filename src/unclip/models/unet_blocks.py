@@ -1,0 +1,131 @@
+"""Building blocks of the ADM / GLIDE U-Net (Dhariwal & Nichol 2021 §3; Nichol et al. 2022 §2).
+
+Residual blocks are driven by the timestep embedding through scale-shift normalization (ADM's
+"AdaGN"); attention blocks let image positions attend to themselves and to context tokens (caption states
+and the paper's 4 extra z_i tokens, §2.1), with keys and values of both in one softmax as in GLIDE.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NORMS = ("group", "channel")
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps, ``(B,) -> (B, dim)`` in float32."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(emb, (0, dim % 2))
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over channels at each pixel: a purely local normalization.
+
+    GroupNorm pools statistics over the whole image, so a network using it computes something different on a
+    crop than on the full image. The upsamplers train on crops and run at full size (§2.1); with this norm the
+    two agree exactly away from the borders.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, keepdim=True, unbiased=False)
+        x = (x - mean) * torch.rsqrt(var + self.eps)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    if kind == "group":
+        groups = math.gcd(32, channels)  # ADM's 32 groups, fewer for narrow test models
+        return nn.GroupNorm(groups, channels, eps=1e-6)
+    if kind == "channel":
+        return ChannelNorm(channels)
+    raise ValueError(f"unknown norm {kind!r}; expected one of {', '.join(NORMS)}")
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Zero the last layer of a residual branch so every block starts as the identity (ADM, App. A)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """norm → SiLU → conv → scale-shift by the embedding → SiLU → dropout → conv (zero-init), plus skip."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, norm: str) -> None:
+        super().__init__()
+        self.norm1 = make_norm(norm, in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = make_norm(norm, out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over pixels whose keys and values also include the context tokens."""
+
+    def __init__(self, channels: int, head_channels: int, context_dim: int | None, norm: str) -> None:
+        super().__init__()
+        if channels % head_channels:
+            raise ValueError(f"attention width {channels} is not a multiple of head_channels {head_channels}")
+        self.heads = channels // head_channels
+        self.norm = make_norm(norm, channels)
+        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
+        self.context_kv = nn.Linear(context_dim, 2 * channels) if context_dim else None
+        self.proj = zero_init(nn.Conv1d(channels, channels, 1))
+
+    def forward(self, x: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
+        b, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x).reshape(b, c, h * w))  # (B, 3C, N)
+        q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, h * w).permute(1, 0, 2, 4, 3)  # (B, H, N, d)
+        mask = None
+        if context is not None and self.context_kv is not None:
+            ck, cv = self.context_kv(context).reshape(b, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+            k, v = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)
+            if context_mask is not None:
+                # Masked context tokens are dropped from the softmax; pixels always remain, so no row is empty.
+                pixels = context_mask.new_ones(b, h * w)
+                mask = torch.cat([context_mask, pixels], dim=1)[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, N, d)
+        out = out.permute(0, 1, 3, 2).reshape(b, c, h * w)
+        return x + self.proj(out).reshape(b, c, h, w)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
