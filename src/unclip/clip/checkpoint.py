@@ -146,6 +146,8 @@ def from_pretrained(folder: str | Path, device: torch.device | str = "cpu") -> C
 def load_clip(folder: str | Path, device: torch.device | str = "cpu") -> CLIP:
     """Any CLIP folder: ours (``save_pretrained``) or a Hugging Face ``transformers`` CLIP (see ``unclip.clip.hf``)."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"CLIP model folder {folder} does not exist")
     if (folder / CONFIG_FILE).is_file() and read_config(folder).get("format") == FORMAT:
         return from_pretrained(folder, device)
     from unclip.clip import hf

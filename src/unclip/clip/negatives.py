@@ -136,8 +136,16 @@ def make_negative(caption: str, kind: str, rng: np.random.Generator) -> str | No
         raise ValueError(f"unknown hard-negative kind {kind!r}; expected one of {', '.join(KINDS)}")
     found = slots(caption)
     if kind == "swap":
+        # A colour binds to the next shape noun; swapping the colours of two objects of the same shape ("a blue
+        # star and a yellow star") changes nothing, so such pairs are skipped.
+        noun = {id(s): next((t.value for t in found[k + 1 :] if t.kind == "shape"), None) for k, s in enumerate(found)}
         colours = [s for s in found if s.kind == "colour"]
-        pairs = [(a, b) for i, a in enumerate(colours) for b in colours[i + 1 :] if a.value != b.value]
+        pairs = [
+            (a, b)
+            for i, a in enumerate(colours)
+            for b in colours[i + 1 :]
+            if a.value != b.value and (noun[id(a)] is None or noun[id(a)] != noun[id(b)])
+        ]
         if not pairs:
             return None
         a, b = _pick(rng, pairs)

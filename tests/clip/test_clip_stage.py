@@ -1,0 +1,71 @@
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from unclip.clip import load_clip
+from unclip.clip.stage import ClipStage, ClipStageConfig
+from unclip.data.shapes import ShapesWorld
+from unclip.train.stage import Batch, get_stage
+
+
+def _batch(n: int, resolution: int) -> Batch:
+    world = ShapesWorld(split="train", seed=0, resolution=resolution)
+    samples = [world[i] for i in range(n)]
+    image = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return Batch(image, [s.caption for s in samples], [s.scene.to_json() for s in samples],
+                 torch.arange(n), torch.arange(n))  # fmt: skip
+
+
+def test_clip_stage_is_registered_and_presets_are_valid():
+    stage = get_stage("clip")
+    assert isinstance(stage, ClipStage)
+    presets = stage.presets()
+    assert list(presets) == ["small", "tiny", "vit-b-32"]
+    assert stage.resolution(presets["small"].model) == 64
+    # Configs round-trip through the run folder's JSON.
+    for preset in presets.values():
+        assert stage.config_from_dict(stage.config_to_dict(preset.model)) == preset.model
+
+
+def test_a_few_steps_lower_the_loss_with_hard_negatives():
+    stage = ClipStage()
+    config = stage.presets()["tiny"].model
+    torch.manual_seed(0)
+    model = stage.build(config)
+    batch = _batch(8, config.clip.vision.image_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(12):
+        out = stage.loss(model, batch, config)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(float(out.loss.detach()))
+    assert out.metrics["negatives"] >= 6  # most captions of the batch got a hard negative
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_without_hard_negatives_there_are_none():
+    stage = ClipStage()
+    config = replace(stage.presets()["tiny"].model, hard_negatives=False)
+    torch.manual_seed(0)
+    out = stage.loss(stage.build(config), _batch(4, 32), config)
+    assert out.metrics["negatives"] == 0.0
+    assert abs(out.metrics["image_to_text"] - out.metrics["text_to_image"]) < 1.0
+
+
+def test_engine_run_exports_a_model_folder(tmp_path):
+    from unclip.clip.stage import export_clip
+    from unclip.train.config import RunConfig, TrainConfig
+    from unclip.train.engine import train
+
+    stage = ClipStage()
+    cfg = ClipStageConfig(replace(stage.presets()["tiny"].model.clip))
+    run = RunConfig("clip", "tiny", stage.config_to_dict(cfg),
+                    TrainConfig(steps=2, batch_size=4, lr=1e-3, log_every=1, sample_count=0), "shapes")  # fmt: skip
+    train(run, tmp_path / "run", progress=False)
+    folder = export_clip(tmp_path / "run", tmp_path / "model", ema=False)
+    model = load_clip(folder)
+    z, states, mask = model.encode_text(["a red circle"])
+    assert z.shape == (1, 32) and states.shape == (1, 48, 64) and int(mask.sum()) >= 3
