@@ -1,0 +1,192 @@
+"""The diffusion prior of §2.2: a decoder-only transformer that denoises a CLIP image embedding.
+
+The paper's network reads, in order, the caption's token states, the text embedding z_t, an embedding of the
+diffusion timestep, the noised image embedding and a final learned "output" token, under a causal mask, and the
+output token's state predicts the *un-noised* z_i (x0-prediction with an MSE loss, rather than ε: the paper
+found predicting z_i directly works better). The caption (tokens and z_t together) is replaced by learned null
+values 10% of the time so that classifier-free guidance can contrast the two branches at sampling.
+
+The network only maps ``(x_t, t, caption)`` to an x0 estimate; the schedule, the parameterization, guidance,
+samplers and best-of-N reranking live in ``unclip.diffusion`` and ``unclip.prior.sampling`` (STYLE.md 1-2, 5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor, nn
+
+from unclip.diffusion import DiffusionLoss, LossOutput, NoiseSchedule, Parameterization, randn
+from unclip.diffusion.schedules import SCHEDULES
+from unclip.prior.normalize import NORMALIZATIONS, EmbeddingNorm
+from unclip.prior.transformer import CausalTransformer, check_caption, timestep_embedding
+
+
+@dataclass
+class DiffusionPriorConfig:
+    # Dimensions of the CLIP the prior is trained for (z_t, z_i: embed_dim; token states: text_len x text_width).
+    embed_dim: int = 256
+    text_width: int = 256
+    text_len: int = 64
+    # The transformer.
+    width: int = 256
+    depth: int = 6
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    # Diffusion (Appendix C): cosine schedule with 1000 steps, 64 sampling steps, caption dropped 10%.
+    schedule: str = "cosine"
+    train_steps: int = 1000
+    sample_steps: int = 64
+    cond_drop: float = 0.1
+    # Embedding scaling (see normalize.py): "standardize" (per dimension, Karlo) or "scalar" (x scale, the paper).
+    normalization: str = "standardize"
+    scale: float = 17.2
+    best_of: int = 2  # candidates drawn per caption at sampling, the one with the largest z_i . z_t kept (§2.2)
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dim", "text_width", "text_len", "width", "depth", "heads", "train_steps", "best_of"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"diffusion prior {name} must be a positive integer, got {v!r}")
+        if self.width % self.heads:
+            raise ValueError(f"diffusion prior width {self.width} must be divisible by heads {self.heads}")
+        if not 1 <= self.sample_steps <= self.train_steps:
+            raise ValueError(f"sample_steps must lie in [1, train_steps={self.train_steps}], got {self.sample_steps}")
+        if not 0.0 <= self.cond_drop < 1.0:
+            raise ValueError(f"cond_drop must lie in [0, 1), got {self.cond_drop!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"unknown normalization {self.normalization!r}; expected one of {', '.join(NORMALIZATIONS)}"
+            )
+
+
+# Named presets (plain dict, STYLE.md 7). Dimensions match the CLIP presets of the same name
+# (unclip.clip.model.PRESETS); `base` fits a ViT-B/32-shaped CLIP. The paper's prior is far larger (1B params).
+DIFFUSION_PRIOR_PRESETS: dict[str, DiffusionPriorConfig] = {
+    "tiny": DiffusionPriorConfig(embed_dim=32, text_width=64, text_len=48, width=64, depth=2, heads=4),
+    "small": DiffusionPriorConfig(embed_dim=256, text_width=256, text_len=64, width=256, depth=6, heads=4),
+    "base": DiffusionPriorConfig(embed_dim=512, text_width=512, text_len=77, width=768, depth=12, heads=12),
+}
+
+
+def diffusion_prior_config(preset: str, **changes: object) -> DiffusionPriorConfig:
+    """A preset with fields replaced (e.g. the dims of the CLIP at hand)."""
+    if preset not in DIFFUSION_PRIOR_PRESETS:
+        raise ValueError(
+            f"unknown diffusion prior preset {preset!r}; expected one of {', '.join(DIFFUSION_PRIOR_PRESETS)}"
+        )
+    return replace(DIFFUSION_PRIOR_PRESETS[preset], **changes)  # type: ignore[arg-type]
+
+
+class DiffusionPrior(nn.Module):
+    """``forward(x_t, t, *, z_t, tokens, mask, keep) -> x0`` in the normalized embedding space.
+
+    ``x_t`` (B, D) is the noised, normalized z_i; ``t`` (B,) training timesteps; ``z_t`` (B, D) the caption's
+    CLIP text embedding; ``tokens`` (B, L, W) its token states with ``mask`` (B, L) True at real tokens;
+    ``keep`` (B,) bool is False where the caption is dropped (the unconditional branch of guidance, and what an
+    empty caption means). ``self.norm`` holds the embedding statistics that are saved with the weights.
+    """
+
+    def __init__(self, config: DiffusionPriorConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        w = c.width
+        self.norm = EmbeddingNorm(c.embed_dim, c.normalization, c.scale)
+        self.token_proj = nn.Linear(c.text_width, w)
+        self.z_t_proj = nn.Linear(c.embed_dim, w)
+        self.time_mlp = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w))
+        self.x_proj = nn.Linear(c.embed_dim, w)
+        self.output_token = nn.Parameter(torch.randn(w) * 0.02)
+        # Sequence: text_len caption positions, then z_t, timestep, x_t, output token.
+        self.pos = nn.Parameter(torch.randn(c.text_len + 4, w) * 0.02)
+        # The unconditional branch: learned stand-ins for a dropped caption (DALL-E 2 / Karlo do the same).
+        self.null_tokens = nn.Parameter(torch.randn(c.text_len, c.text_width) * 0.02)
+        self.null_z_t = nn.Parameter(torch.zeros(c.embed_dim))
+        self.transformer = CausalTransformer(w, c.depth, c.heads, c.mlp_ratio, c.dropout)
+        self.out = nn.Linear(w, c.embed_dim)
+
+    def forward(
+        self, x: Tensor, t: Tensor, *, z_t: Tensor, tokens: Tensor, mask: Tensor, keep: Tensor | None = None
+    ) -> Tensor:
+        c = self.config
+        check_caption(z_t, tokens, mask, embed_dim=c.embed_dim, text_width=c.text_width, text_len=c.text_len)
+        b, length = tokens.shape[:2]
+        if x.shape != (b, c.embed_dim):
+            raise ValueError(f"x_t must have shape ({b}, {c.embed_dim}) to match z_t, got {tuple(x.shape)}")
+        if t.shape != (b,):
+            raise ValueError(f"t must have shape ({b},), got {tuple(t.shape)}")
+        if keep is not None:
+            if keep.shape != (b,) or keep.dtype != torch.bool:
+                raise ValueError(f"keep must be a bool tensor of shape ({b},), got {keep.dtype} {tuple(keep.shape)}")
+            k = keep[:, None]
+            tokens = torch.where(k[..., None], tokens, self.null_tokens[:length].to(tokens.dtype))
+            z_t = torch.where(k, z_t, self.null_z_t.to(z_t.dtype))
+            mask = mask | ~k  # the null caption is all real positions
+        caption = self.token_proj(tokens)
+        if length < c.text_len:  # pad to the fixed positions so z_t and later keep their position embeddings
+            caption = torch.cat([caption, caption.new_zeros(b, c.text_len - length, caption.shape[2])], dim=1)
+            mask = torch.cat([mask, mask.new_zeros(b, c.text_len - length)], dim=1)
+        time = self.time_mlp(timestep_embedding(t, c.width))
+        tail = torch.stack([self.z_t_proj(z_t), time, self.x_proj(x), self.output_token.expand(b, -1)], dim=1)
+        h = torch.cat([caption, tail], dim=1) + self.pos
+        valid = torch.cat([mask, mask.new_ones(b, 4)], dim=1)
+        return self.out(self.transformer(h, valid)[:, -1])
+
+    # The diffusion this network was trained for, rebuilt from its config (nothing else to store).
+    def schedule(self) -> NoiseSchedule:
+        return NoiseSchedule.named(self.config.schedule, self.config.train_steps)
+
+    @staticmethod
+    def parameterization() -> Parameterization:
+        return Parameterization("x0")  # §2.2: the prior predicts the un-noised z_i directly
+
+
+def draw_keep(batch: int, cond_drop: float, generators: list[torch.Generator] | None = None) -> Tensor:
+    """Which captions to keep (True) when 10% are dropped for classifier-free guidance (Appendix C)."""
+    if generators is None:
+        return torch.rand(batch) >= cond_drop
+    if len(generators) != batch:
+        raise ValueError(f"got {len(generators)} generators for a batch of {batch}")
+    return torch.stack([torch.rand((), generator=g) for g in generators]) >= cond_drop
+
+
+def diffusion_prior_loss(
+    model: nn.Module,
+    z_i: Tensor,
+    z_t: Tensor,
+    tokens: Tensor,
+    mask: Tensor,
+    *,
+    generators: list[torch.Generator] | None = None,
+) -> LossOutput:
+    """MSE between the predicted and the true normalized z_i at a uniform timestep (§2.2), caption dropout applied.
+
+    ``model`` may be a DDP/compile wrapper: the config and the norm are read from the unwrapped module. With one
+    generator per sample, sample i's timestep, noise and dropout depend on its generator only.
+    """
+    net: DiffusionPrior = getattr(model, "module", model)
+    net = getattr(net, "_orig_mod", net)
+    c = net.config
+    check_caption(z_t, tokens, mask, embed_dim=c.embed_dim, text_width=c.text_width, text_len=c.text_len)
+    if z_i.shape != z_t.shape:
+        raise ValueError(f"z_i must have the shape of z_t {tuple(z_t.shape)}, got {tuple(z_i.shape)}")
+    net.norm.check_fitted()
+    x0 = net.norm.normalize(z_i)
+    b = x0.shape[0]
+    schedule = net.schedule()
+    if generators is None:
+        t = torch.randint(0, schedule.num_steps, (b,))
+        noise = torch.randn_like(x0)
+    else:
+        t = torch.stack([torch.randint(0, schedule.num_steps, (), generator=g) for g in generators])
+        noise = randn(x0.shape, generators, dtype=x0.dtype)
+    keep = draw_keep(b, c.cond_drop, generators).to(x0.device)
+    loss = DiffusionLoss(schedule, net.parameterization(), discretized_t0=False)
+    cond = {"z_t": z_t, "tokens": tokens, "mask": mask, "keep": keep}
+    return loss(model, x0, cond, t=t.to(x0.device), noise=noise.to(x0.device))

@@ -1,0 +1,174 @@
+"""Diffusion prior (§2.2): causal mask, caption dropout, best-of-N, determinism, training on a synthetic task."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import synthetic_pairs
+
+from unclip.prior import (
+    DIFFUSION_PRIOR_PRESETS,
+    DiffusionPrior,
+    DiffusionPriorConfig,
+    best_of_n,
+    diffusion_prior_loss,
+    sample_diffusion_prior,
+)
+from unclip.prior.diffusion_prior import draw_keep
+from unclip.prior.transformer import CausalTransformer, causal_mask
+
+DIM, WIDTH, LEN = 16, 24, 6
+
+
+def tiny(**kw) -> DiffusionPriorConfig:
+    base = dict(embed_dim=DIM, text_width=WIDTH, text_len=LEN, width=64, depth=2, heads=4, sample_steps=16)
+    return DiffusionPriorConfig(**{**base, **kw})
+
+
+def fitted(cfg: DiffusionPriorConfig | None = None, seed: int = 0) -> DiffusionPrior:
+    torch.manual_seed(seed)
+    m = DiffusionPrior(cfg or tiny())
+    m.norm.fit(synthetic_pairs(256)[0])
+    return m.eval()
+
+
+def test_transformer_is_causal():
+    torch.manual_seed(0)
+    tr = CausalTransformer(32, 2, 4).eval()
+    h = torch.randn(2, 9, 32)
+    valid = torch.ones(2, 9, dtype=torch.bool)
+    base = tr(h, valid)
+    for j in (3, 8):
+        h2 = h.clone()
+        h2[:, j] += torch.randn(2, 32)
+        out = tr(h2, valid)
+        torch.testing.assert_close(out[:, :j], base[:, :j], rtol=0, atol=1e-6)
+        assert (out[:, j:] - base[:, j:]).abs().max() > 1e-3  # later positions do see it
+
+
+def test_mask_hides_padding_but_never_empties_a_row():
+    valid = torch.tensor([[False, True, False, True]])
+    allowed = causal_mask(valid)[0]
+    assert allowed.diagonal().all()  # a padded query still attends to itself (no NaN)
+    assert not allowed[3, 2] and allowed[3, 1] and not allowed[1, 3]
+
+
+def test_prior_output_ignores_padded_tokens_and_sees_every_input():
+    m = fitted()
+    z_i, z_t, tokens, mask = synthetic_pairs(4)
+    t = torch.full((4,), 500)
+    out = m(z_i, t, z_t=z_t, tokens=tokens, mask=mask)
+    tokens2 = tokens.clone()
+    tokens2[~mask] = 100.0
+    torch.testing.assert_close(m(z_i, t, z_t=z_t, tokens=tokens2, mask=mask), out)
+    for changed in (dict(x=z_i + 1), dict(z_t=z_t.flip(0)), dict(t=t - 400)):
+        args = {"x": z_i, "t": t, "z_t": z_t, **changed}
+        assert (m(args["x"], args["t"], z_t=args["z_t"], tokens=tokens, mask=mask) - out).abs().max() > 1e-4
+
+
+def test_caption_dropout_rate_and_null_branch():
+    keep = draw_keep(20_000, 0.1, [torch.Generator().manual_seed(i) for i in range(20_000)])
+    assert abs((~keep).float().mean().item() - 0.1) < 0.01
+    m = fitted()
+    z_i, z_t, tokens, mask = synthetic_pairs(3)
+    t = torch.full((3,), 300)
+    off = torch.zeros(3, dtype=torch.bool)
+    a = m(z_i, t, z_t=z_t, tokens=tokens, mask=mask, keep=off)
+    b = m(z_i, t, z_t=torch.randn_like(z_t), tokens=torch.randn_like(tokens), mask=mask, keep=off)
+    torch.testing.assert_close(a, b)  # a dropped caption is replaced whole by the learned null
+    on = m(z_i, t, z_t=z_t, tokens=tokens, mask=mask, keep=~off)
+    assert (on - a).abs().max() > 1e-4
+
+
+def test_best_of_n_picks_largest_dot_product():
+    g = torch.Generator().manual_seed(0)
+    cand, z_t = torch.randn(5, 4, 8, generator=g), torch.randn(5, 8, generator=g)
+    z, idx = best_of_n(cand, z_t)
+    dots = torch.einsum("bnd,bd->bn", cand, z_t)
+    assert torch.equal(idx, dots.argmax(1))
+    torch.testing.assert_close(z, cand[torch.arange(5), idx])
+    assert ((z * z_t).sum(1)[:, None] >= dots - 1e-6).all()
+
+
+def test_sampling_reranks_and_each_caption_depends_on_its_seed_only():
+    m = fitted()
+    _, z_t, tokens, mask = synthetic_pairs(3)
+    gens = [torch.Generator().manual_seed(s) for s in (7, 8, 9)]
+    out = sample_diffusion_prior(m, z_t, tokens, mask, best_of=3, steps=8, guidance_scale=2.0, generator=gens)
+    dots = torch.einsum("bnd,bd->bn", out.candidates, z_t)
+    assert torch.equal(out.chosen, dots.argmax(1))
+    torch.testing.assert_close(out.z_i, out.candidates[torch.arange(3), out.chosen])
+    single = sample_diffusion_prior(
+        m, z_t[1:2], tokens[1:2], mask[1:2], best_of=3, steps=8, guidance_scale=2.0,
+        generator=[torch.Generator().manual_seed(8)],
+    )  # fmt: skip
+    torch.testing.assert_close(single.z_i[0], out.z_i[1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp_2m"])
+def test_any_core_sampler_runs(sampler):
+    m = fitted()
+    _, z_t, tokens, mask = synthetic_pairs(2)
+    out = sample_diffusion_prior(m, z_t, tokens, mask, steps=4, sampler=sampler, generator=torch.Generator())
+    assert out.z_i.shape == (2, DIM) and torch.isfinite(out.z_i).all()
+
+
+def test_x0_prior_learns_a_synthetic_caption_to_image_map():
+    """z_i = rotation(z_t) + noise: the sampled z_i must be far closer to the truth than z_t itself is."""
+    torch.manual_seed(0)
+    cfg = tiny(cond_drop=0.1)
+    m = DiffusionPrior(cfg)
+    z_i, z_t, tokens, mask = synthetic_pairs(2048, seed=1)
+    m.norm.fit(z_i)
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    for step in range(200):
+        idx = torch.randint(0, 2048, (64,), generator=g)
+        loss = diffusion_prior_loss(m, z_i[idx], z_t[idx], tokens[idx], mask[idx]).loss.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step == 0:
+            first = loss.item()
+    assert loss.item() < 0.5 * first
+    m.eval()
+    hz_i, hz_t, htok, hmask = synthetic_pairs(64, seed=99)
+    out = sample_diffusion_prior(m, hz_t, htok, hmask, steps=16, generator=torch.Generator().manual_seed(0))
+    cos = F.cosine_similarity(out.z_i, hz_i).mean().item()
+    baseline = F.cosine_similarity(hz_t, hz_i).mean().item()
+    print(f"held-out cosine {cos:.3f}, z_t baseline {baseline:.3f}")
+    assert cos > 0.8 and cos > baseline + 0.5, (cos, baseline)
+
+
+def test_bad_inputs_name_the_value():
+    m = fitted()
+    _, z_t, tokens, mask = synthetic_pairs(2)
+    with pytest.raises(ValueError, match=r"z_t must have shape \(B, 16\).*\(2, 5\)"):
+        sample_diffusion_prior(m, z_t[:, :5], tokens, mask)
+    with pytest.raises(ValueError, match="batch 1 but z_t has batch 2"):
+        sample_diffusion_prior(m, z_t, tokens[:1], mask[:1])
+    with pytest.raises(ValueError, match="text_width"):
+        sample_diffusion_prior(m, z_t, tokens[..., :3], mask)
+    with pytest.raises(ValueError, match="bool"):
+        sample_diffusion_prior(m, z_t, tokens, mask.float())
+    with pytest.raises(ValueError, match="text_len"):
+        sample_diffusion_prior(m, z_t, torch.randn(2, LEN + 1, WIDTH), torch.ones(2, LEN + 1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="best_of"):
+        sample_diffusion_prior(m, z_t, tokens, mask, best_of=0)
+    with pytest.raises(ValueError, match="no statistics"):
+        sample_diffusion_prior(DiffusionPrior(tiny()), z_t, tokens, mask)
+    with pytest.raises(ValueError, match="width 30 must be divisible by heads 4"):
+        tiny(width=30)
+    with pytest.raises(ValueError, match="sample_steps"):
+        tiny(sample_steps=2000)
+
+
+def test_presets_are_valid_and_the_small_ones_build():
+    for name, cfg in DIFFUSION_PRIOR_PRESETS.items():
+        assert dataclasses.replace(cfg) == cfg, name
+        assert cfg.cond_drop == 0.1 and cfg.sample_steps == 64 and cfg.best_of == 2 and cfg.train_steps == 1000
+    for name in ("tiny", "small"):
+        DiffusionPrior(DIFFUSION_PRIOR_PRESETS[name])
