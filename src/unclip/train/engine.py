@@ -179,6 +179,7 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
             logger.save_grid(at, images)
 
     last_loss, t_start, start_step, interrupted = None, time.perf_counter(), step, False
+    nonfinite_steps, ema_decay = 0, 0.0
     window_t, window_samples = time.perf_counter(), 0
     reported: set[str] = set()
     with _StopFlag() as stop:
@@ -214,9 +215,18 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
             grad_norm = None
             if tc.grad_clip > 0:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            optimizer.step()
+            # A NaN or infinite loss on any process (a bad sample, an overflow) must not reach the weights:
+            # gradients are all-reduced, so every process sees the same verdict and skips the same update.
+            finite = torch.isfinite(accelerator.reduce(loss_sum, "sum"))
+            if grad_norm is not None:
+                finite = finite & torch.isfinite(torch.as_tensor(grad_norm))
+            if bool(finite):
+                optimizer.step()
+                ema_decay = ema.update(net)
+            else:
+                nonfinite_steps += 1
+                logger.message(f"step {step + 1}: non-finite loss or gradient; update skipped")
             optimizer.zero_grad(set_to_none=True)
-            ema_decay = ema.update(net)
             step += 1
             window_samples += tc.batch_size
             logger.advance()
@@ -228,6 +238,7 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                 now = time.perf_counter()
                 metrics = {
                     "loss": last_loss, "lr": lr, "ema_decay": ema_decay, "skipped_samples": int(skipped_all),
+                    "nonfinite_steps": nonfinite_steps,
                     "samples_per_s": window_samples / max(now - window_t, 1e-9),
                     **{f"train/{k}": v for k, v in metric_sums.items()},
                 }  # fmt: skip
