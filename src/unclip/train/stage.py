@@ -134,6 +134,10 @@ def _builtin_toy() -> Stage[Any]:
 
 register_stage("toy", _builtin_toy)
 register_stage("clip", lambda: __import__("unclip.clip.stage", fromlist=["ClipStage"]).ClipStage())
+register_stage("decoder", lambda: __import__("unclip.train.decoder_stage", fromlist=["DecoderStage"]).DecoderStage())
+register_stage(
+    "upsampler", lambda: __import__("unclip.train.upsampler_stage", fromlist=["UpsamplerStage"]).UpsamplerStage()
+)
 
 
 def stage_names() -> list[str]:

@@ -1,0 +1,143 @@
+"""``unclip train decoder``: the §2.1 decoder trained on the image embeddings of a frozen CLIP.
+
+Each step encodes the batch with the CLIP (``model.clip``, a model folder) under ``no_grad``: z_i from the
+image, token states and mask from the caption. The decoder learns eps (and its variance, improved DDPM's
+hybrid loss) with z_i dropped 10% and the caption 50% of the time (App. C), so one network serves every
+guidance branch. The CLIP's sizes must match the decoder's ``clip_dim`` / ``text_dim``: that is checked before
+training starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from unclip.diffusion import DiffusionLoss, NoiseSchedule, Parameterization
+from unclip.models.decoder import Decoder, DecoderConfig
+from unclip.models.presets import decoder_preset
+from unclip.train.config import TrainConfig
+from unclip.train.diffusion_draws import draw_flags, draw_timesteps_and_noise
+from unclip.train.stage import Batch, Preset, Stage, StepOutput
+
+# Sizes of the project's CLIP presets (embedding, text width), which the decoder presets follow.
+_CLIP_SIZES = {"tiny": (32, 64), "small": (256, 256), "vit-b-32": (512, 512)}
+
+
+@dataclass
+class DecoderStageConfig:
+    clip: str = ""  # folder of the frozen CLIP whose z_i the decoder inverts (required)
+    decoder: DecoderConfig = field(default_factory=lambda: decoder_preset("small", clip_dim=256, text_dim=256))
+    sample_steps: int = 50  # DDIM steps for the log's sample grid
+    sample_guidance: tuple[float, float] = (3.0, 1.0)  # (image embedding, caption) scales for the grid
+
+
+def check_clip_matches(clip: Any, config: DecoderConfig, where: str) -> None:
+    """A decoder and a CLIP fit together only if z_i and the token states have the decoder's sizes."""
+    text_width = int(clip.encode_text(["a"]).token_states.shape[-1]) if config.text_dim else None
+    if clip.embed_dim != config.clip_dim or (config.text_dim and text_width != config.text_dim):
+        raise ValueError(
+            f"the CLIP at {where} has embedding size {clip.embed_dim} and text width {text_width}, but the decoder "
+            f"expects clip_dim {config.clip_dim} and text_dim {config.text_dim}; pick a decoder preset for this "
+            "CLIP or set model.decoder.clip_dim / model.decoder.text_dim"
+        )
+
+
+class DecoderStage(Stage[DecoderStageConfig]):
+    name = "decoder"
+    config_type = DecoderStageConfig
+
+    def __init__(self) -> None:
+        self._clips: dict[str, nn.Module] = {}
+
+    def presets(self) -> dict[str, Preset[DecoderStageConfig]]:
+        def cfg(shape: str, clip: str, resolution: int) -> DecoderStageConfig:
+            clip_dim, text_dim = _CLIP_SIZES[clip]
+            return DecoderStageConfig(
+                decoder=decoder_preset(shape, clip_dim=clip_dim, text_dim=text_dim, resolution=resolution)
+            )
+
+        return {
+            "small": Preset(
+                cfg("small", "small", 64),
+                TrainConfig(steps=30_000, batch_size=64, lr=1e-4, warmup_steps=500, ema_decay=0.9999, grad_clip=1.0,
+                            checkpoint_every=2000, sample_every=2000),
+                "Shapes world at 64 px with the small CLIP: 25M parameters, hours on one GPU",
+            ),
+            "tiny": Preset(
+                cfg("tiny", "tiny", 32),
+                TrainConfig(steps=200, batch_size=8, lr=1e-3, warmup_steps=10, ema_decay=0.99, checkpoint_every=100),
+                "32 px with the tiny CLIP: seconds on a CPU (tests)",
+            ),
+            "base": Preset(
+                cfg("base", "vit-b-32", 64),
+                TrainConfig(steps=500_000, batch_size=256, lr=1.2e-4, warmup_steps=2000, ema_decay=0.9999,
+                            grad_clip=1.0, mixed_precision="bf16", checkpoint_every=5000, sample_every=5000),
+                "ADM-sized 64 px decoder (300M) for a ViT-B/32 CLIP on real data: GPUs",
+            ),
+        }  # fmt: skip
+
+    def clip_model(self, config: DecoderStageConfig, device: torch.device | str = "cpu") -> nn.Module:
+        if not config.clip:
+            raise ValueError("decoder training needs a trained CLIP: pass --set model.clip=CLIP_DIR")
+        if config.clip not in self._clips:
+            from unclip.clip import load_clip
+
+            clip = load_clip(config.clip).eval().requires_grad_(False)
+            check_clip_matches(clip, config.decoder, config.clip)
+            self._clips[config.clip] = clip
+        return self._clips[config.clip].to(device)
+
+    def build(self, config: DecoderStageConfig) -> nn.Module:
+        self.clip_model(config)  # fails here, before any work, if the CLIP is missing or does not fit
+        return Decoder(config.decoder)
+
+    def resolution(self, config: DecoderStageConfig) -> int:
+        return config.decoder.resolution
+
+    def loss(self, model: nn.Module, batch: Batch, config: DecoderStageConfig) -> StepOutput:
+        dc, device = config.decoder, batch.image.device
+        clip = self.clip_model(config, device)
+        with torch.no_grad():
+            z_i = clip.encode_image(batch.image)
+            text = clip.encode_text(list(batch.caption))
+        cond = {
+            "z_i": z_i,
+            "text": text.token_states,
+            "text_mask": text.mask,
+            "drop_z_i": draw_flags(batch.generators(salt=1), dc.p_drop_z_i, device),
+            "drop_text": draw_flags(batch.generators(salt=2), dc.p_drop_text, device),
+        }
+        loss_fn = DiffusionLoss(NoiseSchedule.named(dc.schedule), Parameterization("eps", dc.learned_variance))
+        t, noise = draw_timesteps_and_noise(batch.generators(), loss_fn.schedule.num_steps, batch.image.shape, device)
+        out = loss_fn(model, batch.image, cond, t=t, noise=noise)
+        metrics = {"mse": float(out.mse.detach().mean())}
+        if out.vlb is not None:
+            metrics["vlb"] = float(out.vlb.detach().mean())
+        return StepOutput(out.loss.mean(), metrics)
+
+    def sample(self, model: nn.Module, config: DecoderStageConfig, n: int, generator: torch.Generator) -> Tensor | None:
+        """Reconstructions: held-out Shapes-world images decoded from their own z_i (top row: originals)."""
+        from unclip.data.shapes import ShapesWorld
+        from unclip.diffusion import ModelDenoiser, clamp_x0, guided, sample_ddim
+        from unclip.models.decoder import guidance_conditions
+
+        dc = config.decoder
+        device = next(model.parameters()).device
+        world = ShapesWorld(split="val", seed=0, resolution=max(32, dc.resolution))
+        k = max(1, n // 2)
+        real = torch.stack([torch.from_numpy(world[i].image.copy()) for i in range(k)]).permute(0, 3, 1, 2)
+        real = torch.nn.functional.interpolate(real.float() / 127.5 - 1, size=dc.resolution, mode="area").to(device)
+        clip = self.clip_model(config, device)
+        with torch.no_grad():
+            enc = clip.encode_text([world[i].caption for i in range(k)])
+            z_i = clip.encode_image(real)
+            schedule = NoiseSchedule.named(dc.schedule)
+            den = ModelDenoiser(model, schedule, Parameterization("eps", dc.learned_variance))
+            conds = guidance_conditions(z_i, enc.token_states, enc.mask)
+            x_T = torch.randn(real.shape, generator=generator).to(device)
+            fake = sample_ddim(clamp_x0(guided(den, conds, list(config.sample_guidance)), schedule), x_T,
+                               schedule.grid(config.sample_steps))  # fmt: skip
+        return torch.cat([real, fake.clamp(-1, 1)])[:n]

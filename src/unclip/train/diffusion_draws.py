@@ -1,0 +1,24 @@
+"""Per-sample randomness for diffusion stages: timesteps, noise and coin flips drawn from each sample's seed.
+
+Drawing sample i's t and noise from its own generator (``Batch.generators``) makes a step's result the same
+however the global batch is split over processes and accumulation steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def draw_timesteps_and_noise(
+    generators: list[torch.Generator], num_steps: int, shape: tuple[int, ...], device: torch.device | str
+) -> tuple[Tensor, Tensor]:
+    """``t`` uniform over the training steps and standard normal ``noise`` of ``shape`` (batch first)."""
+    t = torch.stack([torch.randint(0, num_steps, (), generator=g) for g in generators])
+    noise = torch.stack([torch.randn(shape[1:], generator=g) for g in generators])
+    return t.to(device), noise.to(device)
+
+
+def draw_flags(generators: list[torch.Generator], p: float, device: torch.device | str) -> Tensor:
+    """One Bernoulli(p) flag per sample (condition dropout)."""
+    return (torch.stack([torch.rand((), generator=g) for g in generators]) < p).to(device)

@@ -1,0 +1,129 @@
+"""``unclip train upsampler``: the §2.1 diffusion upsamplers, trained on corrupted low-resolution crops.
+
+App. C: each upsampler trains on random crops of 1/4 of its target size (the data pipeline delivers full-size
+images; the stage crops them) and runs on whole images at inference, which the convolution-only network with a
+per-pixel norm makes exact. The low-resolution condition is the crop downsampled and corrupted: Gaussian blur
+for 64→256, BSR for 256→1024 (``unclip.data.degradations``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from unclip.data.degradations import corrupt
+from unclip.diffusion import DiffusionLoss, NoiseSchedule, Parameterization, append_dims
+from unclip.models.presets import upsampler_preset
+from unclip.models.upsampler import Upsampler, UpsamplerConfig
+from unclip.train.config import TrainConfig
+from unclip.train.diffusion_draws import draw_timesteps_and_noise
+from unclip.train.stage import Batch, Preset, Stage, StepOutput
+
+
+@dataclass
+class UpsamplerStageConfig:
+    upsampler: UpsamplerConfig = field(default_factory=lambda: upsampler_preset("small", resolution=256))
+    crop_fraction: int = 4  # train on crops of resolution / 4 (App. C)
+    aug_max_t: int = 250  # with noise_aug: the low-res condition is noised to a level uniform below this
+    sample_steps: int = 27  # App. C: 27 DDIM steps for 64→256
+
+    def __post_init__(self) -> None:
+        u = self.upsampler
+        crop = u.resolution // self.crop_fraction if self.crop_fraction >= 1 else 0
+        align = u.factor * u.unet.downsample_factor
+        if self.crop_fraction < 1 or u.resolution % self.crop_fraction or crop % align:
+            raise ValueError(
+                f"crop size resolution / crop_fraction = {u.resolution} / {self.crop_fraction} must be a whole "
+                f"multiple of factor × 2^(levels - 1) = {align}"
+            )
+
+    @property
+    def crop(self) -> int:
+        return self.upsampler.resolution // self.crop_fraction
+
+
+def random_crops(images: Tensor, size: int, align: int, generators: list[torch.Generator]) -> Tensor:
+    """One ``size``² crop per image at a random offset that is a multiple of ``align`` (the downsampling grid)."""
+    h, w = images.shape[-2:]
+    out = []
+    for img, g in zip(images, generators, strict=True):
+        y = int(torch.randint(0, (h - size) // align + 1, (), generator=g)) * align
+        x = int(torch.randint(0, (w - size) // align + 1, (), generator=g)) * align
+        out.append(img[:, y : y + size, x : x + size])
+    return torch.stack(out)
+
+
+class UpsamplerStage(Stage[UpsamplerStageConfig]):
+    name = "upsampler"
+    config_type = UpsamplerStageConfig
+
+    def presets(self) -> dict[str, Preset[UpsamplerStageConfig]]:
+        return {
+            "small": Preset(
+                UpsamplerStageConfig(),
+                TrainConfig(steps=20_000, batch_size=32, lr=1e-4, warmup_steps=500, ema_decay=0.9999, grad_clip=1.0,
+                            checkpoint_every=2000, sample_every=2000),
+                "64→256 with blur corruption, 8M parameters: an hour or two on one GPU",
+            ),
+            "tiny": Preset(
+                UpsamplerStageConfig(upsampler_preset("tiny", resolution=64), sample_steps=5),
+                TrainConfig(steps=100, batch_size=4, lr=1e-3, warmup_steps=5, ema_decay=0.99, checkpoint_every=50),
+                "16→64: seconds on a CPU (tests)",
+            ),
+            "base-1024": Preset(
+                UpsamplerStageConfig(upsampler_preset("base", resolution=1024), sample_steps=15),
+                TrainConfig(steps=500_000, batch_size=32, lr=1e-4, warmup_steps=2000, ema_decay=0.9999, grad_clip=1.0,
+                            mixed_precision="bf16", checkpoint_every=5000, sample_every=5000),
+                "256→1024 with BSR corruption and a linear schedule (App. C): GPUs and real data",
+            ),
+        }  # fmt: skip
+
+    def build(self, config: UpsamplerStageConfig) -> nn.Module:
+        return Upsampler(config.upsampler)
+
+    def resolution(self, config: UpsamplerStageConfig) -> int:
+        return config.upsampler.resolution
+
+    def loss(self, model: nn.Module, batch: Batch, config: UpsamplerStageConfig) -> StepOutput:
+        u, device = config.upsampler, batch.image.device
+        align = u.factor * u.unet.downsample_factor
+        high = random_crops(batch.image, config.crop, align, batch.generators(salt=3))
+        low = corrupt(high.cpu(), u.factor, u.degradation, batch.generators(salt=4)).to(device)
+        schedule = NoiseSchedule.named(u.schedule)
+        cond: dict[str, Tensor] = {"low_res": low}
+        if u.noise_aug:
+            # Noise-level augmentation: the condition is itself diffused to a random level the network is told.
+            gens = batch.generators(salt=5)
+            level, aug_noise = draw_timesteps_and_noise(gens, config.aug_max_t, low.shape, device)
+            ab = append_dims(schedule.alpha_bar.to(device)[level].to(low.dtype), low.ndim)
+            cond = {"low_res": ab.sqrt() * low + (1 - ab).sqrt() * aug_noise, "aug_level": level}
+        loss_fn = DiffusionLoss(schedule, Parameterization("eps", u.learned_variance))
+        t, noise = draw_timesteps_and_noise(batch.generators(), schedule.num_steps, high.shape, device)
+        out = loss_fn(model, high, cond, t=t, noise=noise)
+        return StepOutput(out.loss.mean(), {"mse": float(out.mse.detach().mean())})
+
+    def sample(
+        self, model: nn.Module, config: UpsamplerStageConfig, n: int, generator: torch.Generator
+    ) -> Tensor | None:
+        """Held-out Shapes-world images: bicubic from the low resolution (top) and the upsampler's (bottom)."""
+        from unclip.data.shapes import ShapesWorld
+        from unclip.diffusion import ModelDenoiser, clamp_x0, conditioned, sample_ddim
+
+        u = config.upsampler
+        device = next(model.parameters()).device
+        world = ShapesWorld(split="val", seed=0, resolution=max(32, u.resolution))
+        k = max(1, n // 2)
+        high = torch.stack([torch.from_numpy(world[i].image.copy()) for i in range(k)]).permute(0, 3, 1, 2)
+        high = torch.nn.functional.interpolate(high.float() / 127.5 - 1, size=u.resolution, mode="area")
+        low = corrupt(high, u.factor, "none").to(device)
+        schedule = NoiseSchedule.named(u.schedule)
+        with torch.no_grad():
+            den = ModelDenoiser(model, schedule, Parameterization("eps", u.learned_variance))
+            x_T = torch.randn(high.shape, generator=generator).to(device)
+            out = sample_ddim(
+                clamp_x0(conditioned(den, {"low_res": low}), schedule), x_T, schedule.grid(config.sample_steps)
+            )
+            bicubic = torch.nn.functional.interpolate(low, size=u.resolution, mode="bicubic").clamp(-1, 1)
+        return torch.cat([bicubic, out.clamp(-1, 1)])[:n]

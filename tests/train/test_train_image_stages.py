@@ -1,0 +1,73 @@
+"""The decoder and upsampler stages run through the engine end to end, and reject what does not fit."""
+
+import json
+
+import pytest
+import torch
+
+from unclip.cli.main import main
+from unclip.clip import CLIP, PRESETS, make_tokenizer
+from unclip.train.upsampler_stage import UpsamplerStageConfig, random_crops
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = PRESETS["tiny"]
+    folder = tmp_path_factory.mktemp("clip") / "tiny"
+    CLIP(cfg, make_tokenizer("shapes-bpe", cfg.text.vocab_size, cfg.text.context_length)).save_pretrained(folder)
+    return folder
+
+
+def run(tmp_path, *args):
+    out = tmp_path / "run"
+    code = main(["train", *args, "--data", "shapes", "--out", str(out), "--no-progress", "--steps", "2",
+                 "--set", "train.log_every=1", "--set", "train.checkpoint_every=2"])  # fmt: skip
+    return code, out
+
+
+def test_decoder_trains_on_a_frozen_clip(tmp_path, tiny_clip):
+    code, out = run(tmp_path, "decoder", "--preset", "tiny", "--batch-size", "4", "--set", f"model.clip={tiny_clip}")
+    assert code == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["loss"] == r["loss"] and r["train/vlb"] > 0 for r in rows)
+    assert json.loads((out / "config.json").read_text())["model"]["clip"] == str(tiny_clip)
+
+
+def test_decoder_refuses_a_clip_of_another_size_before_training(tmp_path, tiny_clip, capsys):
+    code, out = run(tmp_path, "decoder", "--preset", "small", "--set", f"model.clip={tiny_clip}")
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "embedding size 32" in err and "clip_dim 256" in err
+    assert not (out / "checkpoints").exists()
+
+
+def test_decoder_without_clip_says_how_to_pass_one(tmp_path, capsys):
+    code, _ = run(tmp_path, "decoder", "--preset", "tiny")
+    assert code == 2 and "model.clip=CLIP_DIR" in capsys.readouterr().err
+
+
+def test_upsampler_trains_on_corrupted_crops(tmp_path):
+    code, out = run(tmp_path, "upsampler", "--preset", "tiny", "--batch-size", "2")
+    assert code == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(0 < r["loss"] < 10 for r in rows)
+
+
+def test_random_crops_are_aligned_deterministic_and_in_bounds():
+    images = torch.arange(2 * 3 * 64 * 64, dtype=torch.float32).reshape(2, 3, 64, 64)
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2)]
+    crops = random_crops(images, 16, 8, gens)
+    again = random_crops(images, 16, 8, [torch.Generator().manual_seed(s) for s in (1, 2)])
+    assert crops.shape == (2, 3, 16, 16) and torch.equal(crops, again)
+    for img, crop in zip(images, crops, strict=True):
+        y, x = divmod(int(crop[0, 0, 0]) % (64 * 64), 64)  # the top-left pixel's position in the source
+        assert y % 8 == 0 and x % 8 == 0 and y + 16 <= 64 and x + 16 <= 64
+        assert torch.equal(img[:, y : y + 16, x : x + 16], crop)
+
+
+def test_crop_fraction_must_fit_the_downsampling_grid():
+    from unclip.models.presets import upsampler_preset
+
+    with pytest.raises(ValueError, match="crop size"):
+        UpsamplerStageConfig(upsampler_preset("small", resolution=256), crop_fraction=3)
