@@ -133,6 +133,16 @@ def _builtin_toy() -> Stage[Any]:
 
 
 register_stage("toy", _builtin_toy)
+
+
+def _prior_stage(name: str) -> Stage[Any]:
+    from unclip.prior.stage import PRIOR_STAGES  # lazy: the prior networks load only when a prior trains
+
+    return PRIOR_STAGES[name]()
+
+
+register_stage("diffusion_prior", lambda: _prior_stage("diffusion_prior"))
+register_stage("ar_prior", lambda: _prior_stage("ar_prior"))
 register_stage("clip", lambda: __import__("unclip.clip.stage", fromlist=["ClipStage"]).ClipStage())
 register_stage("decoder", lambda: __import__("unclip.train.decoder_stage", fromlist=["DecoderStage"]).DecoderStage())
 register_stage(

@@ -1,0 +1,149 @@
+"""``unclip train diffusion_prior`` and ``unclip train ar_prior``: both priors on the training engine.
+
+The priors learn from precomputed CLIP embeddings (``unclip.prior.embeddings``), named by the stage config's
+``embeddings`` folder. The engine's data pipeline delivers images, which a prior does not need: the stage uses
+only each batch's global stream positions (``Batch.index``) and per-sample seeds, mapped to embedding rows by a
+per-epoch permutation, so runs stay deterministic and exactly resumable. Pass the cheapest ``--data`` (e.g.
+``shapes``); a dedicated embedding data source in the engine is the proper fix (see docs/prior.md).
+
+``build`` fits the data statistics (the diffusion prior's normalization; the AR prior's PCA, bucket ranges and
+dot-product quantiles) on the embedding set, so a checkpoint's weights carry them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+from unclip.prior.ar_prior import ARPrior, ARPriorConfig, ar_prior_loss
+from unclip.prior.diffusion_prior import DIFFUSION_PRIOR_PRESETS, DiffusionPrior, DiffusionPriorConfig
+from unclip.prior.diffusion_prior import diffusion_prior_loss as _diffusion_loss
+from unclip.prior.embeddings import EmbeddingSet, load_embeddings
+from unclip.prior.sampling import sample_diffusion_prior
+from unclip.train.config import TrainConfig
+from unclip.train.stage import Batch, Preset, Stage, StepOutput
+
+FIT_ROWS = 200_000  # statistics are fitted on at most this many pairs (PCA on more changes nothing)
+
+
+@dataclass
+class DiffusionPriorStageConfig(DiffusionPriorConfig):
+    embeddings: str = ""  # folder written by write_embeddings / `unclip embed`
+    resolution: int = 8  # images the engine loads and the stage ignores: keep them small
+
+
+@dataclass
+class ARPriorStageConfig(ARPriorConfig):
+    embeddings: str = ""
+    resolution: int = 8
+
+
+@lru_cache(maxsize=2)
+def _embeddings(folder: str) -> EmbeddingSet:
+    if not folder:
+        raise ValueError("the prior stages train on precomputed embeddings: set --set model.embeddings=FOLDER")
+    return load_embeddings(folder)
+
+
+def _checked(folder: str, config: DiffusionPriorConfig | ARPriorConfig) -> EmbeddingSet:
+    data = _embeddings(folder)
+    for k, v in data.dims.items():
+        if getattr(config, k) != v:
+            raise ValueError(f"model.{k} is {getattr(config, k)} but the embeddings in {folder!r} have {k} {v}; "
+                             f"set --set model.{k}={v}")  # fmt: skip
+    return data
+
+
+def _base(config: object, cls: type) -> object:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in dataclasses.asdict(config).items() if k in names})  # type: ignore[call-overload]
+
+
+class DiffusionPriorStage(Stage[DiffusionPriorStageConfig]):
+    name = "diffusion_prior"
+    config_type = DiffusionPriorStageConfig
+
+    def presets(self) -> dict[str, Preset[DiffusionPriorStageConfig]]:
+        def cfg(name: str) -> DiffusionPriorStageConfig:
+            return DiffusionPriorStageConfig(**dataclasses.asdict(DIFFUSION_PRIOR_PRESETS[name]))
+
+        return {
+            "tiny": Preset(cfg("tiny"), TrainConfig(steps=500, batch_size=64, lr=1e-3, warmup_steps=20,
+                                                    checkpoint_every=250, ema_decay=0.999, sample_count=0),
+                           "tiny CLIP dims; seconds per hundred steps on a CPU (tests)"),
+            "small": Preset(cfg("small"), TrainConfig(steps=20_000, batch_size=256, lr=3e-4, warmup_steps=500,
+                                                      weight_decay=0.01, checkpoint_every=1000, sample_count=0),
+                            "small CLIP dims (Shapes world)"),
+            "base": Preset(cfg("base"), TrainConfig(steps=200_000, batch_size=1024, lr=1.1e-4, warmup_steps=2000,
+                                                    weight_decay=0.06, checkpoint_every=5000, sample_count=0),
+                           "ViT-B/32 dims; the paper's prior used lr 1.1e-4, weight decay 6e-2 (Table 3)"),
+        }  # fmt: skip
+
+    def build(self, config: DiffusionPriorStageConfig) -> nn.Module:
+        data = _checked(config.embeddings, config)
+        net = DiffusionPrior(_base(config, DiffusionPriorConfig))  # type: ignore[arg-type]
+        net.norm.fit(data.z_i[:FIT_ROWS].float())
+        return net
+
+    def resolution(self, config: DiffusionPriorStageConfig) -> int:
+        return int(config.resolution)
+
+    def loss(self, model: nn.Module, batch: Batch, config: DiffusionPriorStageConfig) -> StepOutput:
+        data = _embeddings(config.embeddings)
+        z_i, z_t, tokens, mask = (x.to(batch.image.device) for x in data.batch(data.rows(batch.index)))
+        out = _diffusion_loss(model, z_i, z_t, tokens, mask, generators=batch.generators())
+        return StepOutput(out.loss.mean(), {"mse": float(out.mse.detach().mean())})
+
+    @torch.no_grad()
+    def evaluate(self, model: DiffusionPrior, config: DiffusionPriorStageConfig, n: int = 64) -> float:
+        """Mean cosine of sampled and true z_i on the first ``n`` pairs (a quick training-set check)."""
+        data = _embeddings(config.embeddings)
+        z_i, z_t, tokens, mask = data.batch(torch.arange(min(n, len(data))))
+        out = sample_diffusion_prior(model, z_t, tokens, mask, generator=torch.Generator().manual_seed(0))
+        return float(torch.nn.functional.cosine_similarity(out.z_i, z_i).mean())
+
+
+class ARPriorStage(Stage[ARPriorStageConfig]):
+    name = "ar_prior"
+    config_type = ARPriorStageConfig
+
+    def presets(self) -> dict[str, Preset[ARPriorStageConfig]]:
+        from unclip.prior.ar_prior import AR_PRIOR_PRESETS
+
+        def cfg(name: str) -> ARPriorStageConfig:
+            return ARPriorStageConfig(**dataclasses.asdict(AR_PRIOR_PRESETS[name]))
+
+        return {
+            "tiny": Preset(cfg("tiny"), TrainConfig(steps=500, batch_size=64, lr=1e-3, warmup_steps=20,
+                                                    checkpoint_every=250, ema_decay=0.999, sample_count=0)),
+            "small": Preset(cfg("small"), TrainConfig(steps=20_000, batch_size=256, lr=3e-4, warmup_steps=500,
+                                                      weight_decay=0.01, checkpoint_every=1000, sample_count=0)),
+            "base": Preset(cfg("base"), TrainConfig(steps=200_000, batch_size=1024, lr=1.6e-4, warmup_steps=2000,
+                                                    weight_decay=0.06, checkpoint_every=5000, sample_count=0)),
+        }  # fmt: skip
+
+    def build(self, config: ARPriorStageConfig) -> nn.Module:
+        """The component count comes from the data (> ``variance`` kept), capped by ``config.components``."""
+        data = _checked(config.embeddings, config)
+        base: ARPriorConfig = _base(config, ARPriorConfig)  # type: ignore[assignment]
+        z_i, z_t = data.z_i[:FIT_ROWS].float(), data.z_t[:FIT_ROWS].float()
+        from unclip.prior.pca import pca_components
+
+        k = min(int(pca_components(z_i, base.variance)[1].shape[0]), base.components)
+        return ARPrior(dataclasses.replace(base, components=k)).fit_statistics(z_i, z_t)
+
+    def resolution(self, config: ARPriorStageConfig) -> int:
+        return int(config.resolution)
+
+    def loss(self, model: nn.Module, batch: Batch, config: ARPriorStageConfig) -> StepOutput:
+        data = _embeddings(config.embeddings)
+        z_i, z_t, tokens, mask = (x.to(batch.image.device) for x in data.batch(data.rows(batch.index)))
+        ce, acc = ar_prior_loss(model, z_i, z_t, tokens, mask)
+        return StepOutput(ce.mean(), {"ce": float(ce.detach().mean()), "accuracy": float(acc.mean())})
+
+
+PRIOR_STAGES = {"diffusion_prior": DiffusionPriorStage, "ar_prior": ARPriorStage}
