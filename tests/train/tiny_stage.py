@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from unclip.diffusion import DiffusionLoss, NoiseSchedule, Parameterization
 from unclip.train import Batch, Preset, Stage, StepOutput, TrainConfig, register_stage
+from unclip.train.diffusion_draws import draw_timesteps_and_noise
 
 
 @dataclass
@@ -57,9 +58,7 @@ class TinyStage(Stage[TinyConfig]):
 
     def loss(self, model: nn.Module, batch: Batch, config: TinyConfig) -> StepOutput:
         loss_fn = DiffusionLoss(NoiseSchedule.named("cosine"), Parameterization("x0"))
-        gens = batch.generators()
-        t = torch.stack([torch.randint(0, 1000, (), generator=g) for g in gens])
-        noise = torch.stack([torch.randn(batch.image.shape[1:], generator=g) for g in gens])
+        t, noise = draw_timesteps_and_noise(batch.generators(), 1000, batch.image.shape, batch.image.device)
         out = loss_fn(model, batch.image, t=t, noise=noise)
         return StepOutput(out.loss.mean(), {"mse": float(out.mse.detach().mean())})
 

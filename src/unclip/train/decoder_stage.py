@@ -90,8 +90,10 @@ class DecoderStage(Stage[DecoderStageConfig]):
             self._clips[config.clip] = clip
         return self._clips[config.clip].to(device)
 
-    def build(self, config: DecoderStageConfig) -> nn.Module:
+    def prepare(self, config: DecoderStageConfig) -> None:
         self.clip_model(config)  # fails here, before any work, if the CLIP is missing or does not fit
+
+    def build(self, config: DecoderStageConfig) -> nn.Module:
         return Decoder(config.decoder)
 
     def resolution(self, config: DecoderStageConfig) -> int:

@@ -102,6 +102,7 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     rank, world = accelerator.process_index, accelerator.num_processes
     run.world_size = world
     local_batch = tc.local_batch(world)
+    stage.prepare(model_cfg)  # external resources (a CLIP, embeddings) are checked before any work
     resolution = stage.resolution(model_cfg)
     source = parse_data_spec(run.data, resolution)  # a spec that matches nothing fails here, before any work
     run_dir = Path(run_dir)

@@ -83,9 +83,18 @@ class Stage(ABC, Generic[C]):
     def presets(self) -> dict[str, Preset[C]]:
         """Named presets; the first is the default. Every one must build (tests check this)."""
 
+    def prepare(self, config: C) -> None:
+        """Load and check what the stage needs from outside the run (a frozen CLIP, an embedding folder).
+
+        The engine calls it once before any other work, so a missing or mismatched resource fails at once
+        with a clear message. ``build`` stays a pure function of the config.
+        """
+
     @abstractmethod
     def build(self, config: C) -> nn.Module:
-        """A freshly initialised network for ``config``, on the CPU in float32; the engine seeds torch first."""
+        """A freshly initialised network for ``config``, on the CPU in float32; the engine seeds torch first.
+
+        Pure: no files are read here (that is ``prepare``'s job), so every preset can be built anywhere."""
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: Batch, config: C) -> StepOutput:

@@ -7,14 +7,15 @@ knows nothing of captions; the real decoder and upsamplers replace it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from unclip.diffusion import DiffusionLoss, ModelDenoiser, NoiseSchedule, Parameterization, sample_ddim
+from unclip.models.unet_blocks import timestep_embedding
 from unclip.train.config import TrainConfig
+from unclip.train.diffusion_draws import draw_timesteps_and_noise
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
 
 
@@ -30,15 +31,6 @@ class ToyConfig:
     def __post_init__(self) -> None:
         if self.resolution < 4 or self.channels < 1 or self.depth < 1:
             raise ValueError(f"toy config needs resolution >= 4, channels >= 1 and depth >= 1, got {self}")
-
-
-def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
-    """Sinusoidal embedding of integer timesteps (Vaswani et al. 2017, as in DDPM's U-Net)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([args.cos(), args.sin()], dim=1)
-    return emb if dim % 2 == 0 else torch.cat([emb, emb.new_zeros(emb.shape[0], 1)], dim=1)
 
 
 class _Block(nn.Module):
@@ -99,10 +91,8 @@ class ToyDenoiserStage(Stage[ToyConfig]):
         loss_fn = DiffusionLoss(schedule, param)
         x0 = batch.image
         # t and the noise of sample i come from sample i's own generator (see Batch.seed).
-        gens = batch.generators()
-        t = torch.stack([torch.randint(0, schedule.num_steps, (), generator=g) for g in gens]).to(x0.device)
-        noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens]).to(x0.device, x0.dtype)
-        out = loss_fn(model, x0, t=t, noise=noise)
+        t, noise = draw_timesteps_and_noise(batch.generators(), schedule.num_steps, x0.shape, x0.device)
+        out = loss_fn(model, x0, t=t, noise=noise.to(x0.dtype))
         loss = out.loss.mean()
         return StepOutput(loss, {"mse": float(out.mse.detach().mean())})
 
