@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from unclip.clip.negatives import KINDS, hard_negatives, make_negative
-from unclip.clip.stage import batch_negatives
 from unclip.data.shapes import ShapesWorld, claims_hold, parse_caption
+from unclip.train.clip_stage import batch_negatives
 
 
 def test_swap_exchanges_the_colours_of_two_objects():

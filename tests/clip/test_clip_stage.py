@@ -4,8 +4,8 @@ import numpy as np
 import torch
 
 from unclip.clip import load_clip
-from unclip.clip.stage import ClipStage, ClipStageConfig
 from unclip.data.shapes import ShapesWorld
+from unclip.train.clip_stage import ClipStage, ClipStageConfig
 from unclip.train.stage import Batch, get_stage
 
 
@@ -56,7 +56,7 @@ def test_without_hard_negatives_there_are_none():
 
 
 def test_engine_run_exports_a_model_folder(tmp_path):
-    from unclip.clip.stage import export_clip
+    from unclip.train.clip_stage import export_clip
     from unclip.train.config import RunConfig, TrainConfig
     from unclip.train.engine import train
 

@@ -15,7 +15,7 @@ Edits are word-level, keep the rest of the caption (including its case) and keep
 
 The vocabulary is the Shapes world's (with its synonyms) and plain English, so this also works on other captions;
 a caption without a slot for a kind gets ``None`` for it. Whether an edit is really false needs the image: the
-training stage checks edits against the scene graph when there is one (``unclip.clip.stage``).
+training stage checks edits against the scene graph when there is one (``unclip.train.clip_stage``).
 """
 
 from __future__ import annotations
