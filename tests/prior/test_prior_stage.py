@@ -63,3 +63,13 @@ def test_stage_refuses_mismatched_dims(emb_dir):
     cfg.embeddings = str(emb_dir)
     with pytest.raises(ValueError, match=r"model.embed_dim is 32 but the embeddings .* have embed_dim 16"):
         st.build(cfg)
+
+
+def test_stage_without_embeddings_builds_for_shapes_but_will_not_train():
+    from unclip.prior.stage import _embeddings
+
+    st = get_stage("ar_prior")
+    _, preset = st.preset("tiny")
+    assert isinstance(st.build(preset.model), ARPrior)
+    with pytest.raises(ValueError, match=r"model\.embeddings=FOLDER"):
+        _embeddings("")

@@ -84,8 +84,10 @@ class DiffusionPriorStage(Stage[DiffusionPriorStageConfig]):
         }  # fmt: skip
 
     def build(self, config: DiffusionPriorStageConfig) -> nn.Module:
-        data = _checked(config.embeddings, config)
         net = DiffusionPrior(_base(config, DiffusionPriorConfig))  # type: ignore[arg-type]
+        if not config.embeddings:  # shapes only (the engine's preset check); loss() asks for the embeddings
+            return net
+        data = _checked(config.embeddings, config)
         net.norm.fit(data.z_i[:FIT_ROWS].float())
         return net
 
@@ -128,8 +130,10 @@ class ARPriorStage(Stage[ARPriorStageConfig]):
 
     def build(self, config: ARPriorStageConfig) -> nn.Module:
         """The component count comes from the data (> ``variance`` kept), capped by ``config.components``."""
-        data = _checked(config.embeddings, config)
         base: ARPriorConfig = _base(config, ARPriorConfig)  # type: ignore[assignment]
+        if not config.embeddings:  # shapes only, unfitted (see DiffusionPriorStage.build)
+            return ARPrior(base)
+        data = _checked(config.embeddings, config)
         z_i, z_t = data.z_i[:FIT_ROWS].float(), data.z_t[:FIT_ROWS].float()
         from unclip.prior.pca import pca_components
 
