@@ -1,0 +1,47 @@
+"""The package's promises: cheap, side-effect-free imports (DESIGN.md §2) and working entry points."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _python(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+
+
+def test_importing_unclip_imports_no_heavy_part():
+    loaded = _python("import sys, unclip; print(' '.join(sorted(sys.modules)))").split()
+    assert "torch" not in loaded and not any(m.startswith("unclip.") for m in loaded)
+
+
+def test_the_diffusion_core_does_not_import_the_optional_layers():
+    loaded = set(_python("import sys, unclip.diffusion, unclip.models.decoder; print(' '.join(sys.modules))").split())
+    for heavy in ("unclip.train", "unclip.data", "unclip.cli", "accelerate", "webdataset", "diffusers"):
+        assert heavy not in loaded, heavy
+
+
+def test_cli_help_is_fast_to_load_and_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "unclip", "--help"], check=True, capture_output=True, text=True).stdout
+    for command in ("demo", "train", "data", "judge"):
+        assert command in out
+    loaded = _python(
+        "import sys; from unclip.cli.main import build_parser; build_parser(); print(' '.join(sys.modules))"
+    )
+    assert "torch" not in loaded.split()
+
+
+def test_version_and_unknown_command():
+    import unclip
+    from unclip.cli.main import main
+
+    out = subprocess.run([sys.executable, "-m", "unclip", "--version"], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == f"unclip {unclip.__version__}"
+    with pytest.raises(SystemExit):
+        main(["no-such-command"])
+
+
+def test_demo_exits_cleanly(tmp_path):
+    from unclip.cli.main import main
+
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
