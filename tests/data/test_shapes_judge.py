@@ -3,8 +3,18 @@
 import numpy as np
 import pytest
 
-from unclip.data.shapes import ObjectSpec, Requirement, ShapesWorld, detect, judge, render, requirements_for_scene
+from unclip.data.shapes import (
+    SHAPES,
+    ObjectSpec,
+    Requirement,
+    ShapesWorld,
+    detect,
+    judge,
+    render,
+    requirements_for_scene,
+)
 from unclip.data.shapes.perturb import add_noise, blur, jpeg
+from unclip.data.shapes.render import coverage, coverage_all
 from unclip.data.shapes.scene import Background, SceneGraph, SceneObject
 
 SCENES = [ShapesWorld("test", seed=11).scene(i) for i in range(60)]
@@ -28,13 +38,27 @@ def test_clean_agreement(res, floor):
     [
         ("noise", lambda im, i: add_noise(im, 0.08, np.random.default_rng(i)), 0.95),
         ("blur", lambda im, i: blur(im, 1.0), 0.95),
-        # JPEG q50 falls short of the 95% (circle/hexagon confusions after chroma subsampling); this floor
-        # guards against regressions until the judge improves. See docs/shapes_world.md.
-        ("jpeg", lambda im, i: jpeg(im, 50), 0.85),
+        # JPEG's 4:2:0 chroma subsampling confuses small circles, hexagons and stars unless the judge takes fine
+        # detail from luma (a chroma-only judge scores about 0.88 here).
+        ("jpeg", lambda im, i: jpeg(im, 50), 0.95),
     ],
 )
 def test_degraded_agreement(name, perturb, floor):
     assert _agreement(64, perturb) >= floor, name
+
+
+def test_batched_templates_equal_per_shape_coverage():
+    # The judge renders all eight templates in one pass; they must be the renderer's own coverage, shape by shape.
+    rng = np.random.default_rng(0)
+    xs = (np.arange(5, 29, dtype=np.float32) + 0.5) / 64
+    ys = (np.arange(30, 51, dtype=np.float32) + 0.5) / 64
+    cx, cy = rng.uniform(0.2, 0.4, 8), rng.uniform(0.55, 0.7, 8)
+    half = rng.uniform(0.1, 0.2, 8)
+    batched = coverage_all(cx, cy, half, xs, ys)
+    for s, shape in enumerate(SHAPES):
+        single = coverage(shape, float(cx[s]), float(cy[s]), float(half[s]), xs, ys)
+        assert 0.02 < single.mean() < 0.98  # a partly covered patch, so edges are compared
+        np.testing.assert_allclose(batched[s], single, atol=1e-5, err_msg=shape)
 
 
 def test_clean_detection_recovers_the_scene():

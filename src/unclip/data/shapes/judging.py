@@ -9,12 +9,14 @@ A classical pipeline, no learned weights:
    grey keeps its hue, so anti-aliasing and blur do not move it; noise and JPEG move it far less than the ~30°
    between palette hues.
 3. **Coverage.** Each pixel is modelled as ``p = α c + (1 − α) b`` with ``c`` the object's colour and ``b`` the
-   local background, and ``α`` is read off by projection onto ``c − b``. Using all three channels keeps the
-   full-resolution luminance, which JPEG preserves better than chroma.
-4. **Shape by analysis-by-synthesis.** For each of the eight shapes, a template of the area and centroid the
-   coverage map implies is rendered with the generator's own signed distances (``geometry.py``), blurred a
-   little like the observation, and the shape whose template fits best (least squares) wins. The fit also
-   gives the object's frame centre, from which relations are read.
+   local background, and ``α`` is read off by projection onto ``c − b`` with the grey axis removed, so background
+   gradients and texture (which vary only along grey) do not read as coverage.
+4. **Shape by analysis-by-synthesis.** All eight templates, each with the area and centroid the coverage map
+   implies, are rendered in one vectorised pass with the generator's own signed distances (``geometry.py``), and
+   the shape whose template fits best (least squares) wins. A clean render fits its true template almost exactly,
+   and then the sharp fit decides. Otherwise (blur, noise, JPEG) the coverage is first sharpened with luma detail
+   (JPEG keeps luma at full resolution but halves and quantises chroma) and observation and templates are
+   compared after a common blur. The fit also gives the object's frame centre, from which relations are read.
 
 Images larger than ``WORK_RESOLUTION`` are box-downsampled first: speed does not grow with resolution, and the
 shapes stay resolved.
@@ -29,7 +31,7 @@ from PIL import Image
 from scipy import ndimage
 
 from .geometry import unit_moments
-from .render import coverage
+from .render import coverage_all
 from .requirements import Requirement
 from .scene import COLOURS, SHAPES, SIZES
 
@@ -38,6 +40,9 @@ SOFT_PASSES = 2  # the common blur of the soft comparison: σ = 1 px
 CLEAN_RESIDUAL = 0.006  # mean squared coverage error below which an object counts as cleanly rendered
 WORK_RESOLUTION = 128
 MIN_AREA = 0.003  # fraction of the canvas; the smallest object covers about 0.013
+SPLIT_PASSES = 6
+NOISE_GAIN = 2.5
+LUMA_CONTRAST = 0.035  # luma difference at which luma and chroma detail are weighted equally
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32) / 255.0
 
 
@@ -97,37 +102,70 @@ def _downsample(img: np.ndarray) -> np.ndarray:
 
 
 def _soften(a: np.ndarray, passes: int) -> np.ndarray:
-    """Separable binomial [1, 2, 1] / 4 blur with zero padding; each pass adds variance 1/2 px²."""
+    """Separable binomial [1, 2, 1] / 4 blur over the last two axes with zero padding; each pass adds variance
+    1/2 px²."""
     for _ in range(passes):
-        p = np.pad(a, 1)
-        a = 0.25 * (p[1:-1, :-2] + p[1:-1, 2:]) + 0.5 * p[1:-1, 1:-1]
-        p = np.pad(a, 1)
-        a = 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1]) + 0.5 * p[1:-1, 1:-1]
+        p = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(1, 1), (0, 0)])
+        a = 0.25 * (p[..., :-2, :] + p[..., 2:, :]) + 0.5 * a
+        p = np.pad(a, [(0, 0)] * (a.ndim - 1) + [(1, 1)])
+        a = 0.25 * (p[..., :-2] + p[..., 2:]) + 0.5 * a
     return a
 
 
-def _fit_shape(
-    alpha: np.ndarray, xs: np.ndarray, ys: np.ndarray, area: float
-) -> tuple[str, float, float, float, float]:
-    """Best-fitting shape for a coverage patch: (shape, frame centre x, y, half side, mean squared error)."""
-    total = alpha.sum()
+def _smooth_edge(a: np.ndarray, passes: int) -> np.ndarray:
+    """Binomial passes with edge replication, so a linear ramp (a background gradient) passes unchanged."""
+    for _ in range(passes):
+        p = np.pad(a, 1, mode="edge")
+        a = 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1]) + 0.5 * p[1:-1, 1:-1]
+        p = np.pad(a, 1, mode="edge")
+        a = 0.25 * (p[1:-1, :-2] + p[1:-1, 2:]) + 0.5 * p[1:-1, 1:-1]
+    return a
+
+
+_SHAPE_ARR = np.array(SHAPES)
+_UNIT_AREA, _UNIT_CU, _UNIT_CV = (np.array([unit_moments()[s][k] for s in SHAPES]) for k in range(3))
+
+
+def _templates(
+    alpha: np.ndarray, xs: np.ndarray, ys: np.ndarray, canvas_area: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All eight templates with the coverage map's area and centroid, in one vectorised pass: (8, H, W) coverage
+    and each template's frame centre and half side (8,)."""
+    total = float(alpha.sum())
     mx = float((alpha.sum(axis=0) * xs).sum() / total)
     my = float((alpha.sum(axis=1) * ys).sum() / total)
-    # Clean renders match their true template almost exactly, so a sharp comparison separates even small circles
-    # from hexagons. Degradations (blur, JPEG, noise) leave a residual for every template; then observation and
-    # templates are compared after a common blur, which tolerates rounded corners and averages noise.
-    fits = []
-    for shape, (unit_area, cu, cv) in unit_moments().items():
-        half = float(np.sqrt(area / unit_area))
-        cx, cy = mx - cu * half, my - cv * half
-        t = coverage(shape, cx, cy, half, xs, ys)
-        fits.append((float(np.mean((alpha - t) ** 2)), shape, cx, cy, half, t))
-    sharp = min(fits, key=lambda f: f[0])
-    if sharp[0] <= CLEAN_RESIDUAL:
-        return sharp[1], sharp[2], sharp[3], sharp[4], sharp[0]
-    obs = _soften(alpha, SOFT_PASSES)
-    soft = min(((float(np.mean((obs - _soften(f[5], SOFT_PASSES)) ** 2)), *f[1:5]) for f in fits), key=lambda f: f[0])
-    return soft[1], soft[2], soft[3], soft[4], soft[0]
+    half = np.sqrt(total / canvas_area / _UNIT_AREA)
+    cx, cy = mx - _UNIT_CU * half, my - _UNIT_CV * half
+    return coverage_all(cx, cy, half, xs, ys), cx, cy, half
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    # JPEG's (BT.601) luma: the channel JPEG keeps at full resolution.
+    return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _with_luma_detail(
+    alpha: np.ndarray, patch: np.ndarray, c: np.ndarray, b: np.ndarray, bg_mask: np.ndarray
+) -> np.ndarray:
+    """Sharpen a chroma coverage map with the detail of the luma channel.
+
+    JPEG's 4:2:0 subsampling and coarse chroma quantisation blur chroma over several pixels, which is enough to
+    confuse small circles, hexagons and stars, while luma keeps full resolution. So the coarse structure is taken
+    from chroma and the fine detail (the part a ``SPLIT_PASSES`` blur removes, which also removes smooth
+    background variation) from luma, weighted Wiener-style by the object's luma contrast against what would
+    corrupt the luma coverage: pixel noise and background variation, both measured on the patch's background.
+    """
+    dy = float(_luma(c) - _luma(b))
+    if not bg_mask.any():
+        return alpha
+    luma = _luma(patch)
+    spread2 = float(np.mean((luma[bg_mask] - _luma(b)) ** 2))
+    wy = dy * dy / (dy * dy + LUMA_CONTRAST**2 + NOISE_GAIN**2 * spread2)
+    if wy < 0.05:
+        return alpha
+    alpha_y = (luma - _luma(b)) / dy
+    low_c, low_y = _smooth_edge(alpha, SPLIT_PASSES), _smooth_edge(alpha_y, SPLIT_PASSES)
+    return low_c + wy * (alpha_y - low_y) + (1 - wy) * (alpha - low_c)
 
 
 def detect(image: np.ndarray) -> list[Detection]:
@@ -162,18 +200,35 @@ def detect(image: np.ndarray) -> list[Detection]:
         # so that variation must not read as coverage.
         diff = c - b
         diff = diff - diff.mean()
-        alpha = np.clip(((patch - b) @ diff) / max(float(diff @ diff), 1e-6), 0.0, 1.0)
-        alpha[(lab != 0) & ~own] = 0.0  # another object's pixels are not ours
+        raw = ((patch - b) @ diff) / max(float(diff @ diff), 1e-6)
+        others = (lab != 0) & ~own  # another object's pixels are not ours
+        alpha = np.clip(raw, 0.0, 1.0)
+        alpha[others] = 0.0
+        if alpha.sum() <= 0:
+            continue
+        xs = (np.arange(x0, x1, dtype=np.float32) + 0.5) / w
+        ys = (np.arange(y0, y1, dtype=np.float32) + 0.5) / h
+        # Clean renders match their true template almost exactly, so a sharp comparison decides, and separates
+        # even small circles from hexagons. Degradations (blur, JPEG, noise) leave a residual for every template;
+        # then the coverage is sharpened with luma detail, and observation and templates are compared after a
+        # common blur, which tolerates rounded corners and averages noise.
+        templates, cx, cy, half = _templates(alpha, xs, ys, h * w)
+        err = ((templates - alpha) ** 2).mean(axis=(1, 2))
+        best = int(np.argmin(err))
+        if err[best] > CLEAN_RESIDUAL:
+            alpha = np.clip(_with_luma_detail(raw, patch, c, b, bg_mask), 0.0, 1.0)
+            alpha[others] = 0.0
+            soft = _soften(templates - alpha, SOFT_PASSES)  # blurring is linear: blur(t) − blur(a) = blur(t − a)
+            err = (soft**2).mean(axis=(1, 2))
+            best = int(np.argmin(err))
         hue = _hue(c)
         dist = np.abs(np.angle(np.exp(1j * (_PALETTE_HUE - hue))))
         colour = _COLOUR_NAMES[int(np.argmin(dist))]
-        xs = (np.arange(x0, x1, dtype=np.float32) + 0.5) / w
-        ys = (np.arange(y0, y1, dtype=np.float32) + 0.5) / h
-        area = float(alpha.sum()) / (h * w)
-        if area <= 0:
-            continue
-        shape, cx, cy, half, err = _fit_shape(alpha, xs, ys, area)
-        found.append(Detection(shape, colour, cx, cy, half, err))
+        found.append(
+            Detection(
+                str(_SHAPE_ARR[best]), colour, float(cx[best]), float(cy[best]), float(half[best]), float(err[best])
+            )
+        )
     return sorted(found, key=lambda d: d.x)
 
 

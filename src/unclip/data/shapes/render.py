@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .geometry import signed_distance
+from .geometry import signed_distance, signed_distance_all
 from .scene import BACKGROUNDS, COLOURS, Background, SceneGraph, SceneObject
 
 MIN_RESOLUTION = 32
@@ -65,6 +65,18 @@ def coverage(shape: str, cx: float, cy: float, half: float, xs: np.ndarray, ys: 
     v = np.broadcast_to((ys[:, None] - cy) / half, (len(ys), len(xs))).ravel()
     d = signed_distance(shape, u, v) * (half / pixel)  # in pixels
     return np.clip(0.5 - d, 0.0, 1.0).reshape(len(ys), len(xs)).astype(np.float32)
+
+
+def coverage_all(cx: np.ndarray, cy: np.ndarray, half: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """:func:`coverage` of all eight shapes in one pass, each with its own frame: ``cx``, ``cy``, ``half`` are
+    (8,) in ``SHAPES`` order; returns (8, len(ys), len(xs)) float32."""
+    pixel = float(xs[1] - xs[0]) if len(xs) > 1 else 1.0
+    cx, cy, half = (np.asarray(a, dtype=np.float32)[:, None, None] for a in (cx, cy, half))
+    shape = (len(cx), len(ys), len(xs))
+    u = np.broadcast_to((xs[None, None, :] - cx) / half, shape).reshape(len(cx), -1)
+    v = np.broadcast_to((ys[None, :, None] - cy) / half, shape).reshape(len(cx), -1)
+    d = signed_distance_all(u, v).reshape(shape) * (half / pixel)  # in pixels
+    return np.clip(0.5 - d, 0.0, 1.0)
 
 
 def _frame_slice(centre: float, half: float, n: int) -> slice:
