@@ -24,6 +24,7 @@ shapes stay resolved.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,27 +102,38 @@ def _downsample(img: np.ndarray) -> np.ndarray:
     return np.stack(chans, axis=-1)
 
 
-def _soften(a: np.ndarray, passes: int) -> np.ndarray:
-    """Separable binomial [1, 2, 1] / 4 blur over the last two axes with zero padding; each pass adds variance
-    1/2 px²."""
+@functools.cache
+def _binomial(passes: int) -> np.ndarray:
+    """The kernel of ``passes`` [1, 2, 1] / 4 passes: binomial weights, variance ``passes / 2`` px²."""
+    k = np.ones(1)
     for _ in range(passes):
-        p = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(1, 1), (0, 0)])
-        a = 0.25 * (p[..., :-2, :] + p[..., 2:, :]) + 0.5 * a
-        p = np.pad(a, [(0, 0)] * (a.ndim - 1) + [(1, 1)])
-        a = 0.25 * (p[..., :-2] + p[..., 2:]) + 0.5 * a
-    return a
+        k = np.convolve(k, [0.25, 0.5, 0.25])
+    return k
+
+
+def _blur_last2(a: np.ndarray, kernel: np.ndarray, mode: str) -> np.ndarray:
+    """Separable blur over the last two axes (scipy's C loops; the maps here are small, so Python overhead rules)."""
+    a = ndimage.correlate1d(a, kernel, axis=-1, mode=mode)
+    return ndimage.correlate1d(a, kernel, axis=-2, mode=mode)
+
+
+def _soften(a: np.ndarray, passes: int) -> np.ndarray:
+    """Binomial blur over the last two axes with zero padding (what lies beyond a patch is background)."""
+    return _blur_last2(a, _binomial(passes), "constant")
 
 
 def _smooth_edge(a: np.ndarray, passes: int) -> np.ndarray:
-    """Binomial passes with edge replication, so a linear ramp (a background gradient) passes unchanged."""
-    for _ in range(passes):
-        p = np.pad(a, 1, mode="edge")
-        a = 0.25 * (p[:-2, 1:-1] + p[2:, 1:-1]) + 0.5 * p[1:-1, 1:-1]
-        p = np.pad(a, 1, mode="edge")
-        a = 0.25 * (p[1:-1, :-2] + p[1:-1, 2:]) + 0.5 * p[1:-1, 1:-1]
-    return a
+    """Binomial blur with edge replication, so the background level is not pulled towards zero at the border."""
+    return _blur_last2(a, _binomial(passes), "nearest")
 
 
+def _mean_square(r: np.ndarray) -> np.ndarray:
+    """Mean square of each (H, W) map in an (S, H, W) stack (einsum: one call instead of square, then mean)."""
+    flat = r.reshape(len(r), -1)
+    return np.einsum("ij,ij->i", flat, flat) / flat.shape[1]
+
+
+_DIAMOND2 = ndimage.iterate_structure(ndimage.generate_binary_structure(2, 1), 2)
 _SHAPE_ARR = np.array(SHAPES)
 _UNIT_AREA, _UNIT_CU, _UNIT_CV = (np.array([unit_moments()[s][k] for s in SHAPES]) for k in range(3))
 
@@ -164,7 +176,7 @@ def _with_luma_detail(
     if wy < 0.05:
         return alpha
     alpha_y = (luma - _luma(b)) / dy
-    low_c, low_y = _smooth_edge(alpha, SPLIT_PASSES), _smooth_edge(alpha_y, SPLIT_PASSES)
+    low_c, low_y = _smooth_edge(np.stack([alpha, alpha_y]), SPLIT_PASSES)
     return low_c + wy * (alpha_y - low_y) + (1 - wy) * (alpha - low_c)
 
 
@@ -186,7 +198,7 @@ def detect(image: np.ndarray) -> list[Detection]:
         x0, x1 = max(0, sl[1].start - m), min(w, sl[1].stop + m)
         patch, lab, chr_ = img[y0:y1, x0:x1], labels[y0:y1, x0:x1], chroma[y0:y1, x0:x1]
         own = lab == k
-        near = ndimage.binary_dilation(own, iterations=2)
+        near = ndimage.binary_dilation(own, structure=_DIAMOND2)  # = two 4-neighbour dilations
         bg_mask = (lab == 0) & ~near
         if bg_mask.sum() >= 4:
             b = np.median(patch[bg_mask], axis=0)
@@ -213,13 +225,13 @@ def detect(image: np.ndarray) -> list[Detection]:
         # then the coverage is sharpened with luma detail, and observation and templates are compared after a
         # common blur, which tolerates rounded corners and averages noise.
         templates, cx, cy, half = _templates(alpha, xs, ys, h * w)
-        err = ((templates - alpha) ** 2).mean(axis=(1, 2))
+        err = _mean_square(templates - alpha)
         best = int(np.argmin(err))
         if err[best] > CLEAN_RESIDUAL:
             alpha = np.clip(_with_luma_detail(raw, patch, c, b, bg_mask), 0.0, 1.0)
             alpha[others] = 0.0
             soft = _soften(templates - alpha, SOFT_PASSES)  # blurring is linear: blur(t) − blur(a) = blur(t − a)
-            err = (soft**2).mean(axis=(1, 2))
+            err = _mean_square(soft)
             best = int(np.argmin(err))
         hue = _hue(c)
         dist = np.abs(np.angle(np.exp(1j * (_PALETTE_HUE - hue))))
