@@ -34,19 +34,19 @@ def _edit_weights(folder, edit):
 
 def test_missing_key_is_named(folder):
     _edit_weights(folder, lambda s: s.pop("text_proj.weight"))
-    with pytest.raises(CheckpointError, match=r"missing key\(s\) text_proj.weight"):
+    with pytest.raises(CheckpointError, match=r"missing tensor\(s\) text_proj.weight"):
         from_pretrained(folder)
 
 
 def test_unexpected_key_is_named(folder):
     _edit_weights(folder, lambda s: s.__setitem__("extra.bias", torch.zeros(3)))
-    with pytest.raises(CheckpointError, match=r"unexpected key\(s\) extra.bias"):
+    with pytest.raises(CheckpointError, match=r"unexpected tensor\(s\) extra.bias"):
         from_pretrained(folder)
 
 
 def test_shape_mismatch_is_named(folder):
     _edit_weights(folder, lambda s: s.__setitem__("visual_proj.weight", torch.zeros(16, 31)))
-    with pytest.raises(CheckpointError, match=r"visual_proj.weight: checkpoint \(16, 31\) vs model \(16, 32\)"):
+    with pytest.raises(CheckpointError, match=r"visual_proj.weight: file \(16, 31\) vs model \(16, 32\)"):
         from_pretrained(folder)
 
 

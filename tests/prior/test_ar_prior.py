@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import synthetic_pairs
+from prior_data import synthetic_pairs
 
 from unclip.prior import (
     AR_PRIOR_PRESETS,

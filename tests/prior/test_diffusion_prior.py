@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import synthetic_pairs
+from prior_data import synthetic_pairs
 
 from unclip.prior import (
     DIFFUSION_PRIOR_PRESETS,

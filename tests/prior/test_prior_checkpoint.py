@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import synthetic_pairs
+from prior_data import synthetic_pairs
 from safetensors.torch import load_file, save_file
 
 from unclip.prior import (

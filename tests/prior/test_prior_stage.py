@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import synthetic_pairs
+from prior_data import synthetic_pairs
 
 from unclip.cli.main import main
 from unclip.prior import ARPrior, DiffusionPrior, from_pretrained, save_pretrained

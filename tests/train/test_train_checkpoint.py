@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from unclip.model_folder import load_weights
 from unclip.train import checkpoint as ckpt
 
 
@@ -59,14 +60,14 @@ def test_unknown_format_version(tmp_path):
 def test_strict_loading_names_what_differs():
     net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
     good = {k: v.clone() for k, v in net.state_dict().items()}
-    ckpt.load_strict(net, good)
+    load_weights(net, good, "test")
     missing = {k: v for k, v in good.items() if k != "1.bias"}
-    with pytest.raises(ckpt.CheckpointError, match=r"missing keys 1\.bias"):
-        ckpt.load_strict(net, missing)
-    with pytest.raises(ckpt.CheckpointError, match=r"unexpected keys extra"):
-        ckpt.load_strict(net, {**good, "extra": torch.zeros(1)})
-    with pytest.raises(ckpt.CheckpointError, match=r"0\.weight: checkpoint \(4, 2\) vs model \(3, 2\)"):
-        ckpt.load_strict(net, {**good, "0.weight": torch.zeros(4, 2)})
+    with pytest.raises(ckpt.CheckpointError, match=r"missing tensor\(s\) 1\.bias"):
+        load_weights(net, missing, "test")
+    with pytest.raises(ckpt.CheckpointError, match=r"unexpected tensor\(s\) extra"):
+        load_weights(net, {**good, "extra": torch.zeros(1)}, "test")
+    with pytest.raises(ckpt.CheckpointError, match=r"0\.weight: file \(4, 2\) vs model \(3, 2\)"):
+        load_weights(net, {**good, "0.weight": torch.zeros(4, 2)}, "test")
 
 
 def test_optimizer_state_round_trips_exactly():

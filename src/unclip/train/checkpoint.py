@@ -23,14 +23,13 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
+
+# One error type and one strict loader serve model folders and training checkpoints alike.
+from unclip.model_folder import CheckpointError
 
 FORMAT_VERSION = 1
 _STEP_DIR = re.compile(r"^step_(\d{8,})$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used, with the reason."""
 
 
 @dataclass
@@ -147,36 +146,6 @@ def latest_checkpoint(root: Path) -> Checkpoint | None:
         except CheckpointError as err:
             warnings.warn(f"skipping checkpoint at step {step}: {err}", stacklevel=2)
     return None
-
-
-def check_state_dict(module: nn.Module, state: dict[str, Tensor], what: str = "model") -> None:
-    """Strict key and shape check, with a message that lists what differs (before any tensor is copied)."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if state[k].shape != own[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_few(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys {_few(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatches {_few(shapes)}")
-    if problems:
-        raise CheckpointError(f"{what} checkpoint does not match the network: " + "; ".join(problems))
-
-
-def load_strict(module: nn.Module, state: dict[str, Tensor], what: str = "model") -> None:
-    check_state_dict(module, state, what)
-    module.load_state_dict(state, strict=True)
-
-
-def _few(items: list[str], n: int = 5) -> str:
-    return ", ".join(items[:n]) + (f" (and {len(items) - n} more)" if len(items) > n else "")
 
 
 # Optimizer state dicts hold tensors and plain numbers; split them into a safetensors group and JSON.

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
-import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
+
+from unclip.model_folder import config_from_dict
 
 LR_SCHEDULES = ("cosine", "constant")
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
@@ -136,33 +136,7 @@ def incompatibilities(saved: RunConfig, requested: RunConfig) -> list[str]:
 
 def from_dict(cls: type[T], d: dict[str, Any], where: str = "config") -> T:
     """Build dataclass ``cls`` from a JSON dict, refusing unknown keys (a typo must not be ignored)."""
-    if not dataclasses.is_dataclass(cls):
-        raise TypeError(f"{cls!r} is not a dataclass")
-    if not isinstance(d, dict):
-        raise ValueError(f"{where} must be a JSON object, got {type(d).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(names))}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for k, v in d.items():
-        hint = hints.get(k)
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint) and isinstance(v, dict):
-            v = from_dict(hint, v, where=f"{where}.{k}")
-        elif _is_tuple(hint) and isinstance(v, list):
-            v = tuple(v)
-        kwargs[k] = v
-    return cls(**kwargs)
-
-
-def _is_tuple(hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_is_tuple(a) for a in typing.get_args(hint))
-    return False
+    return config_from_dict(cls, d, where, error=ValueError)
 
 
 def override(cfg: T, **changes: Any) -> T:

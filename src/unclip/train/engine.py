@@ -25,6 +25,7 @@ import torch
 
 from unclip.data.datasets import parse_data_spec
 from unclip.data.loader import BatchStream, MicroBatch, make_loader, mix_seed
+from unclip.model_folder import load_weights
 from unclip.train import checkpoint as ckpt
 from unclip.train.config import RunConfig, incompatibilities
 from unclip.train.ema import EMA
@@ -122,7 +123,7 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         restored = ckpt.latest_checkpoint(run_dir / CHECKPOINT_DIR)
     if restored is not None:
         st = restored.state
-        ckpt.load_strict(net, restored.tensors["model"], "model")
+        load_weights(net, restored.tensors["model"], f"{restored.path} (model)")
         ema.load_state_dict(restored.tensors["ema"], st["ema_updates"])
         optimizer.load_state_dict(ckpt.unflatten_optimizer(restored.tensors.get("optimizer", {}), st["optimizer"]))
         step = int(st["step"])

@@ -1,0 +1,177 @@
+"""Self-describing model folders, shared by every kind of model (DESIGN.md §2, "Checkpoints").
+
+A folder holds ``config.json`` (a format name and version plus the typed config) and ``model.safetensors``
+(weights; nothing pickled), and whatever else the model needs to run (a tokenizer). Loading is strict: an
+unknown format or version, unknown config keys, missing or unexpected weights and shape mismatches are errors
+that say what is wrong. Writing is atomic: the folder is assembled beside its destination and moved into place,
+so an interrupted save never leaves a half-written model where a good one was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
+T = TypeVar("T")
+
+
+class CheckpointError(ValueError):
+    """A model folder or weight file that cannot be loaded, with the reason."""
+
+
+def _is_tuple(hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_tuple(a) for a in typing.get_args(hint))
+    return False
+
+
+def _dataclass_in(hint: Any) -> type | None:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(hint) if isinstance(a, type) and dataclasses.is_dataclass(a)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def config_from_dict(cls: type[T], d: Any, where: str = "config", error: type[Exception] = CheckpointError) -> T:
+    """Dataclass ``cls`` from JSON: nested dataclasses, lists back to tuples, unknown keys refused.
+
+    The dataclass's own validation (``__post_init__``) runs, and its complaint is re-raised naming ``where``.
+    """
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    if not isinstance(d, dict):
+        raise error(f"{where} must be a JSON object, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise error(f"{where}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for k, v in d.items():
+        hint = hints.get(k)
+        nested = _dataclass_in(hint)
+        if nested is not None and isinstance(v, dict):
+            v = config_from_dict(nested, v, f"{where}.{k}", error)
+        elif _is_tuple(hint) and isinstance(v, list):
+            v = tuple(v)
+        kwargs[k] = v
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, error):
+            raise
+        raise error(f"{where}: {err}") from err
+
+
+def _few(items: list[str], n: int = 6) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def check_state_dict(module: nn.Module, state: dict[str, Tensor], where: str) -> None:
+    """Raise :class:`CheckpointError` naming every missing or unexpected tensor and every shape mismatch."""
+    own = module.state_dict()
+    problems = []
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing:
+        problems.append(f"missing tensor(s) {_few(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensor(s) {_few(unexpected)}")
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if shapes:
+        problems.append(f"shape mismatch {_few(shapes)}")
+    if problems:
+        raise CheckpointError(f"{where}: " + "; ".join(problems))
+
+
+def load_weights(module: nn.Module, state: dict[str, Tensor], where: str) -> None:
+    """Load ``state`` into ``module`` strictly, after a check whose error names what does not fit."""
+    check_state_dict(module, state, where)
+    module.load_state_dict(state, strict=True)
+
+
+def write_model_folder(
+    folder: str | Path,
+    meta: dict[str, Any],
+    module: nn.Module,
+    extra: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write ``config.json`` (``meta``), ``model.safetensors`` (``module``'s state) and ``extra(tmp)``'s files
+    into ``folder`` atomically: everything goes to a sibling temporary folder that then replaces ``folder``."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+        tags = {"format": str(meta.get("format")), "format_version": str(meta.get("format_version"))}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata=tags)
+        if extra is not None:
+            extra(tmp)
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            folder.rename(old)
+        tmp.rename(folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_meta(folder: str | Path, fmt: str, version: int, keys: set[str], what: str) -> dict[str, Any]:
+    """``config.json`` of a ``what`` folder, checked for format, version and unknown top-level keys."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what} folder {str(folder)!r} does not exist")
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a {what} folder: it has no {CONFIG_FILE}")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    if meta.get("format") != fmt:
+        raise CheckpointError(f"{path}: format is {meta.get('format')!r}, expected {fmt!r}")
+    if meta.get("format_version") != version:
+        raise CheckpointError(
+            f"{path}: unknown format_version {meta.get('format_version')!r}; this unclip reads version {version}"
+        )
+    unknown = sorted(set(meta) - keys - {"format", "format_version"})
+    if unknown:
+        raise CheckpointError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    return meta
+
+
+def read_weights(folder: str | Path) -> dict[str, Tensor]:
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from err
