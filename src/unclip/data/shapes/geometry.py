@@ -9,6 +9,7 @@ outside, where anti-aliasing reads it.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -56,9 +57,21 @@ _PIECES: dict[str, list[tuple[str, object]]] = {
 }
 
 
-def _edges(polys: list[np.ndarray]) -> tuple[np.ndarray, ...]:
-    """Stacked edge data of convex polygons with equal vertex counts: start points, edge vectors, outward unit
-    normals, squared lengths, each (P, E, ...) float32 so one vectorised pass serves all pieces of a shape."""
+class _EdgeSet(NamedTuple):
+    """Edges of convex polygons, edge-major: each field is (E, P) for E edges of P polygons, float32, so that
+    reductions over edges run over the leading axis (contiguous and fast)."""
+
+    su: np.ndarray  # edge start points
+    sv: np.ndarray
+    vu: np.ndarray  # edge vectors
+    vv: np.ndarray
+    nu: np.ndarray  # outward unit normals
+    nv: np.ndarray
+    len2: np.ndarray  # squared edge lengths
+
+
+def _edges(polys: list[np.ndarray]) -> _EdgeSet:
+    """The edge set of convex polygons with equal vertex counts."""
     out = []
     for poly in polys:
         v = poly.astype(np.float64)
@@ -68,8 +81,8 @@ def _edges(polys: list[np.ndarray]) -> tuple[np.ndarray, ...]:
             v = v[::-1]
         e = np.roll(v, -1, axis=0) - v
         normal = np.stack([e[:, 1], -e[:, 0]], axis=1) / np.linalg.norm(e, axis=1, keepdims=True)
-        out.append((v, e, normal, np.sum(e * e, axis=1)))
-    return tuple(np.stack([o[k] for o in out]).astype(np.float32) for k in range(4))
+        out.append((v[:, 0], v[:, 1], e[:, 0], e[:, 1], normal[:, 0], normal[:, 1], np.sum(e * e, axis=1)))
+    return _EdgeSet(*(np.stack([o[k] for o in out], axis=1).astype(np.float32) for k in range(7)))
 
 
 def _compile(pieces: list[tuple[str, object]]) -> list[tuple[str, object]]:
@@ -84,18 +97,27 @@ def _compile(pieces: list[tuple[str, object]]) -> list[tuple[str, object]]:
 _COMPILED = {name: _compile(pieces) for name, pieces in _PIECES.items()}
 
 
-def _sd_poly(u: np.ndarray, v: np.ndarray, edges: tuple[np.ndarray, ...]) -> np.ndarray:
-    starts, vecs, normals, len2 = edges
-    # All pieces and edges at once: arrays of shape (P, E, N).
-    wu = u - starts[:, :, 0:1]
-    wv = v - starts[:, :, 1:2]
-    line = wu * normals[:, :, 0:1] + wv * normals[:, :, 1:2]  # signed distance to each edge's line (outward +)
-    inside_d = line.max(axis=1)  # exact inside a convex polygon
-    t = np.clip((wu * vecs[:, :, 0:1] + wv * vecs[:, :, 1:2]) / len2[:, :, None], 0.0, 1.0)
-    du = wu - t * vecs[:, :, 0:1]
-    dv = wv - t * vecs[:, :, 1:2]
-    outside_d = np.sqrt((du * du + dv * dv).min(axis=1))  # exact outside: distance to the nearest edge segment
-    return np.where(inside_d > 0, outside_d, inside_d).min(axis=0)
+def _sd_pieces(u: np.ndarray, v: np.ndarray, es: _EdgeSet, point_dims: int) -> np.ndarray:
+    """Signed distance of each polygon of ``es``: (P, *points). The edge arrays get ``point_dims`` trailing axes
+    and broadcast against ``u``, ``v``, so points may be (1, W) and (H, 1) (a pixel grid, never materialised
+    until the first product) or (P, N) (one set of points per polygon).
+
+    In-place arithmetic because on the small arrays here allocation and call overhead, not arithmetic, is the
+    cost; the operations and their order are those of the plain formulas, so results are bit-identical.
+    """
+    su, sv, vu, vv, nu, nv, len2 = (a.reshape(a.shape + (1,) * point_dims) for a in es)
+    wu, wv = u - su, v - sv  # (E, P, *points)
+    inside_d = np.maximum.reduce(wu * nu + wv * nv, axis=0)  # signed distance to the nearest edge line: exact inside
+    t = wu * vu + wv * vv
+    t /= len2
+    np.clip(t, 0.0, 1.0, out=t)  # the nearest point of each edge segment, as a fraction along it
+    wu = wu - t * vu
+    wv = wv - t * vv
+    wu *= wu
+    wv *= wv
+    wu += wv
+    outside_d = np.sqrt(np.minimum.reduce(wu, axis=0))  # exact outside: distance to the nearest edge segment
+    return np.where(inside_d > 0, outside_d, inside_d)
 
 
 def _sd_box(u: np.ndarray, v: np.ndarray, cx: float, cy: float, hx: float, hy: float) -> np.ndarray:
@@ -106,7 +128,8 @@ def _sd_box(u: np.ndarray, v: np.ndarray, cx: float, cy: float, hx: float, hy: f
 
 
 def signed_distance(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Signed distance (negative inside) from points ``(u, v)`` (1-D arrays, unit frame) to ``shape``."""
+    """Signed distance (negative inside) from points ``(u, v)`` (unit frame) to ``shape``. ``u`` and ``v`` are
+    1-D arrays of equal length, or broadcastable arrays such as (1, W) and (H, 1) for a grid."""
     d = None
     for kind, p in _COMPILED[shape]:
         if kind == "disc":
@@ -115,12 +138,12 @@ def signed_distance(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         elif kind == "box":
             di = _sd_box(u, v, *p)  # type: ignore[misc]
         else:
-            di = _sd_poly(u, v, p)  # type: ignore[arg-type]
+            di = _sd_pieces(u, v, p, np.ndim(u)).min(axis=0)  # type: ignore[arg-type]
         d = di if d is None else np.minimum(d, di)
     return d  # type: ignore[return-value]
 
 
-def _batch_pieces() -> dict[str, np.ndarray]:
+def _batch_pieces() -> tuple[_EdgeSet, dict[str, np.ndarray]]:
     """Every piece of every shape in flat arrays, so the judge can evaluate all eight shapes in one vectorised pass.
 
     Polygons are padded to the largest vertex count by repeating their first edge: a repeated edge changes neither
@@ -134,30 +157,18 @@ def _batch_pieces() -> dict[str, np.ndarray]:
             elif kind == "box":
                 boxes.append((s, *p))  # type: ignore[misc]
             else:
-                polys.extend((s, *(a[k] for a in p)) for k in range(len(p[0])))  # type: ignore[index,arg-type]
-    n_edges = max(len(p[1]) for p in polys)
+                polys.extend((s, [a[:, k] for a in p]) for k in range(p.su.shape[1]))  # type: ignore[union-attr]
+    n_edges = max(len(fields[0]) for _, fields in polys)
 
     def pad(a: np.ndarray) -> np.ndarray:
-        return np.concatenate([a, np.repeat(a[:1], n_edges - len(a), axis=0)])
+        return np.concatenate([a, np.repeat(a[:1], n_edges - len(a))])
 
+    edges = _EdgeSet(*(np.stack([pad(fields[k]) for _, fields in polys], axis=1) for k in range(7)))
     # Pieces are listed polygons first, then discs, then boxes; ``order`` regroups them shape by shape.
     owner = np.array([p[0] for p in polys] + [d[0] for d in discs] + [b[0] for b in boxes])
     order = np.argsort(owner, kind="stable")
-
-    def edge_major(k: int) -> np.ndarray:
-        # (E, P, ...) so that reductions over edges run over the leading axis, contiguous and fast.
-        return np.ascontiguousarray(np.stack([pad(p[k]) for p in polys]).swapaxes(0, 1))
-
-    starts, vecs, normals = edge_major(1), edge_major(2), edge_major(3)
-    return {
+    return edges, {
         "poly_shape": np.array([p[0] for p in polys]),
-        "su": starts[..., 0:1].copy(),
-        "sv": starts[..., 1:2].copy(),
-        "vu": vecs[..., 0:1].copy(),
-        "vv": vecs[..., 1:2].copy(),
-        "nu": normals[..., 0:1].copy(),
-        "nv": normals[..., 1:2].copy(),
-        "inv_len2": (1.0 / edge_major(4))[..., None].astype(np.float32),
         "disc_shape": np.array([d[0] for d in discs]),
         "disc": np.array([d[1:] for d in discs], dtype=np.float32),
         "box_shape": np.array([b[0] for b in boxes]),
@@ -167,35 +178,18 @@ def _batch_pieces() -> dict[str, np.ndarray]:
     }
 
 
-_BATCH = _batch_pieces()
+_BATCH_EDGES, _BATCH = _batch_pieces()
 
 
 def signed_distance_all(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Signed distances of all eight shapes at once: ``u``, ``v`` are (8, N) points, row ``s`` in the frame of
     shape ``SHAPES[s]`` (the order of ``_PIECES``); returns (8, N), equal to :func:`signed_distance` row by row."""
     b = _BATCH
-    # Polygons: arrays of shape (E, P, N), edges first. In-place arithmetic because these small arrays make
-    # allocation and call overhead, not arithmetic, the cost; the judge calls this once per object.
-    pu, pv = u[b["poly_shape"]], v[b["poly_shape"]]
-    wu, wv = pu - b["su"], pv - b["sv"]
-    inside_d = np.maximum.reduce(wu * b["nu"] + wv * b["nv"], axis=0)  # exact inside a convex polygon
-    t = wu * b["vu"]
-    t += wv * b["vv"]
-    t *= b["inv_len2"]
-    np.clip(t, 0.0, 1.0, out=t)  # the nearest point of each edge segment, as a fraction along it
-    wu -= t * b["vu"]
-    wv -= t * b["vv"]
-    wu *= wu
-    wv *= wv
-    wu += wv
-    outside_d = np.sqrt(np.minimum.reduce(wu, axis=0))  # exact outside: distance to the nearest edge segment
-    d_poly = np.where(inside_d > 0, outside_d, inside_d)
+    d_poly = _sd_pieces(u[b["poly_shape"]], v[b["poly_shape"]], _BATCH_EDGES, 1)
     disc = b["disc"]
     d_disc = np.hypot(u[b["disc_shape"]] - disc[:, 0:1], v[b["disc_shape"]] - disc[:, 1:2]) - disc[:, 2:3]
     box = b["box"]
-    qu = np.abs(u[b["box_shape"]] - box[:, 0:1]) - box[:, 2:3]
-    qv = np.abs(v[b["box_shape"]] - box[:, 1:2]) - box[:, 3:4]
-    d_box = np.hypot(np.maximum(qu, 0.0), np.maximum(qv, 0.0)) + np.minimum(np.maximum(qu, qv), 0.0)
+    d_box = _sd_box(u[b["box_shape"]], v[b["box_shape"]], box[:, 0:1], box[:, 1:2], box[:, 2:3], box[:, 3:4])
     d = np.concatenate([d_poly, d_disc, d_box])[b["order"]]
     return np.minimum.reduceat(d, b["group_starts"], axis=0)
 

@@ -61,10 +61,12 @@ def coverage(shape: str, cx: float, cy: float, half: float, xs: np.ndarray, ys: 
     """Anti-aliased coverage (len(ys), len(xs)) of a shape whose frame is centred at ``(cx, cy)`` with half-side
     ``half``, sampled at pixel centres ``xs``, ``ys`` (canvas fractions) of a canvas of ``1 / pixel`` pixels."""
     pixel = float(xs[1] - xs[0]) if len(xs) > 1 else 1.0
-    u = np.broadcast_to((xs[None, :] - cx) / half, (len(ys), len(xs))).ravel()
-    v = np.broadcast_to((ys[:, None] - cy) / half, (len(ys), len(xs))).ravel()
+    # A row and a column of unit-frame coordinates; the distance functions broadcast them to the (H, W) grid.
+    u = ((xs - cx) / half)[None, :]
+    v = ((ys - cy) / half)[:, None]
     d = signed_distance(shape, u, v) * (half / pixel)  # in pixels
-    return np.clip(0.5 - d, 0.0, 1.0).reshape(len(ys), len(xs)).astype(np.float32)
+    d = np.broadcast_to(d, (len(ys), len(xs)))
+    return np.clip(0.5 - d, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def coverage_all(cx: np.ndarray, cy: np.ndarray, half: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:

@@ -195,9 +195,26 @@ def frames_clear(objects: Sequence[SceneObject], gap: float = GAP) -> bool:
     return True
 
 
+def _cdf(p: Sequence[float]) -> np.ndarray:
+    cdf = np.cumsum(np.asarray(p, dtype=np.float64))
+    cdf /= cdf[-1]
+    return cdf
+
+
+def _weighted_choice(rng: np.random.Generator, cdf: np.ndarray) -> int:
+    """``rng.choice(len(cdf), p=p)`` with ``cdf`` precomputed by ``_cdf(p)``: the same single uniform draw and the
+    same search, so the same result and stream, at a tenth of the cost (choice re-validates ``p`` every call).
+    A test checks the equivalence against ``rng.choice``."""
+    return int(cdf.searchsorted(rng.random(), side="right"))
+
+
+_COUNT_CDF = _cdf([0.22, 0.3, 0.26, 0.22])  # 1, 2, 3 or 4 objects
+_KIND_CDF = _cdf([0.45, 0.3, 0.25])  # plain, gradient, texture
+
+
 def _sample_background(rng: np.random.Generator) -> Background:
     names = list(BACKGROUNDS)
-    kind = BACKGROUND_KINDS[rng.choice(3, p=[0.45, 0.3, 0.25])]
+    kind = BACKGROUND_KINDS[_weighted_choice(rng, _KIND_CDF)]
     colour = names[rng.integers(len(names))]
     if kind == "plain":
         return Background("plain", colour)
@@ -222,13 +239,18 @@ def _place(
 ) -> list[SceneObject] | None:
     """Drop objects one by one at uniform positions, retrying any that would come within GAP of a placed one."""
     placed: list[SceneObject] = []
+    boxes: list[tuple[float, float, float]] = []  # (x, y, half) of the placed objects
     for shape, colour, size in specs:
         half = SIZES[size] / 2
         for _ in range(tries):
-            x, y = rng.uniform(half, 1 - half, size=2)
-            obj = SceneObject(shape, colour, size, round(float(x), 4), round(float(y), 4))
-            if frames_clear([*placed, obj]):
-                placed.append(obj)
+            x, y = rng.uniform(half, 1 - half, size=2).tolist()
+            x, y = round(x, 4), round(y, 4)
+            # The test of ``frames_clear`` against the placed objects only (they are clear of each other), on plain
+            # floats: most candidates are rejected, and building a validated SceneObject for each was the
+            # generator's largest cost. The decisions, and so the scenes, are unchanged.
+            if all(abs(x - bx) >= half + bh + GAP or abs(y - by) >= half + bh + GAP for bx, by, bh in boxes):
+                placed.append(SceneObject(shape, colour, size, x, y))
+                boxes.append((x, y, half))
                 break
         else:
             return None
@@ -239,7 +261,7 @@ def sample_scene(rng: np.random.Generator, max_tries: int = 100) -> SceneGraph:
     """A random scene: 1–4 objects, and often repeated shapes or colours so counting and binding get practice."""
     sizes = list(SIZES)
     for _ in range(max_tries):
-        n = int(rng.choice(4, p=[0.22, 0.3, 0.26, 0.22])) + 1
+        n = _weighted_choice(rng, _COUNT_CDF) + 1
         mode = rng.random()
         shape0 = SHAPES[rng.integers(len(SHAPES))]
         colour0 = list(COLOURS)[rng.integers(len(COLOURS))]
