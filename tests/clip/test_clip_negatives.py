@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from unclip.clip.negatives import KINDS, hard_negatives, make_negative
+from unclip.data.negatives import KINDS, hard_negatives, make_negative
 from unclip.data.shapes import ShapesWorld, claims_hold, parse_caption
 from unclip.train.clip_stage import batch_negatives
 

@@ -2,7 +2,7 @@
 
 The loss is CLIP's symmetric contrastive loss (Radford et al. 2021, Fig. 3) over the batch, optionally with
 NegCLIP hard negatives (Yuksekgonul et al. 2023): per caption, ``negatives_per_caption`` word-level edits of a
-random kind (``unclip.clip.negatives``). When the sample carries a Shapes-world scene graph, an edit that happens
+random kind (``unclip.data.negatives``). When the sample carries a Shapes-world scene graph, an edit that happens
 to be true of the image (e.g. a changed colour that another object has) is dropped, so a negative is never a
 correct caption. Negatives of sample i come from sample i's own seed, so they do not depend on batch splitting.
 
@@ -20,8 +20,8 @@ from torch import nn
 
 from unclip.clip.loss import contrastive_loss
 from unclip.clip.model import CLIP, PRESETS, CLIPConfig
-from unclip.clip.negatives import KINDS, hard_negatives
 from unclip.clip.tokenizer import Tokenizer, make_tokenizer
+from unclip.data.negatives import KINDS, hard_negatives
 from unclip.train.config import TrainConfig
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
 

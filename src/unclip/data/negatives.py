@@ -26,30 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unclip.data.shapes.captions import COLOUR_WORDS, SHAPE_WORDS
+
 KINDS = ("swap", "colour", "shape", "count", "relation")
 
-# canonical colour -> words naming it
-COLOURS = {
-    "red": ("red",),
-    "orange": ("orange",),
-    "yellow": ("yellow",),
-    "green": ("green",),
-    "cyan": ("cyan", "turquoise"),
-    "blue": ("blue",),
-    "purple": ("purple", "violet"),
-    "pink": ("pink",),
-}
-# canonical shape -> (singular, plural) word pairs
-SHAPES = {
-    "circle": (("circle", "circles"), ("disc", "discs")),
-    "square": (("square", "squares"),),
-    "triangle": (("triangle", "triangles"),),
-    "star": (("star", "stars"),),
-    "heart": (("heart", "hearts"),),
-    "cross": (("cross", "crosses"), ("plus sign", "plus signs")),
-    "diamond": (("diamond", "diamonds"), ("rhombus", "rhombuses")),
-    "hexagon": (("hexagon", "hexagons"),),
-}
+# The Shapes world's words and synonyms for colours and shapes (one source: its caption grammar).
+COLOURS = COLOUR_WORDS
+SHAPES = SHAPE_WORDS
 COUNTS = {2: ("two", "2"), 3: ("three", "3"), 4: ("four", "4")}
 # relation word -> its opposite, word for word
 RELATIONS = {
