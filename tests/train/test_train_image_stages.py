@@ -71,3 +71,14 @@ def test_crop_fraction_must_fit_the_downsampling_grid():
 
     with pytest.raises(ValueError, match="crop size"):
         UpsamplerStageConfig(upsampler_preset("small", resolution=256), crop_fraction=3)
+
+
+def test_clip_flag_and_nested_overrides_reach_the_config(tmp_path, capsys):
+    args = ["train", "decoder", "--data", "shapes", "--out", str(tmp_path / "r"), "--dry-run", "--clip", "CLIPDIR",
+            "--set", "model.decoder.unet.dropout=0.25", "--set", "model.decoder.p_drop_text=0.3"]  # fmt: skip
+    assert main(args) == 0
+    model = json.loads(capsys.readouterr().out)["model"]
+    assert model["clip"] == "CLIPDIR"
+    assert model["decoder"]["unet"]["dropout"] == 0.25 and model["decoder"]["p_drop_text"] == 0.3
+    assert main([*args[:7], "--set", "model.sample_steps.x=1"]) == 2
+    assert "model.sample_steps is not a nested config section" in capsys.readouterr().err

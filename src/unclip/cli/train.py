@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECTION.KEY=VALUE",
         help="override any field, e.g. --set model.channels=64 --set train.ema_decay=0.999 (repeatable)",
     )
+    p.add_argument("--clip", metavar="DIR", help="frozen CLIP model folder (stages that need one: decoder)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest valid checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved configuration as JSON and exit")
     p.add_argument("--list", action="store_true", help="list stages and their presets, then exit")
@@ -68,13 +69,28 @@ def _overrides(args: argparse.Namespace) -> tuple[dict[str, object], dict[str, o
     }
     train = {k: v for k, v in train.items() if v is not None}
     model: dict[str, object] = {}
+    if getattr(args, "clip", None):
+        model["clip"] = args.clip
     for item in args.set:
         key, sep, value = item.partition("=")
         section, dot, name = key.partition(".")
         if not sep or not dot or section not in ("model", "train"):
-            raise ValueError(f"--set {item!r}: expected model.KEY=VALUE or train.KEY=VALUE")
+            raise ValueError(f"--set {item!r}: expected model.KEY=VALUE or train.KEY=VALUE (KEY may be dotted)")
         (model if section == "model" else train)[name] = _value(value)
     return model, train
+
+
+def _apply(config: dict[str, object], overrides: dict[str, object], section: str) -> None:
+    """Apply ``{"a.b.c": value}`` overrides to a nested config dict; a path that does not exist is an error."""
+    for path, value in overrides.items():
+        node, keys = config, path.split(".")
+        for i, key in enumerate(keys[:-1]):
+            child = node.get(key) if isinstance(node, dict) else None
+            if not isinstance(child, dict):
+                where = ".".join([section, *keys[: i + 1]])
+                raise ValueError(f"--set {section}.{path}: {where} is not a nested config section")
+            node = child
+        node[keys[-1]] = value
 
 
 def resolve(args: argparse.Namespace):  # -> RunConfig
@@ -102,8 +118,8 @@ def resolve(args: argparse.Namespace):  # -> RunConfig
     if not data:
         raise ValueError("missing --data; e.g. --data shapes, --data folder:PATH or --data wds:PATH/{000..009}.tar")
     stage.preset(preset_name)  # an unknown preset is an error even on resume
-    model_dict.update(model_over)
-    train_dict.update(train_over)
+    _apply(model_dict, model_over, "model")
+    _apply(train_dict, train_over, "train")
     model_cfg = stage.config_from_dict(model_dict)  # validates types and values
     train_cfg = from_dict(TrainConfig, train_dict, where="train")
     world = int(os.environ.get("WORLD_SIZE", "1"))
