@@ -182,15 +182,21 @@ _BATCH_EDGES, _BATCH = _batch_pieces()
 
 
 def signed_distance_all(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Signed distances of all eight shapes at once: ``u``, ``v`` are (8, N) points, row ``s`` in the frame of
-    shape ``SHAPES[s]`` (the order of ``_PIECES``); returns (8, N), equal to :func:`signed_distance` row by row."""
+    """Signed distances of all eight shapes at once. ``u``, ``v`` have a leading axis of 8, row ``s`` in the frame
+    of shape ``SHAPES[s]`` (the order of ``_PIECES``), and broadcastable trailing axes: (8, N) points, or (8, 1, W)
+    and (8, H, 1) for a grid. Row ``s`` of the result equals :func:`signed_distance` for that shape."""
     b = _BATCH
-    d_poly = _sd_pieces(u[b["poly_shape"]], v[b["poly_shape"]], _BATCH_EDGES, 1)
-    disc = b["disc"]
-    d_disc = np.hypot(u[b["disc_shape"]] - disc[:, 0:1], v[b["disc_shape"]] - disc[:, 1:2]) - disc[:, 2:3]
-    box = b["box"]
-    d_box = _sd_box(u[b["box_shape"]], v[b["box_shape"]], box[:, 0:1], box[:, 1:2], box[:, 2:3], box[:, 3:4])
-    d = np.concatenate([d_poly, d_disc, d_box])[b["order"]]
+    point_dims = np.ndim(u) - 1
+
+    def col(a: np.ndarray, k: int) -> np.ndarray:  # one parameter of every disc or box, shaped to broadcast
+        return a[:, k].reshape((-1,) + (1,) * point_dims)
+
+    d_poly = _sd_pieces(u[b["poly_shape"]], v[b["poly_shape"]], _BATCH_EDGES, point_dims)
+    disc, box = b["disc"], b["box"]
+    d_disc = np.hypot(u[b["disc_shape"]] - col(disc, 0), v[b["disc_shape"]] - col(disc, 1)) - col(disc, 2)
+    d_box = _sd_box(u[b["box_shape"]], v[b["box_shape"]], *(col(box, k) for k in range(4)))
+    full = d_poly.shape[1:]  # every piece on the full grid, so the pieces stack
+    d = np.concatenate([d_poly, np.broadcast_to(d_disc, d_disc.shape[:1] + full), d_box])[b["order"]]
     return np.minimum.reduceat(d, b["group_starts"], axis=0)
 
 

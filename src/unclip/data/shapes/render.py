@@ -74,6 +74,7 @@ def coverage_all(cx: np.ndarray, cy: np.ndarray, half: np.ndarray, xs: np.ndarra
     (8,) in ``SHAPES`` order; returns (8, len(ys), len(xs)) float32."""
     pixel = float(xs[1] - xs[0]) if len(xs) > 1 else 1.0
     cx, cy, half = (np.asarray(a, dtype=np.float32)[:, None, None] for a in (cx, cy, half))
+    # Flat (8, H·W) points: measured faster here than letting the distance computation broadcast a row and a column.
     shape = (len(cx), len(ys), len(xs))
     u = np.broadcast_to((xs[None, None, :] - cx) / half, shape).reshape(len(cx), -1)
     v = np.broadcast_to((ys[None, :, None] - cy) / half, shape).reshape(len(cx), -1)
