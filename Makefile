@@ -34,3 +34,20 @@ test: lint
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
+
+# Side-by-side benchmarks against DALLE2-pytorch (benchmarks/decoder_unet.py). It needs torchvision, which does not
+# import beside the project's torch, so it gets its own environment with one newer torch for both (DESIGN.md §5).
+BENCH_VENV  := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+.PHONY: bench-setup
+
+bench-setup: $(BENCH_STAMP)
+
+$(BENCH_STAMP): pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet torch==2.14.1 torchvision==0.29.1 dalle2-pytorch==1.15.6
+	$(BENCH_VENV)/bin/pip install --quiet --no-deps -e .
+	$(BENCH_VENV)/bin/pip install --quiet numpy pillow safetensors tqdm scipy tokenizers
+	$(BENCH_VENV)/bin/python -c "import dalle2_pytorch, unclip.models.decoder"
+	touch $(BENCH_STAMP)
