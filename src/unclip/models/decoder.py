@@ -146,7 +146,9 @@ def guidance_conditions(z_i: Tensor, text: Tensor | None = None, text_mask: Tens
         cond = {"z_i": z_i, "drop_z_i": yes if drop_z else ~yes, "drop_text": yes if drop_t else ~yes}
         if text is not None:
             cond["text"] = text
-            cond["text_mask"] = text_mask if text_mask is not None else torch.ones(text.shape[:2], dtype=torch.bool)
+            cond["text_mask"] = (
+                text_mask if text_mask is not None else torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+            )
         return cond
 
     return [branch(True, True), branch(False, True), branch(False, False)]
