@@ -10,7 +10,7 @@ from PIL import Image
 
 from unclip.data.shapes import SHAPES, Background, SceneGraph, SceneObject, ShapesWorld, render
 from unclip.data.shapes.geometry import _PIECES, signed_distance, unit_moments
-from unclip.data.shapes.scene import GAP, _cdf, _weighted_choice, frames_clear
+from unclip.data.shapes.scene import GAP, SIZES, _cdf, _first_clear_position, _weighted_choice, frames_clear
 
 
 def test_same_index_same_sample_and_different_index_differs():
@@ -41,6 +41,28 @@ def test_weighted_choice_is_rng_choice():
     fast = [_weighted_choice(a, _cdf(p)) for _ in range(2000)]
     slow = [int(b.choice(4, p=p)) for _ in range(2000)]
     assert fast == slow and a.random() == b.random()
+
+
+@pytest.mark.parametrize("tries", [1, 3, 60])
+def test_block_drawn_placement_equals_one_draw_per_try(tries):
+    # The sampler draws all placement tries at once and rewinds; it must match the plain loop in the position it
+    # returns and in the generator state it leaves, including when every try fails.
+    boxes = [(0.3, 0.3, SIZES["large"] / 2), (0.75, 0.6, SIZES["medium"] / 2)]
+    half = SIZES["large"] / 2
+    outcomes = set()
+    for seed in range(60):
+        fast, slow = np.random.default_rng(seed), np.random.default_rng(seed)
+        got = _first_clear_position(fast, half, boxes, tries)
+        want = None
+        for _ in range(tries):
+            x, y = (round(float(v), 4) for v in slow.uniform(half, 1 - half, size=2))
+            objs = [SceneObject("circle", "red", "large", 0.3, 0.3), SceneObject("circle", "red", "medium", 0.75, 0.6)]
+            if frames_clear([*objs, SceneObject("circle", "red", "large", x, y)]):
+                want = (x, y)
+                break
+        assert got == want and fast.random() == slow.random(), seed
+        outcomes.add(got is None)
+    assert outcomes == {True, False}  # both branches (a clear try, none clear) were exercised
 
 
 def test_sample_does_not_depend_on_access_order():

@@ -97,6 +97,17 @@ def _compile(pieces: list[tuple[str, object]]) -> list[tuple[str, object]]:
 _COMPILED = {name: _compile(pieces) for name, pieces in _PIECES.items()}
 
 
+_SHAPED: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+
+
+def _shaped(es: _EdgeSet, point_dims: int) -> tuple[np.ndarray, ...]:
+    """The edge arrays with ``point_dims`` trailing axes, made once per edge set (module constants) and layout."""
+    key = (id(es), point_dims)
+    if key not in _SHAPED:
+        _SHAPED[key] = tuple(a.reshape(a.shape + (1,) * point_dims) for a in es)
+    return _SHAPED[key]
+
+
 def _sd_pieces(u: np.ndarray, v: np.ndarray, es: _EdgeSet, point_dims: int) -> np.ndarray:
     """Signed distance of each polygon of ``es``: (P, *points). The edge arrays get ``point_dims`` trailing axes
     and broadcast against ``u``, ``v``, so points may be (1, W) and (H, 1) (a pixel grid, never materialised
@@ -105,12 +116,13 @@ def _sd_pieces(u: np.ndarray, v: np.ndarray, es: _EdgeSet, point_dims: int) -> n
     In-place arithmetic because on the small arrays here allocation and call overhead, not arithmetic, is the
     cost; the operations and their order are those of the plain formulas, so results are bit-identical.
     """
-    su, sv, vu, vv, nu, nv, len2 = (a.reshape(a.shape + (1,) * point_dims) for a in es)
+    su, sv, vu, vv, nu, nv, len2 = _shaped(es, point_dims)
     wu, wv = u - su, v - sv  # (E, P, *points)
     inside_d = np.maximum.reduce(wu * nu + wv * nv, axis=0)  # signed distance to the nearest edge line: exact inside
     t = wu * vu + wv * vv
     t /= len2
-    np.clip(t, 0.0, 1.0, out=t)  # the nearest point of each edge segment, as a fraction along it
+    np.maximum(t, 0.0, out=t)  # clip to [0, 1]: the nearest point of each edge segment, as a fraction along it
+    np.minimum(t, 1.0, out=t)
     wu = wu - t * vu
     wv = wv - t * vv
     wu *= wu

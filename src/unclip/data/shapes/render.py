@@ -9,6 +9,7 @@ what makes the generator fast.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -39,7 +40,9 @@ def render_background(bg: Background, resolution: int) -> np.ndarray:
     """(H, W, 3) float32 in [0, 1]."""
     base = _BG_ARR[bg.colour]
     if bg.kind == "plain":
-        return np.broadcast_to(base, (resolution, resolution, 3)).copy()
+        canvas = np.empty((resolution, resolution, 3), dtype=np.float32)
+        canvas[:] = base
+        return canvas
     c = _centres(resolution)
     if bg.kind == "gradient":
         # Position along the gradient direction, rescaled so the canvas corners map to 0 and 1.
@@ -65,8 +68,14 @@ def coverage(shape: str, cx: float, cy: float, half: float, xs: np.ndarray, ys: 
     u = ((xs - cx) / half)[None, :]
     v = ((ys - cy) / half)[:, None]
     d = signed_distance(shape, u, v) * (half / pixel)  # in pixels
-    d = np.broadcast_to(d, (len(ys), len(xs)))
-    return np.clip(0.5 - d, 0.0, 1.0).astype(np.float32, copy=False)
+    if d.shape != (len(ys), len(xs)):
+        d = np.broadcast_to(d, (len(ys), len(xs)))
+    a = 0.5 - d
+    # clip(a, 0, 1) by two in-place ufuncs: the same values without np.clip's Python-level dispatch, which costs
+    # more than the arithmetic on a patch this small.
+    np.maximum(a, 0.0, out=a)
+    np.minimum(a, 1.0, out=a)
+    return a.astype(np.float32, copy=False)
 
 
 def coverage_all(cx: np.ndarray, cy: np.ndarray, half: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -82,6 +91,14 @@ def coverage_all(cx: np.ndarray, cy: np.ndarray, half: np.ndarray, xs: np.ndarra
     return np.clip(0.5 - d, 0.0, 1.0)
 
 
+@functools.lru_cache(maxsize=16)
+def _pixel_centres(n: int) -> np.ndarray:
+    # Pixel centres in canvas fractions, computed once per resolution (read-only: callers take slices).
+    c = (np.arange(n, dtype=np.float32) + 0.5) / n
+    c.flags.writeable = False
+    return c
+
+
 def _frame_slice(centre: float, half: float, n: int) -> slice:
     # Pixels whose centres lie within the frame plus one pixel of anti-aliasing margin.
     lo = max(0, math.floor((centre - half) * n - 1))
@@ -93,8 +110,7 @@ def draw_object(canvas: np.ndarray, obj: SceneObject) -> None:
     """Composite ``obj`` onto a float canvas (H, W, 3) in place."""
     h, w = canvas.shape[:2]
     sy, sx = _frame_slice(obj.y, obj.half, h), _frame_slice(obj.x, obj.half, w)
-    xs = (np.arange(sx.start, sx.stop, dtype=np.float32) + 0.5) / w
-    ys = (np.arange(sy.start, sy.stop, dtype=np.float32) + 0.5) / h
+    xs, ys = _pixel_centres(w)[sx], _pixel_centres(h)[sy]
     a = coverage(obj.shape, obj.x, obj.y, obj.half, xs, ys)[..., None]
     patch = canvas[sy, sx]
     patch += a * (_COLOUR_ARR[obj.colour] - patch)

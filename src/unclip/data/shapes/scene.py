@@ -234,6 +234,32 @@ def _sample_background(rng: np.random.Generator) -> Background:
     return Background("texture", colour, waves=waves)
 
 
+def _first_clear_position(
+    rng: np.random.Generator, half: float, boxes: list[tuple[float, float, float]], tries: int
+) -> tuple[float, float] | None:
+    """The first of up to ``tries`` uniform positions ``rng.uniform(half, 1 - half, size=2)`` (rounded to 4
+    decimals) whose frame keeps GAP from every placed ``(x, y, half)`` box, or None.
+
+    Same draws, same answer and the same generator state afterwards as calling ``rng.uniform`` once per try:
+    ``uniform`` fills an array element by element from the stream, so one call of size 2n gives the values of n
+    calls of size 2. Most candidates are rejected, and one call per try was the sampler's largest cost, so all
+    tries are drawn at once and the generator is then rewound to just after the accepted one.
+    """
+    if not boxes:  # nothing placed yet: the first try is accepted
+        x, y = rng.uniform(half, 1 - half, size=2).tolist()
+        return round(x, 4), round(y, 4)
+    state = rng.bit_generator.state
+    draws = rng.uniform(half, 1 - half, size=2 * tries).tolist()
+    for k in range(tries):
+        x, y = round(draws[2 * k], 4), round(draws[2 * k + 1], 4)
+        # ``frames_clear`` against the placed objects only (they are clear of each other), on plain floats.
+        if all(abs(x - bx) >= half + bh + GAP or abs(y - by) >= half + bh + GAP for bx, by, bh in boxes):
+            rng.bit_generator.state = state
+            rng.uniform(half, 1 - half, size=2 * (k + 1))  # consume exactly the tries up to the accepted one
+            return x, y
+    return None  # every try was used, as the one-call-per-try loop would have done
+
+
 def _place(
     rng: np.random.Generator, specs: Sequence[tuple[str, str, str]], tries: int = 60
 ) -> list[SceneObject] | None:
@@ -242,18 +268,11 @@ def _place(
     boxes: list[tuple[float, float, float]] = []  # (x, y, half) of the placed objects
     for shape, colour, size in specs:
         half = SIZES[size] / 2
-        for _ in range(tries):
-            x, y = rng.uniform(half, 1 - half, size=2).tolist()
-            x, y = round(x, 4), round(y, 4)
-            # The test of ``frames_clear`` against the placed objects only (they are clear of each other), on plain
-            # floats: most candidates are rejected, and building a validated SceneObject for each was the
-            # generator's largest cost. The decisions, and so the scenes, are unchanged.
-            if all(abs(x - bx) >= half + bh + GAP or abs(y - by) >= half + bh + GAP for bx, by, bh in boxes):
-                placed.append(SceneObject(shape, colour, size, x, y))
-                boxes.append((x, y, half))
-                break
-        else:
+        position = _first_clear_position(rng, half, boxes, tries)
+        if position is None:
             return None
+        placed.append(SceneObject(shape, colour, size, *position))
+        boxes.append((*position, half))
     return placed
 
 
