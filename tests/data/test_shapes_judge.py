@@ -39,7 +39,7 @@ def test_clean_agreement(res, floor):
         ("noise", lambda im, i: add_noise(im, 0.08, np.random.default_rng(i)), 0.95),
         ("blur", lambda im, i: blur(im, 1.0), 0.95),
         # JPEG's 4:2:0 chroma subsampling confuses small circles, hexagons and stars unless the judge takes fine
-        # detail from luma (a chroma-only judge scores about 0.88 here).
+        # detail from luma (the chroma-only judge it replaced scores 0.89 here).
         ("jpeg", lambda im, i: jpeg(im, 50), 0.95),
     ],
 )
