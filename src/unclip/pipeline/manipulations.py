@@ -1,0 +1,126 @@
+"""The image manipulations of §3, all in CLIP space on top of the same samplers.
+
+An image becomes the decoder's bipartite latent (z_i, x_T): z_i from CLIP's image encoder and x_T from DDIM
+inversion of the decoder conditioned on z_i (§3). Decoding (z_i, x_T) with DDIM at eta = 0 gives the image
+back; eta > 0 gives *variations* that keep what CLIP sees and vary the rest (§3.1). *Interpolations* slerp
+between two images' z_i, with x_T fixed or slerped too (§3.2). *Text diffs* move z_i toward the normalized
+difference of two caption embeddings, z_d = norm(z_t - z_t0), again by slerp with x_T fixed (§3.3).
+
+Manipulated images are decoded from z_i alone (the caption is dropped), since the image has no caption.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from unclip.diffusion import generators_from_seeds, invert_ddim
+from unclip.pipeline.pipeline import UnCLIPPipeline, from_pil, to_pil
+
+ImageLike = Image.Image | np.ndarray | str | Path
+
+
+def slerp(a: Tensor, b: Tensor, theta: float | Tensor) -> Tensor:
+    """Spherical interpolation per row of flattened ``a`` and ``b`` (any shape (B, ...)); theta in [0, 1].
+
+    Norms are interpolated linearly along the arc's direction (exact for equal norms, as CLIP embeddings and
+    Gaussian latents nearly are); nearly parallel rows fall back to linear interpolation.
+    """
+    shape = a.shape
+    a2, b2 = a.reshape(shape[0], -1).double(), b.reshape(shape[0], -1).double()
+    theta = torch.as_tensor(theta, dtype=torch.float64, device=a.device).reshape(-1, 1)
+    na, nb = a2.norm(dim=1, keepdim=True), b2.norm(dim=1, keepdim=True)
+    ua, ub = a2 / na.clamp_min(1e-12), b2 / nb.clamp_min(1e-12)
+    omega = torch.arccos((ua * ub).sum(1, keepdim=True).clamp(-1, 1))
+    so = torch.sin(omega)
+    near = so.abs() < 1e-6
+    wa = torch.where(near, 1 - theta, torch.sin((1 - theta) * omega) / so.where(~near, torch.ones_like(so)))
+    wb = torch.where(near, theta, torch.sin(theta * omega) / so.where(~near, torch.ones_like(so)))
+    direction = wa * ua + wb * ub
+    norm = (1 - theta) * na + theta * nb
+    out = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12) * norm
+    return out.reshape(shape).to(a.dtype)
+
+
+@torch.no_grad()
+def invert(
+    pipe: UnCLIPPipeline, images: Sequence[ImageLike] | Tensor, *, progress: bool = False
+) -> tuple[Tensor, Tensor]:
+    """The bipartite latent (z_i, x_T) of images: CLIP's embedding and the decoder's DDIM-inverted noise."""
+    res = pipe.decoder.config.resolution
+    x = images if isinstance(images, Tensor) else from_pil(images, res)
+    x = x.to(pipe.device)
+    if x.shape[-1] != res or x.shape[-2] != res:
+        x = F.interpolate(x, size=(res, res), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+    z_i = pipe.clip.encode_image(x)
+    s = pipe.settings
+    den, schedule = pipe.decoder_denoiser(z_i)
+    x_T = invert_ddim(den, x, schedule.grid(s.inversion_steps), refine=s.inversion_refine, progress=progress)
+    return z_i, x_T
+
+
+def _decode(pipe: UnCLIPPipeline, z_i: Tensor, x_T: Tensor, seeds: Sequence[int], eta: float) -> Tensor:
+    # Decoding uses the same grid as the inversion, so eta = 0 returns the inverted image.
+    s = dataclasses.replace(
+        pipe.settings, decoder_sampler="ddim", decoder_eta=eta, decoder_steps=pipe.settings.inversion_steps
+    )
+    gens = generators_from_seeds(seeds)
+    return pipe.upsample(pipe.decode(z_i, gens, x_T=x_T, s=s), gens, s)
+
+
+@torch.no_grad()
+def variations(pipe: UnCLIPPipeline, image: ImageLike, n: int = 4, *, eta: float = 1.0, seed: int = 0) -> Tensor:
+    """§3.1: ``n`` variations of one image, (n, 3, H, W) in [-1, 1]; eta = 0 reconstructs the image."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    z_i, x_T = invert(pipe, [image])
+    return _decode(pipe, z_i.expand(n, -1), x_T.expand(n, -1, -1, -1), [seed + k for k in range(n)], eta)
+
+
+@torch.no_grad()
+def interpolate(
+    pipe: UnCLIPPipeline, image_a: ImageLike, image_b: ImageLike, frames: int = 8, *, latent: str = "fixed",
+    eta: float = 0.0, seed: int = 0,
+) -> Tensor:  # fmt: skip
+    """§3.2: ``frames`` images from a to b along slerp(z_a, z_b, θ); x_T fixed at a's or slerped (``latent``)."""
+    if frames < 2:
+        raise ValueError(f"frames must be >= 2, got {frames}")
+    if latent not in ("fixed", "slerp"):
+        raise ValueError(f"latent must be 'fixed' or 'slerp', got {latent!r}")
+    z, x_T = invert(pipe, [image_a, image_b])
+    theta = torch.linspace(0, 1, frames, device=z.device)
+    zs = slerp(z[:1].expand(frames, -1), z[1:].expand(frames, -1), theta)
+    xa, xb = x_T[:1].expand(frames, -1, -1, -1), x_T[1:].expand(frames, -1, -1, -1)
+    xs = xa if latent == "fixed" else slerp(xa, xb, theta)
+    return _decode(pipe, zs, xs, [seed] * frames, eta)
+
+
+@torch.no_grad()
+def text_diff(
+    pipe: UnCLIPPipeline, image: ImageLike, source: str, target: str, frames: int = 5, *, max_theta: float = 0.5,
+    eta: float = 0.0, seed: int = 0,
+) -> Tensor:  # fmt: skip
+    """§3.3: move the image's z_i toward z_d = norm(z_t(target) - z_t(source)) for θ in [0, max_theta]."""
+    if not source.strip() or not target.strip():
+        raise ValueError("text diffs need a non-empty source and target caption")
+    if not 0 < max_theta <= 1:
+        raise ValueError(f"max_theta must be in (0, 1], got {max_theta}")
+    if frames < 2:
+        raise ValueError(f"frames must be >= 2, got {frames}")
+    z_i, x_T = invert(pipe, [image])
+    z_t = pipe.clip.encode_text([source, target]).embedding
+    z_d = F.normalize(z_t[1] - z_t[0], dim=0)
+    z_d = z_d * z_i.norm(dim=1)  # same norm as z_i, so slerp moves only the direction
+    theta = torch.linspace(0, max_theta, frames, device=z_i.device)
+    zs = slerp(z_i.expand(frames, -1), z_d[None].expand(frames, -1), theta)
+    return _decode(pipe, zs, x_T.expand(frames, -1, -1, -1), [seed] * frames, eta)
+
+
+__all__ = ["interpolate", "invert", "slerp", "text_diff", "to_pil", "variations"]

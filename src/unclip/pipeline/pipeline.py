@@ -1,0 +1,282 @@
+"""Text-to-image: caption → CLIP text encoding → prior → z_i → decoder (64 px) → upsampler(s) → image (§2).
+
+``UnCLIPPipeline.from_pretrained(DIR)`` loads a model folder holding every stage (``pipeline.json`` names the
+sub-folders and the default sampling settings); calling the pipeline returns images in the shape users know
+from diffusers. Sample i depends only on its own seed: each image's generator drives its prior, decoder and
+upsampler noise in turn, so a batch never changes an image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from unclip.diffusion import (
+    ModelDenoiser,
+    NoiseSchedule,
+    Parameterization,
+    clamp_x0,
+    conditioned,
+    generators_from_seeds,
+    get_sampler,
+    guided,
+    randn,
+)
+from unclip.model_folder import CheckpointError, config_from_dict
+from unclip.models.decoder import Decoder, guidance_conditions
+from unclip.models.upsampler import Upsampler
+from unclip.pipeline.settings import SamplingSettings
+
+FORMAT, FORMAT_VERSION, INDEX_FILE = "unclip-pipeline", 1, "pipeline.json"
+
+
+def to_pil(images: Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [-1, 1] → RGB PIL images."""
+    arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def from_pil(images: Sequence[Image.Image | np.ndarray | str | Path], size: int) -> Tensor:
+    """Images of any size and mode (files, PIL images or uint8 arrays) → (B, 3, size, size) in [-1, 1].
+
+    Converted to RGB, resized on the short side and centre-cropped; an unreadable file is a ValueError naming it.
+    """
+    out = []
+    for item in images:
+        if isinstance(item, (str, Path)):
+            try:
+                with Image.open(item) as im:
+                    item = im.convert("RGB")
+            except (OSError, ValueError) as err:
+                raise ValueError(f"cannot read image {str(item)!r}: {err}") from err
+        if isinstance(item, np.ndarray):
+            if item.dtype != np.uint8 or item.ndim not in (2, 3):
+                raise ValueError(f"image arrays must be uint8 (H, W[, C]), got {item.dtype} {item.shape}")
+            item = Image.fromarray(item)
+        if not isinstance(item, Image.Image):
+            raise ValueError(f"expected an image file, PIL image or uint8 array, got {type(item).__name__}")
+        im = item.convert("RGB")
+        scale = size / min(im.size)
+        im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))), Image.BICUBIC)
+        left, top = (im.width - size) // 2, (im.height - size) // 2
+        arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.float32)
+        out.append(torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1)
+    if not out:
+        raise ValueError("no images given")
+    return torch.stack(out)
+
+
+def check_prompts(prompt: str | Sequence[str]) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts:
+        raise ValueError("no prompts given")
+    bad = [p for p in prompts if not isinstance(p, str)]
+    if bad:
+        raise ValueError(f"prompts must be strings, got {type(bad[0]).__name__}: {bad[0]!r}")
+    return prompts
+
+
+@dataclass
+class PipelineOutput:
+    images: list[Image.Image]  # final resolution
+    tensors: Tensor  # (N, 3, H, W) in [-1, 1]
+    z_i: Tensor  # (N, D) the image embeddings decoded
+    prompts: list[str]
+    seeds: list[int]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class UnCLIPPipeline:
+    """CLIP, a prior (diffusion or autoregressive), the decoder and optional upsamplers, with their settings."""
+
+    def __init__(
+        self,
+        clip: nn.Module,
+        prior: nn.Module,
+        decoder: Decoder,
+        upsamplers: Sequence[Upsampler] = (),
+        settings: SamplingSettings | None = None,
+    ) -> None:
+        self.clip, self.prior, self.decoder = clip, prior, decoder
+        self.upsamplers = list(upsamplers)
+        self.settings = settings or SamplingSettings()
+        if clip.embed_dim != decoder.config.clip_dim:
+            raise ValueError(f"CLIP embeds in {clip.embed_dim} dims but the decoder expects {decoder.config.clip_dim}")
+        size = decoder.config.resolution
+        for up in self.upsamplers:
+            if up.config.low_resolution != size:
+                raise ValueError(f"an upsampler expects {up.config.low_resolution} px input but gets {size} px")
+            size = up.config.resolution
+
+    # ---- persistence -------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: torch.device | str = "cpu") -> UnCLIPPipeline:
+        from unclip.clip import load_clip
+        from unclip.models.checkpoint import from_pretrained as load_image_model
+        from unclip.prior import from_pretrained as load_prior
+
+        folder = Path(folder)
+        index = folder / INDEX_FILE
+        if not index.is_file():
+            raise FileNotFoundError(f"{folder} is not an unclip model folder: it has no {INDEX_FILE}")
+        meta = json.loads(index.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{index}: expected format {FORMAT!r} version {FORMAT_VERSION}, got {meta}")
+        parts = meta.get("components", {})
+        settings = config_from_dict(SamplingSettings, meta.get("settings", {}), f"{index}: settings")
+        return cls(
+            load_clip(folder / parts["clip"], device),
+            load_prior(folder / parts["prior"], device),
+            load_image_model(folder / parts["decoder"], "decoder", device),  # type: ignore[arg-type]
+            [load_image_model(folder / p, "upsampler", device) for p in parts.get("upsamplers", [])],  # type: ignore[misc]
+            settings,
+        )
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        from unclip.models.checkpoint import save_pretrained as save_image_model
+        from unclip.prior import save_pretrained as save_prior
+
+        folder = Path(folder)
+        self.clip.save_pretrained(folder / "clip")
+        save_prior(self.prior, folder / "prior")
+        save_image_model(self.decoder, folder / "decoder")
+        ups = [f"upsampler{i}" for i in range(len(self.upsamplers))]
+        for name, up in zip(ups, self.upsamplers, strict=True):
+            save_image_model(up, folder / name)
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "components": {"clip": "clip", "prior": "prior", "decoder": "decoder", "upsamplers": ups},
+            "settings": dataclasses.asdict(self.settings),
+        }
+        tmp = folder / f".{INDEX_FILE}.tmp"
+        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(folder / INDEX_FILE)  # the index last: a folder with an index is complete
+        return folder
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.decoder.parameters()).device
+
+    @property
+    def resolution(self) -> int:
+        return self.upsamplers[-1].config.resolution if self.upsamplers else self.decoder.config.resolution
+
+    # ---- stages ------------------------------------------------------------------------------------------
+    def encode_text(self, prompts: list[str]):
+        """CLIP text encodings; an empty prompt asks for an unconditional sample (its caption is dropped)."""
+        empty = torch.tensor([not p.strip() for p in prompts], device=self.device)
+        enc = self.clip.encode_text([p if p.strip() else "a" for p in prompts])
+        return enc, empty
+
+    def sample_z_i(self, enc, empty: Tensor, generators: list[torch.Generator], s: SamplingSettings) -> Tensor:
+        """z_i for encoded captions (``enc``, ``empty`` from :meth:`encode_text`), one generator per caption."""
+        from unclip.prior import ARPrior, sample_ar_prior, sample_diffusion_prior
+
+        tokens, mask = self._fit_tokens(enc.token_states, enc.mask)
+        if isinstance(self.prior, ARPrior):
+            return sample_ar_prior(self.prior, enc.embedding, tokens, mask, generator=generators).z_i
+        out = sample_diffusion_prior(
+            self.prior, enc.embedding, tokens, mask, keep=~empty, guidance_scale=s.prior_guidance,
+            steps=s.prior_steps, sampler=s.prior_sampler, best_of=s.prior_best_of, generator=generators,
+        )  # fmt: skip
+        return out.z_i
+
+    def _fit_tokens(self, tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Pad or cut CLIP's token states to the prior's caption length (it was trained on a fixed length)."""
+        n = getattr(self.prior.config, "text_len", tokens.shape[1])
+        if tokens.shape[1] > n:
+            if bool(mask[:, n:].any()):
+                warnings.warn(f"captions longer than the prior's {n} tokens are cut", stacklevel=3)
+            return tokens[:, :n], mask[:, :n]
+        pad = n - tokens.shape[1]
+        return torch.nn.functional.pad(tokens, (0, 0, 0, pad)), torch.nn.functional.pad(mask, (0, pad))
+
+    def decoder_denoiser(
+        self, z_i: Tensor, text=None, drop_text: Tensor | None = None, s: SamplingSettings | None = None
+    ):
+        """The guided, clamped decoder denoiser for these embeddings (and captions, unless ``text`` is None)."""
+        s = s or self.settings
+        dc = self.decoder.config
+        schedule = NoiseSchedule.named(dc.schedule)
+        den = ModelDenoiser(self.decoder, schedule, Parameterization("eps", dc.learned_variance))
+        tokens = mask = None
+        if dc.text_dim and text is not None:
+            tokens, mask = text.token_states, text.mask
+        elif dc.text_dim:  # no caption (variations): zero states, every branch drops the caption
+            tokens = torch.zeros(z_i.shape[0], 1, dc.text_dim, device=z_i.device)
+            mask = torch.ones(z_i.shape[0], 1, dtype=torch.bool, device=z_i.device)
+            drop_text = torch.ones(z_i.shape[0], dtype=torch.bool, device=z_i.device)
+        conds = guidance_conditions(z_i, tokens, mask)
+        if drop_text is not None:
+            conds[2]["drop_text"] = conds[2]["drop_text"] | drop_text
+        scales = [s.decoder_guidance_image, s.decoder_guidance_text]
+        return clamp_x0(guided(den, conds, scales), schedule), schedule
+
+    def decode(
+        self, z_i: Tensor, generators: list[torch.Generator], *, text=None, drop_text: Tensor | None = None,
+        x_T: Tensor | None = None, s: SamplingSettings | None = None, progress: bool = False,
+    ) -> Tensor:  # fmt: skip
+        s = s or self.settings
+        res = self.decoder.config.resolution
+        den, schedule = self.decoder_denoiser(z_i, text, drop_text, s)
+        if x_T is None:
+            x_T = randn((z_i.shape[0], 3, res, res), generators, device=self.device)
+        options = {"eta": s.decoder_eta} if s.decoder_sampler == "ddim" else {}
+        sampler = get_sampler(s.decoder_sampler)
+        return sampler(den, x_T, schedule.grid(s.decoder_steps), generator=generators, progress=progress, **options)
+
+    def upsample(self, images: Tensor, generators: list[torch.Generator], s: SamplingSettings | None = None) -> Tensor:
+        s = s or self.settings
+        for up in self.upsamplers:
+            cfg = up.config
+            schedule = NoiseSchedule.named(cfg.schedule)
+            den = ModelDenoiser(up, schedule, Parameterization("eps", cfg.learned_variance))
+            cond: dict[str, Tensor] = {"low_res": images}
+            if cfg.noise_aug:
+                cond["aug_level"] = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
+            x_T = randn((images.shape[0], 3, cfg.resolution, cfg.resolution), generators, device=images.device)
+            sampler = get_sampler(s.upsampler_sampler)
+            images = sampler(clamp_x0(conditioned(den, cond), schedule), x_T, schedule.grid(s.upsampler_steps),
+                             generator=generators)  # fmt: skip
+        return images
+
+    # ---- text to image -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | Sequence[str],
+        *,
+        num_images: int = 1,
+        seed: int | Sequence[int] = 0,
+        progress: bool = False,
+        **overrides: Any,
+    ) -> PipelineOutput:
+        """``num_images`` images per prompt; image k of the whole call uses seed ``seed + k`` (or ``seed[k]``).
+
+        ``overrides`` are any :class:`SamplingSettings` fields (``decoder_steps=25``, ``prior_guidance=2.0``…).
+        """
+        prompts = check_prompts(prompt)
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+        s = dataclasses.replace(self.settings, **overrides)
+        prompts = [p for p in prompts for _ in range(num_images)]
+        seeds = [seed + k for k in range(len(prompts))] if isinstance(seed, int) else [int(x) for x in seed]
+        if len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} images")
+        gens = generators_from_seeds(seeds)
+        enc, empty = self.encode_text(prompts)
+        z_i = self.sample_z_i(enc, empty, gens, s)
+        images = self.decode(z_i, gens, text=enc, drop_text=empty, s=s, progress=progress)
+        images = self.upsample(images, gens, s)
+        return PipelineOutput(to_pil(images), images, z_i, prompts, seeds, dataclasses.asdict(s))

@@ -1,0 +1,47 @@
+"""Sampling settings of each stage of the text-to-image pipeline, with the paper's and Karlo's defaults.
+
+App. C of the paper: prior 64 steps with best-of-2, decoder 250 steps, upsamplers 27 and 15 DDIM steps. Karlo's
+faster defaults (prior 25 steps with guidance 4, decoder 25-50 steps with guidance 8, upsampler 7 steps) are
+closer to what a CPU demo can afford; these defaults sit between the two and every one is an option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unclip.diffusion import SAMPLERS
+
+
+@dataclass
+class SamplingSettings:
+    prior_steps: int = 25
+    prior_sampler: str = "ddim"
+    prior_guidance: float = 4.0
+    prior_best_of: int = 2  # §2.2: draw two z_i, keep the one closer to z_t
+    decoder_steps: int = 50
+    decoder_sampler: str = "ddim"
+    decoder_guidance_image: float = 3.0  # separate scales for z_i and the caption (DESIGN.md §1)
+    decoder_guidance_text: float = 1.0
+    decoder_eta: float = 0.0
+    upsampler_steps: int = 7
+    upsampler_sampler: str = "ddim"
+    inversion_steps: int = 50
+    # Fixed-point refinement of DDIM inversion (unclip.diffusion.invert_ddim). Off by default, as in the paper:
+    # it solves each step exactly for smooth denoisers, but where clamped x0 estimates saturate the step is
+    # many-to-one and exact per-step inverses can drift onto another trajectory (seen on untrained decoders).
+    inversion_refine: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("prior_steps", "decoder_steps", "upsampler_steps", "inversion_steps", "prior_best_of"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1000:
+                raise ValueError(f"{name} must be an integer from 1 to 1000, got {v!r}")
+        for name in ("prior_sampler", "decoder_sampler", "upsampler_sampler"):
+            if getattr(self, name) not in SAMPLERS:
+                raise ValueError(f"{name} must be one of {', '.join(SAMPLERS)}, got {getattr(self, name)!r}")
+        for name in ("prior_guidance", "decoder_guidance_image", "decoder_guidance_text", "decoder_eta"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0.0 <= v <= 100.0:
+                raise ValueError(f"{name} must be a number from 0 to 100, got {v!r}")
+        if not isinstance(self.inversion_refine, int) or not 0 <= self.inversion_refine <= 50:
+            raise ValueError(f"inversion_refine must be an integer from 0 to 50, got {self.inversion_refine!r}")
