@@ -14,7 +14,13 @@ import sys
 import unclip
 
 # Command-group modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("unclip.cli.demo", "unclip.cli.train", "unclip.cli.data", "unclip.cli.judge")
+COMMAND_MODULES = (
+    "unclip.cli.demo",
+    "unclip.cli.generate",
+    "unclip.cli.train",
+    "unclip.cli.data",
+    "unclip.cli.judge",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

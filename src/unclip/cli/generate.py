@@ -1,0 +1,147 @@
+"""``unclip generate | vary | interpolate | textdiff``: text-to-image and the manipulations of §3."""
+
+from __future__ import annotations
+
+import argparse
+
+BUNDLED = "the bundled Shapes-world model"
+
+
+def _common(p: argparse.ArgumentParser, out_default: str) -> None:
+    p.add_argument("--model", help=f"model folder (pipeline.json); default: {BUNDLED}")
+    p.add_argument("--out", default=out_default, help="folder for PNGs, JSON sidecars and contact_sheet.png")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
+    p.add_argument("--decoder-steps", type=int, help="decoder sampling steps")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    g = subparsers.add_parser("generate", help="images from a caption (text-to-image)", formatter_class=fmt)
+    g.add_argument("prompt", help='the caption; "" for unconditional samples')
+    g.add_argument("--n", type=int, default=4, help="number of images")
+    g.add_argument("--prior-steps", type=int, help="prior sampling steps")
+    g.add_argument("--prior-guidance", type=float, help="prior guidance scale")
+    g.add_argument("--image-guidance", type=float, help="decoder guidance scale for z_i")
+    g.add_argument("--text-guidance", type=float, help="decoder guidance scale for the caption")
+    _common(g, "outputs/generate")
+    g.set_defaults(func=run_generate)
+
+    v = subparsers.add_parser("vary", help="variations of an image (§3.1)", formatter_class=fmt)
+    v.add_argument("image", help="an image file of any size or mode")
+    v.add_argument("--n", type=int, default=4, help="number of variations")
+    v.add_argument("--eta", type=float, default=1.0, help="DDIM eta: 0 reconstructs, larger varies more")
+    _common(v, "outputs/vary")
+    v.set_defaults(func=run_vary)
+
+    i = subparsers.add_parser("interpolate", help="interpolate between two images (§3.2)", formatter_class=fmt)
+    i.add_argument("image1")
+    i.add_argument("image2")
+    i.add_argument("--frames", type=int, default=8, help="images along the path, both ends included")
+    i.add_argument("--latent", choices=("fixed", "slerp"), default="fixed", help="x_T fixed at image1's or slerped")
+    _common(i, "outputs/interpolate")
+    i.set_defaults(func=run_interpolate)
+
+    t = subparsers.add_parser("textdiff", help="edit an image by a caption difference (§3.3)", formatter_class=fmt)
+    t.add_argument("image")
+    t.add_argument("--from", dest="source", required=True, help="a caption of the image as it is")
+    t.add_argument("--to", dest="target", required=True, help="the caption to move toward")
+    t.add_argument("--frames", type=int, default=5, help="images from theta = 0 to --max-theta")
+    t.add_argument("--max-theta", type=float, default=0.5, help="how far to move (the paper uses 0.25-0.5)")
+    _common(t, "outputs/textdiff")
+    t.set_defaults(func=run_textdiff)
+
+
+def load_pipeline(args: argparse.Namespace):
+    from importlib import resources
+
+    from unclip.pipeline import UnCLIPPipeline
+
+    folder = args.model
+    if folder is None:
+        bundled = resources.files("unclip") / "assets" / "shapes-model"
+        if not (bundled / "pipeline.json").is_file():
+            raise FileNotFoundError(f"{BUNDLED} is not trained yet; pass --model DIR (a folder with pipeline.json)")
+        folder = str(bundled)
+    pipe = UnCLIPPipeline.from_pretrained(folder, device=args.device)
+    if args.decoder_steps is not None:
+        pipe.settings.decoder_steps = pipe.settings.inversion_steps = args.decoder_steps
+        pipe.settings.__post_init__()  # validate the new value before any work
+    return pipe, folder
+
+
+def _finish(args, images, records, labels, stem: str) -> int:
+    from unclip.pipeline.outputs import write_results
+
+    out = write_results(args.out, images, records, labels, stem=stem)
+    print(f"wrote {len(images)} images and contact_sheet.png to {out}")
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    pipe, folder = load_pipeline(args)
+    overrides = {
+        "prior_steps": args.prior_steps, "prior_guidance": args.prior_guidance,
+        "decoder_guidance_image": args.image_guidance, "decoder_guidance_text": args.text_guidance,
+    }  # fmt: skip
+    settings = dataclasses.replace(pipe.settings, **{k: v for k, v in overrides.items() if v is not None})
+    out = pipe(args.prompt, num_images=args.n, seed=args.seed, progress=True, **dataclasses.asdict(settings))
+    requirement = _suite_requirement(args.prompt)
+    records = [
+        {"prompt": args.prompt, "seed": s, "model": folder, "settings": out.settings, **requirement} for s in out.seeds
+    ]
+    return _finish(args, out.images, records, [f"seed {s}" for s in out.seeds], "image")
+
+
+def _suite_requirement(prompt: str) -> dict:
+    """The scene-graph requirement when the prompt comes from the Shapes-world prompt suite, else nothing."""
+    from unclip.data.shapes import PROMPT_SUITE
+
+    for entry in PROMPT_SUITE:
+        if entry.text == prompt:
+            info = entry.to_json()
+            return {k: info[k] for k in ("key", "category", "requirement", "suite")}
+    return {}
+
+
+def run_vary(args: argparse.Namespace) -> int:
+    from unclip.pipeline import to_pil, variations
+
+    pipe, folder = load_pipeline(args)
+    images = to_pil(variations(pipe, args.image, n=args.n, eta=args.eta, seed=args.seed))
+    records = [
+        {"source": args.image, "eta": args.eta, "seed": args.seed + k, "model": folder} for k in range(len(images))
+    ]
+    return _finish(args, images, records, [f"seed {r['seed']}" for r in records], "variation")
+
+
+def run_interpolate(args: argparse.Namespace) -> int:
+    from unclip.pipeline import interpolate, to_pil
+
+    pipe, folder = load_pipeline(args)
+    images = to_pil(interpolate(pipe, args.image1, args.image2, frames=args.frames, latent=args.latent, seed=args.seed))
+    thetas = [k / (args.frames - 1) for k in range(args.frames)]
+    records = [
+        {"sources": [args.image1, args.image2], "theta": th, "latent": args.latent, "model": folder} for th in thetas
+    ]
+    return _finish(args, images, records, [f"θ={th:.2f}" for th in thetas], "frame")
+
+
+def run_textdiff(args: argparse.Namespace) -> int:
+    from unclip.pipeline import text_diff, to_pil
+
+    pipe, folder = load_pipeline(args)
+    images = to_pil(
+        text_diff(
+            pipe, args.image, args.source, args.target, frames=args.frames, max_theta=args.max_theta, seed=args.seed
+        )
+    )
+    thetas = [args.max_theta * k / (args.frames - 1) for k in range(args.frames)]
+    records = [
+        {"source": args.image, "from": args.source, "to": args.target, "theta": th, "model": folder} for th in thetas
+    ]
+    return _finish(args, images, records, [f"θ={th:.2f}" for th in thetas], "frame")

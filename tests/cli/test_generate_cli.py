@@ -1,0 +1,76 @@
+"""unclip generate / vary / interpolate / textdiff on a tiny saved model folder."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "pipeline"))
+from tiny_stack import tiny_pipeline
+
+from unclip.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    # The commands' plumbing is under test here, so the cheapest settings (the maths is in tests/pipeline).
+    from unclip.pipeline import SamplingSettings
+
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    cheap = SamplingSettings(prior_steps=2, decoder_steps=3, upsampler_steps=2, inversion_steps=3)
+    tiny_pipeline(settings=cheap).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_generate_writes_images_sidecars_and_a_contact_sheet(model, tmp_path):
+    from unclip.data.shapes import PROMPT_SUITE
+
+    prompt = PROMPT_SUITE[0].text
+    out = tmp_path / "gen"
+    assert main(["generate", prompt, "--n", "2", "--seed", "5", "--model", str(model), "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["contact_sheet.png", "image_000.json", "image_000.png", "image_001.json", "image_001.png"]
+    side = json.loads((out / "image_001.json").read_text())
+    assert side["prompt"] == prompt and side["seed"] == 6 and side["category"] == PROMPT_SUITE[0].category
+    assert side["requirement"] == PROMPT_SUITE[0].requirement.to_json()
+    assert Image.open(out / "image_000.png").size == (32, 32)
+
+
+def test_manipulation_commands(model, tmp_path):
+    src = tmp_path / "src"
+    assert main(["generate", "a red circle", "--n", "2", "--model", str(model), "--out", str(src)]) == 0
+    a, b = str(src / "image_000.png"), str(src / "image_001.png")
+    assert main(["vary", a, "--n", "3", "--model", str(model), "--out", str(tmp_path / "v")]) == 0
+    assert len(list((tmp_path / "v").glob("variation_*.png"))) == 3
+    assert main(["interpolate", a, b, "--frames", "3", "--model", str(model), "--out", str(tmp_path / "i")]) == 0
+    frames = [json.loads((tmp_path / "i" / f"frame_{k:03d}.json").read_text())["theta"] for k in range(3)]
+    assert frames == [0.0, 0.5, 1.0]
+    args = ["textdiff", a, "--from", "a red circle", "--to", "a blue circle", "--frames", "2"]
+    assert main([*args, "--model", str(model), "--out", str(tmp_path / "t")]) == 0
+    assert json.loads((tmp_path / "t" / "frame_001.json").read_text())["theta"] == 0.5
+
+
+def test_user_mistakes_get_one_line_and_leave_nothing_behind(model, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    out = tmp_path / "v"
+    assert main(["vary", str(bad), "--model", str(model), "--out", str(out)]) == 2
+    assert "cannot read image" in capsys.readouterr().err and not out.exists()
+    assert list(tmp_path.iterdir()) == [bad]  # no temporary folder either
+    assert main(["generate", "a star", "--model", str(tmp_path), "--out", str(out)]) == 2
+    assert "no pipeline.json" in capsys.readouterr().err
+    assert main(["generate", "a star", "--n", "0", "--model", str(model), "--out", str(out)]) == 2
+    assert main(["generate", "a star", "--decoder-steps", "0", "--model", str(model), "--out", str(out)]) == 2
+    assert "decoder_steps must be an integer" in capsys.readouterr().err
