@@ -66,7 +66,7 @@ def test_stage_refuses_mismatched_dims(emb_dir):
 
 
 def test_stage_without_embeddings_builds_for_shapes_but_will_not_train():
-    from unclip.prior.stage import _embeddings
+    from unclip.train.prior_stage import _embeddings
 
     st = get_stage("ar_prior")
     _, preset = st.preset("tiny")

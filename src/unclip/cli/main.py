@@ -18,8 +18,10 @@ COMMAND_MODULES = (
     "unclip.cli.demo",
     "unclip.cli.generate",
     "unclip.cli.train",
+    "unclip.cli.models",
     "unclip.cli.data",
     "unclip.cli.judge",
+    "unclip.cli.eval",
 )
 
 

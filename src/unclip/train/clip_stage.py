@@ -133,6 +133,11 @@ class ClipStage(Stage[ClipStageConfig]):
     def build(self, config: ClipStageConfig) -> nn.Module:
         return CLIP(config.clip, self.tokenizer(config))
 
+    def export(self, model: nn.Module, config: ClipStageConfig, folder: str | Path) -> Path:
+        from unclip.clip.checkpoint import save_pretrained
+
+        return save_pretrained(model, folder)  # type: ignore[arg-type]
+
     def resolution(self, config: ClipStageConfig) -> int:
         return config.clip.vision.image_size
 
@@ -162,24 +167,6 @@ class ClipStage(Stage[ClipStageConfig]):
 
 def export_clip(run_dir: str | Path, out_dir: str | Path, *, ema: bool = True) -> Path:
     """The newest valid checkpoint of a ``clip`` run as a model folder (EMA weights unless ``ema=False``)."""
-    import json
+    from unclip.train.export import export_run
 
-    from unclip.clip.checkpoint import load_weights, save_pretrained
-    from unclip.train import checkpoint as ckpt
-    from unclip.train.config import RunConfig
-
-    run_dir = Path(run_dir)
-    config_file = run_dir / "config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no config.json")
-    run = RunConfig.from_json(json.loads(config_file.read_text(encoding="utf-8")))
-    if run.stage != "clip":
-        raise ValueError(f"{run_dir} is a {run.stage!r} run, not a 'clip' run")
-    restored = ckpt.latest_checkpoint(run_dir / "checkpoints")
-    if restored is None:
-        raise FileNotFoundError(f"{run_dir}/checkpoints holds no valid checkpoint")
-    stage = ClipStage()
-    config = stage.config_from_dict(run.model)
-    model = stage.build(config)
-    load_weights(model, restored.tensors["ema" if ema else "model"], f"{restored.path} ({'ema' if ema else 'model'})")
-    return save_pretrained(model.eval(), out_dir)
+    return export_run(run_dir, out_dir, ema=ema, stage="clip")

@@ -10,6 +10,7 @@ training starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -95,6 +96,11 @@ class DecoderStage(Stage[DecoderStageConfig]):
 
     def build(self, config: DecoderStageConfig) -> nn.Module:
         return Decoder(config.decoder)
+
+    def export(self, model: nn.Module, config: DecoderStageConfig, folder: str | Path) -> Path:
+        from unclip.models.checkpoint import save_pretrained
+
+        return save_pretrained(model, folder)  # type: ignore[arg-type]
 
     def resolution(self, config: DecoderStageConfig) -> int:
         return config.decoder.resolution

@@ -18,6 +18,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
@@ -100,6 +101,10 @@ class Stage(ABC, Generic[C]):
     def loss(self, model: nn.Module, batch: Batch, config: C) -> StepOutput:
         """The training loss of ``model`` (possibly wrapped for DDP/autocast; call it, don't inspect it)."""
 
+    def export(self, model: nn.Module, config: C, folder: str | Path) -> Path:
+        """Write a trained network as a self-describing model folder (``unclip export``)."""
+        raise ValueError(f"stage {self.name!r} has no model-folder format to export to")
+
     def resolution(self, config: C) -> int:
         """Side of the square images the data pipeline must deliver for this config."""
         return int(config.resolution)  # type: ignore[attr-defined]
@@ -145,7 +150,7 @@ register_stage("toy", _builtin_toy)
 
 
 def _prior_stage(name: str) -> Stage[Any]:
-    from unclip.prior.stage import PRIOR_STAGES  # lazy: the prior networks load only when a prior trains
+    from unclip.train.prior_stage import PRIOR_STAGES  # lazy: the prior networks load only when a prior trains
 
     return PRIOR_STAGES[name]()
 

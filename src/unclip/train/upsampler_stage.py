@@ -9,6 +9,7 @@ for 64→256, BSR for 256→1024 (``unclip.data.degradations``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -82,6 +83,11 @@ class UpsamplerStage(Stage[UpsamplerStageConfig]):
 
     def build(self, config: UpsamplerStageConfig) -> nn.Module:
         return Upsampler(config.upsampler)
+
+    def export(self, model: nn.Module, config: UpsamplerStageConfig, folder: str | Path) -> Path:
+        from unclip.models.checkpoint import save_pretrained
+
+        return save_pretrained(model, folder)  # type: ignore[arg-type]
 
     def resolution(self, config: UpsamplerStageConfig) -> int:
         return config.upsampler.resolution

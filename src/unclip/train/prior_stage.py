@@ -15,11 +15,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from unclip.prior.ar_prior import ARPrior, ARPriorConfig, ar_prior_loss
+from unclip.prior.checkpoint import save_pretrained
 from unclip.prior.diffusion_prior import DIFFUSION_PRIOR_PRESETS, DiffusionPrior, DiffusionPriorConfig
 from unclip.prior.diffusion_prior import diffusion_prior_loss as _diffusion_loss
 from unclip.prior.embeddings import EmbeddingSet, load_embeddings
@@ -83,6 +85,10 @@ class DiffusionPriorStage(Stage[DiffusionPriorStageConfig]):
                            "ViT-B/32 dims; the paper's prior used lr 1.1e-4, weight decay 6e-2 (Table 3)"),
         }  # fmt: skip
 
+    def export(self, model: nn.Module, config: DiffusionPriorStageConfig, folder: str | Path) -> Path:
+        """The bare prior network (the stage's own fields, like the embedding folder, are not part of it)."""
+        return save_pretrained(model, folder)
+
     def build(self, config: DiffusionPriorStageConfig) -> nn.Module:
         net = DiffusionPrior(_base(config, DiffusionPriorConfig))  # type: ignore[arg-type]
         if not config.embeddings:  # shapes only (the engine's preset check); loss() asks for the embeddings
@@ -127,6 +133,10 @@ class ARPriorStage(Stage[ARPriorStageConfig]):
             "base": Preset(cfg("base"), TrainConfig(steps=200_000, batch_size=1024, lr=1.6e-4, warmup_steps=2000,
                                                     weight_decay=0.06, checkpoint_every=5000, sample_count=0)),
         }  # fmt: skip
+
+    def export(self, model: nn.Module, config: ARPriorStageConfig, folder: str | Path) -> Path:
+        """The bare prior network (the stage's own fields, like the embedding folder, are not part of it)."""
+        return save_pretrained(model, folder)
 
     def build(self, config: ARPriorStageConfig) -> nn.Module:
         """The component count comes from the data (> ``variance`` kept), capped by ``config.components``."""

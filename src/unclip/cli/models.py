@@ -1,0 +1,82 @@
+"""``unclip export | embed | assemble``: from training runs to model folders to one pipeline folder."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    e = subparsers.add_parser(
+        "export", help="a training run's newest checkpoint as a model folder", formatter_class=fmt
+    )
+    e.add_argument("run", help="run folder (config.json, checkpoints/)")
+    e.add_argument("--out", required=True, help="model folder to write")
+    e.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA weights")
+    e.set_defaults(func=run_export)
+
+    m = subparsers.add_parser("embed", help="CLIP embeddings of a dataset, for prior training", formatter_class=fmt)
+    m.add_argument("--model", required=True, help="CLIP model folder")
+    m.add_argument("--data", required=True, help="shapes[:split=S,seed=N] | folder:PATH | wds:PATTERN | a path")
+    m.add_argument("--out", required=True, help="embedding folder to write")
+    m.add_argument("--n", type=int, help="at most this many pairs (required for shapes)")
+    m.add_argument("--batch-size", type=int, default=64)
+    m.add_argument("--device", default="cpu")
+    m.set_defaults(func=run_embed)
+
+    a = subparsers.add_parser("assemble", help="model folders → one pipeline folder", formatter_class=fmt)
+    a.add_argument("--clip", required=True, help="CLIP model folder")
+    a.add_argument("--prior", required=True, help="prior model folder (diffusion or AR)")
+    a.add_argument("--decoder", required=True, help="decoder model folder")
+    a.add_argument("--upsampler", action="append", default=[], help="upsampler model folder (repeat, in order)")
+    a.add_argument("--out", required=True, help="pipeline folder to write")
+    a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a default sampling setting")
+    a.set_defaults(func=run_assemble)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from unclip.train.export import export_run
+
+    folder = export_run(args.run, args.out, ema=not args.raw)
+    print(f"exported {'raw' if args.raw else 'EMA'} weights of {args.run} to {folder}")
+    return 0
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from unclip.data.embed import embed_dataset
+
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    folder, n, skipped = embed_dataset(
+        args.model, args.data, args.out, limit=args.n, batch_size=args.batch_size, device=args.device
+    )
+    print(f"wrote {n} embedding pairs to {folder} ({skipped} samples skipped)")
+    return 0
+
+
+def run_assemble(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from unclip.clip import load_clip
+    from unclip.model_folder import config_from_dict
+    from unclip.models.checkpoint import from_pretrained as load_image_model
+    from unclip.pipeline import SamplingSettings, UnCLIPPipeline
+    from unclip.prior import from_pretrained as load_prior
+
+    settings = dataclasses.asdict(SamplingSettings())
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in settings:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(settings)}")
+        settings[key] = json.loads(value) if value[:1].isdigit() or value[:1] in "-[{" else value
+    pipe = UnCLIPPipeline(
+        load_clip(args.clip),
+        load_prior(args.prior),
+        load_image_model(args.decoder, "decoder"),  # type: ignore[arg-type]
+        [load_image_model(u, "upsampler") for u in args.upsampler],  # type: ignore[misc]
+        config_from_dict(SamplingSettings, settings, "settings", error=ValueError),
+    )
+    folder = pipe.save_pretrained(args.out)
+    print(f"assembled {folder} ({pipe.resolution} px)")
+    return 0
