@@ -1,7 +1,7 @@
 """The whole training chain, from nothing to a generated image, on tiny presets and 2 steps per stage.
 
 train clip → export → embed → train prior → export → train decoder (on the CLIP) → export → train upsampler →
-export → assemble → generate. This is the path that re-creates a model stack; each step is a CLI command.
+export → assemble → generate, as scripts/train_shapes_model.sh runs it to re-create the bundled model.
 """
 
 import json
@@ -21,48 +21,23 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def run(*args):
-    assert main(list(args)) == 0, args
+def test_the_documented_script_trains_a_stack_from_nothing(tmp_path):
+    """scripts/train_shapes_model.sh in its tiny profile: every command of the chain, in order."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
 
-
-def test_from_nothing_to_an_image(tmp_path):
-    r, m = tmp_path / "runs", tmp_path / "models"
-    short = ["--steps", "2", "--batch-size", "4", "--no-progress", "--set", "train.checkpoint_every=2"]
-    run("train", "clip", "--preset", "tiny", "--data", "shapes", "--out", str(r / "clip"), *short)
-    run("export", str(r / "clip"), "--out", str(m / "clip"))
-    run(
-        "embed", "--model", str(m / "clip"), "--data", "shapes:split=train", "--n", "16", "--out", str(tmp_path / "emb")
-    )
-    meta = json.loads((tmp_path / "emb" / "meta.json").read_text())
-    assert meta["count"] == 16 and meta["embed_dim"] == 32
-    run("train", "diffusion_prior", "--preset", "tiny", "--data", "shapes", "--out", str(r / "prior"), *short,
-        "--set", f"model.embeddings={tmp_path / 'emb'}")  # fmt: skip
-    run("export", str(r / "prior"), "--out", str(m / "prior"))
-    run(
-        "train",
-        "decoder",
-        "--preset",
-        "tiny",
-        "--data",
-        "shapes",
-        "--clip",
-        str(m / "clip"),
-        "--out",
-        str(r / "dec"),
-        *short,
-    )
-    run("export", str(r / "dec"), "--out", str(m / "decoder"))
-    # The tiny decoder draws 32 px; a ×4 upsampler to 128 px trains on 32 px crops.
-    run("train", "upsampler", "--preset", "tiny", "--data", "shapes", "--out", str(r / "up"), *short,
-        "--set", "model.upsampler.resolution=128", "--set", "model.sample_steps=2")  # fmt: skip
-    run("export", str(r / "up"), "--out", str(m / "up"))
-    run("assemble", "--clip", str(m / "clip"), "--prior", str(m / "prior"), "--decoder", str(m / "decoder"),
-        "--upsampler", str(m / "up"), "--out", str(tmp_path / "stack"),
-        "--set", "prior_steps=2", "--set", "decoder_steps=2", "--set", "upsampler_steps=2")  # fmt: skip
-    run("generate", "a red circle", "--n", "2", "--model", str(tmp_path / "stack"), "--out", str(tmp_path / "out"))
+    script = Path(__file__).parents[1] / "scripts" / "train_shapes_model.sh"
+    env = {**os.environ, "UNCLIP_PROFILE": "tiny", "UNCLIP": f"{sys.executable} -m unclip", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", str(script), str(tmp_path)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "embeddings" / "meta.json").read_text())["count"] == 16
+    stack = tmp_path / "model"
+    assert json.loads((stack / "pipeline.json").read_text())["settings"]["decoder_steps"] == 2
+    assert main(["generate", "a red circle", "--n", "2", "--model", str(stack), "--out", str(tmp_path / "out")]) == 0
+    # The tiny decoder draws 32 px and the upsampler takes it to 128 px.
     assert Image.open(tmp_path / "out" / "image_001.png").size == (128, 128)
-    settings = json.loads((tmp_path / "stack" / "pipeline.json").read_text())["settings"]
-    assert settings["decoder_steps"] == 2
 
 
 def test_export_refuses_what_is_not_a_finished_run(tmp_path, capsys):
