@@ -6,19 +6,9 @@ export → assemble → generate, as scripts/train_shapes_model.sh runs it to re
 
 import json
 
-import pytest
-import torch
 from PIL import Image
 
 from unclip.cli.main import main
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_the_documented_script_trains_a_stack_from_nothing(tmp_path):

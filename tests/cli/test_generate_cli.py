@@ -24,16 +24,6 @@ def model(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_generate_writes_images_sidecars_and_a_contact_sheet(model, tmp_path):
     from unclip.data.shapes import PROMPT_SUITE
 

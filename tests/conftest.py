@@ -1,0 +1,12 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread per test process: CI and these machines have 2 cores, and pytest runs 2 workers (-n 2);
+    tiny models contending for threads run several times slower than on one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
