@@ -1,0 +1,86 @@
+"""``unclip eval``: metrics as commands, each with ``--json`` (issues 7 and 9).
+
+Subcommands register themselves in ``SUBCOMMANDS``: to add one (``decoder``, ``prior``, ``clip`` …), write a
+``_register_NAME(sub)`` that adds its parser with ``func`` set to a handler, and append it to the tuple. Handlers
+import the library inside, so ``unclip --help`` stays free of torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluation metrics (FID, ...); each subcommand prints a table or --json",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="eval_command", metavar="METRIC")
+    for add in SUBCOMMANDS:
+        add(sub)
+    p.set_defaults(func=lambda args: _usage(p))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _add_feature_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=32, help="images per Inception forward pass")
+    p.add_argument("--device", default="cpu", help="torch device for the Inception network")
+    p.add_argument("--cache-dir", help="feature cache folder; when not given, $UNCLIP_CACHE/fid or ~/.cache/unclip/fid")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
+
+
+def _register_fid(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fid",
+        help="FID between two folders of images (Inception-v3 FID weights, features cached)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("dir_a", metavar="DIR_A", help="folder of images (e.g. the real ones)")
+    p.add_argument("dir_b", metavar="DIR_B", help="folder of images (e.g. the samples)")
+    _add_feature_options(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run_fid)
+
+
+def run_fid(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    import time
+    import warnings
+
+    from unclip.eval.fid import fid_folders
+
+    cache_dir = None if args.no_cache else (args.cache_dir or "default")
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # printed below from the result, once each
+        result = fid_folders(
+            args.dir_a, args.dir_b, batch_size=args.batch_size, cache_dir=cache_dir, device=args.device
+        )
+    seconds = time.perf_counter() - start
+    for msg in result.warnings:
+        print(f"unclip eval fid: warning: {msg}", file=sys.stderr)
+    report = {"metric": "fid", "dir_a": args.dir_a, "dir_b": args.dir_b, **result.to_dict(), "seconds": seconds}
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    speed = "" if result.images_per_second is None else f", {result.images_per_second:.1f} img/s"
+    cached = [name for name, hit in (("A", result.cached_a), ("B", result.cached_b)) if hit]
+    print(f"FID {result.fid:.4f}")
+    print(
+        f"images  A: {result.n_a} ({len(result.skipped_a)} skipped)  B: {result.n_b} ({len(result.skipped_b)} skipped)"
+    )
+    print(
+        f"time    {seconds:.1f} s (features {result.seconds_features:.1f} s{speed}; "
+        f"distance {result.seconds_distance:.2f} s; cached: {', '.join(cached) or 'none'})"
+    )
+    return 0
+
+
+# The ``unclip eval`` subcommands, in the order ``--help`` lists them.
+SUBCOMMANDS = (_register_fid,)
