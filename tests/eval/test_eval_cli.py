@@ -3,8 +3,8 @@
 import json
 
 import numpy as np
+from eval_helpers import shapes_images, write_folder
 
-from conftest import shapes_images, write_folder
 from unclip.cli.main import main
 
 

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import CountingExtractor, shapes_images, write_folder
+from eval_helpers import CountingExtractor, shapes_images, write_folder
 from PIL import Image
 
 from unclip.eval import fid_folders, folder_features

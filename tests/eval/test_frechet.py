@@ -5,6 +5,8 @@ import pytest
 
 from unclip.eval import GaussianStats, fid_from_features, frechet_distance, frechet_distance_from_features
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*FID is biased:UserWarning")
+
 
 def _random_rotation(d, rng):
     q, r = np.linalg.qr(rng.standard_normal((d, d)))

@@ -10,12 +10,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import shapes_images, write_folder
+from eval_helpers import shapes_images, write_folder
 
 from unclip.eval import FEATURE_DIM, fid_folders, fid_from_features, folder_features
 from unclip.eval.inception import INPUT_RANGE, inception_weights_path, preprocess
 
 N = 6
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*FID is biased:UserWarning")
 
 
 @pytest.fixture(scope="module")

@@ -59,9 +59,11 @@ def check_sample_size(n: int, name: str) -> str | None:
 
 
 def fid_from_features(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """FID of two (N, 2048) Inception feature sets (exact float64 Fréchet distance)."""
+    """FID of two (N, 2048) Inception feature sets (exact float64 Fréchet distance); warns below ``WARN_BELOW``."""
     for f, name in ((features_a, "first set"), (features_b, "second set")):
-        check_sample_size(len(f), name)
+        msg = check_sample_size(len(f), name)
+        if msg:
+            warnings.warn(msg, UserWarning, stacklevel=2)
     return frechet_distance_from_features(features_a, features_b)
 
 
