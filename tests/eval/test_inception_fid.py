@@ -53,6 +53,10 @@ def test_features_are_2048_d_pool_features_and_independent_of_the_batch(clean, i
     assert ff.features.shape == (N, FEATURE_DIM) and ff.features.dtype == np.float32
     assert (ff.features >= 0).all() and ff.features.std(0).mean() > 0.01  # post-ReLU averages, not constant
     np.testing.assert_allclose(inception(images[1:3]), ff.features[1:3], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        inception(torch.full((1, 3, 8, 8), -0.5))  # a [-1, 1] image must not be clamped silently
+    with pytest.raises(ValueError, match="uint8"):
+        inception(images.astype(np.float32))
 
 
 def test_fid_of_a_folder_against_a_copy_of_itself_is_zero(clean, tmp_path):

@@ -75,6 +75,12 @@ def to_unit_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
     if images.dtype == torch.uint8:
         return images.float() / 255.0
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        # A model's output in [-1, 1] would otherwise be clamped silently into a different image.
+        raise ValueError(
+            f"float images must lie in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; map [-1, 1] by (x + 1) / 2"
+        )
     return images
 
 
