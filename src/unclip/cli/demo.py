@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     if not model.is_dir():
         print(
             "unclip demo: the bundled Shapes-world model is not trained yet (issue 8), so there is nothing to "
-            "sample. The diffusion core is ready: run `make test` to check it."
+            "sample.\nTrain a stack yourself (a GPU is advised): scripts/train_shapes_model.sh OUT, then\n"
+            '  unclip generate "a red circle to the left of a blue square" --model OUT/model --out outputs/gen'
         )
         return 0
     raise NotImplementedError("the bundled-model demo arrives with the pipeline (issue 8)")
