@@ -5,6 +5,7 @@
 #   scripts/train_shapes_model.sh OUT_DIR            # the `small` presets (a GPU is strongly advised)
 #   UNCLIP_PROFILE=tiny scripts/train_shapes_model.sh OUT_DIR   # seconds on a CPU: checks the chain (tests do)
 #
+# Run it with the project's environment active (`source .venv/bin/activate`) or with UNCLIP=.venv/bin/unclip.
 # Step counts default to each preset's own; override with CLIP_STEPS, PRIOR_STEPS, DECODER_STEPS, UPSAMPLER_STEPS
 # and the embedding count with EMBED_N. Every stage keeps its run folder under OUT_DIR/runs (resumable with
 # `unclip train STAGE --out RUN --resume`); the finished stack is OUT_DIR/model.
