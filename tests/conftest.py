@@ -1,5 +1,11 @@
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# The tiny real unCLIP stack (tests/pipeline/tiny_stack.py) serves the pipeline, CLI and evaluation tests.
+sys.path.insert(0, str(Path(__file__).parent / "pipeline"))
 
 
 @pytest.fixture(autouse=True)

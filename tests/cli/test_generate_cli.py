@@ -1,13 +1,9 @@
 """unclip generate / vary / interpolate / textdiff on a tiny saved model folder."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "pipeline"))
 from tiny_stack import tiny_pipeline
 
 from unclip.cli.main import main

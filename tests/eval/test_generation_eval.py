@@ -1,15 +1,11 @@
 """Evaluations of a model stack: checked with stubs whose answers are known, and once on a tiny real stack."""
 
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from unclip.eval import generation
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "pipeline"))
 
 
 class StubStack:

@@ -8,22 +8,33 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="run the main job on the bundled Shapes-world model",
+        help="a gallery from the bundled Shapes-world model: text to image, variations, interpolation, text diff",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", default="out/demo", help="folder for the demo's images")
+    p.add_argument("--out", default="outputs/demo", help="folder for index.html and its images")
+    p.add_argument("--model", help="model folder (pipeline.json); default: the bundled Shapes-world model")
+    p.add_argument("--per-category", type=int, default=2, help="suite prompts per category")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from importlib import resources
 
-    model = resources.files("unclip") / "assets" / "shapes-model"
-    if not model.is_dir():
+    if args.model is None and not (resources.files("unclip") / "assets" / "shapes-model" / "pipeline.json").is_file():
         print(
             "unclip demo: the bundled Shapes-world model is not trained yet (issue 8), so there is nothing to "
             "sample.\nTrain a stack yourself (a GPU is advised): scripts/train_shapes_model.sh OUT, then\n"
-            '  unclip generate "a red circle to the left of a blue square" --model OUT/model --out outputs/gen'
+            "  unclip demo --model OUT/model"
         )
         return 0
-    raise NotImplementedError("the bundled-model demo arrives with the pipeline (issue 8)")
+    from unclip.cli.generate import load_pipeline
+    from unclip.eval.gallery import build_gallery
+
+    args.decoder_steps = None
+    pipe, _ = load_pipeline(args)
+    report = build_gallery(pipe, args.out, per_category=args.per_category, seed=args.seed)
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in report["scores"].items())
+    print(f"gallery: {args.out}/index.html ({report['seconds']:.0f} s)\njudge scores: {scores}")
+    return 0
