@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 import types
 import typing
 from collections.abc import Callable
@@ -22,6 +19,8 @@ from typing import Any, TypeVar
 
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from unclip.atomic import atomic_directory
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 T = TypeVar("T")
@@ -119,25 +118,13 @@ def write_model_folder(
     """Write ``config.json`` (``meta``), ``model.safetensors`` (``module``'s state) and ``extra(tmp)``'s files
     into ``folder`` atomically: everything goes to a sibling temporary folder that then replaces ``folder``."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
+    with atomic_directory(folder) as tmp:
         state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
         tags = {"format": str(meta.get("format")), "format_version": str(meta.get("format_version"))}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata=tags)
         if extra is not None:
             extra(tmp)
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            folder.rename(old)
-        tmp.rename(folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

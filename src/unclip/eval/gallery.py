@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from unclip.atomic import atomic_directory
 from unclip.eval.generation import _held_out, _judge_ready
 from unclip.pipeline import interpolate, text_diff, to_pil, variations
 
@@ -34,10 +33,7 @@ def build_gallery(pipe, out: str | Path, *, per_category: int = 2, seed: int = 0
     from unclip.data.shapes import CATEGORIES, PROMPT_SUITE, judge
 
     start = time.perf_counter()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         sections, scores = [], {}
         prompts = [p for c in CATEGORIES for p in [q for q in PROMPT_SUITE if q.category == c][:per_category]]
         result = pipe([p.text for p in prompts], seed=seed)
@@ -90,10 +86,4 @@ def build_gallery(pipe, out: str | Path, *, per_category: int = 2, seed: int = 0
         )  # fmt: skip
         (tmp / "index.html").write_text(page, encoding="utf-8")
         (tmp / "scores.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report

@@ -7,13 +7,13 @@ failure (a bad input discovered late, Ctrl-C) never leaves a half-written result
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
+
+from unclip.atomic import atomic_directory
 
 
 def contact_sheet(
@@ -51,22 +51,9 @@ def write_results(
     out = Path(out)
     if len(images) != len(records) or len(images) != len(labels):
         raise ValueError(f"{len(images)} images, {len(records)} records and {len(labels)} labels must match")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         for k, (im, rec) in enumerate(zip(images, records, strict=True)):
             im.save(tmp / f"{stem}_{k:03d}.png")
             (tmp / f"{stem}_{k:03d}.json").write_text(json.dumps(rec, indent=2) + "\n", encoding="utf-8")
         contact_sheet(images, labels).save(tmp / "contact_sheet.png")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from unclip.atomic import atomic_directory
 
 # One error type and one strict loader serve model folders and training checkpoints alike.
 from unclip.model_folder import CheckpointError
@@ -67,8 +68,8 @@ def save_checkpoint(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = step_dir(root, step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
-    try:
+    # Re-saving a step (the final save right after a periodic one) swaps the old copy out only at the end.
+    with atomic_directory(final) as tmp:
         digests = {}
         for group, tdict in tensors.items():
             # Clones drop storage sharing (tied weights), which safetensors refuses to write.
@@ -84,21 +85,16 @@ def save_checkpoint(
         manifest = {"format_version": FORMAT_VERSION, "step": step, "sha256": digests}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
         _fsync(tmp / "manifest.json")
-        if final.exists():  # re-saving a step (e.g. the final save right after a periodic one)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _fsync(root)
     prune(root, keep_last)
     return final
 
 
 def prune(root: Path, keep_last: int) -> None:
     """Delete stale temporary folders and all but the newest ``keep_last`` checkpoints."""
-    for p in Path(root).glob(".step_*.tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)
+    for pattern in (".step_*.tmp-*", ".step_*.old-*"):  # leftovers of a save killed half-way (unclip.atomic)
+        for p in Path(root).glob(pattern):
+            shutil.rmtree(p, ignore_errors=True)
     for _, p in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(p, ignore_errors=True)
 

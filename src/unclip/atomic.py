@@ -1,0 +1,41 @@
+"""All-or-nothing folders: assembled beside their destination, then swapped into place.
+
+Checkpoints, model folders, generated results and the demo gallery are folders of several files; a crash or
+Ctrl-C half-way must leave either the previous folder or the new one, never a mixture.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_directory(dest: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``dest``; on success it replaces ``dest``, on failure it is removed.
+
+    An existing ``dest`` is moved aside before the new folder is renamed in, and deleted only afterwards.
+    The temporary folder is named ``.{dest.name}.tmp-*`` so stale ones can be recognised and cleaned up.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    old = None
+    try:
+        yield tmp
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not dest.exists():
+            os.replace(old, dest)  # the swap itself failed: put the previous folder back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
