@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from unclip.data.shapes.batch import render_batch
 from unclip.eval import generation
 
 
@@ -36,7 +37,7 @@ class StubStack:
 
 def test_decoder_reconstruction_scores_truth_as_faithful_and_blanks_as_not(monkeypatch):
     stack = StubStack()
-    _, stack._truth = generation._held_out(12, 64)
+    _, stack._truth = render_batch(12, 64)
     stack._served = 0
     perfect = generation.decoder_reconstruction(stack, n=12, batch_size=5)
     assert perfect["faithful"] == 1.0 and perfect["n"] == 12
@@ -47,7 +48,7 @@ def test_decoder_reconstruction_scores_truth_as_faithful_and_blanks_as_not(monke
 
 def test_upsampler_fidelity_of_a_perfect_upsampler_beats_bicubic():
     stack = StubStack(resolution=32, up_resolution=128)
-    _, stack._truth = generation._held_out(6, 128)
+    _, stack._truth = render_batch(6, 128)
     stack._served = 0
     scores = generation.upsampler_fidelity(stack, n=6, batch_size=4)
     assert scores["psnr"] > 60 and scores["ssim"] == pytest.approx(1.0, abs=1e-4)

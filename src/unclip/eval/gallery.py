@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from unclip.atomic import atomic_directory
-from unclip.eval.generation import _held_out, _judge_ready
+from unclip.data.shapes.batch import render_batch
+from unclip.eval.generation import judge_ready
 from unclip.pipeline import interpolate, text_diff, to_pil, variations
 
 
@@ -38,9 +39,7 @@ def build_gallery(pipe, out: str | Path, *, per_category: int = 2, seed: int = 0
         prompts = [p for c in CATEGORIES for p in [q for q in PROMPT_SUITE if q.category == c][:per_category]]
         result = pipe([p.text for p in prompts], seed=seed)
         items = []
-        for k, (prompt, image, arr) in enumerate(
-            zip(prompts, result.images, _judge_ready(result.tensors), strict=True)
-        ):
+        for k, (prompt, image, arr) in enumerate(zip(prompts, result.images, judge_ready(result.tensors), strict=True)):
             ok = bool(judge(arr, prompt.requirement))
             scores.setdefault(prompt.category, []).append(ok)
             image.save(tmp / f"prompt_{k:02d}.png")
@@ -49,7 +48,7 @@ def build_gallery(pipe, out: str | Path, *, per_category: int = 2, seed: int = 0
             _section("Text to image", "Prompts from every category of the suite; ✓ = the judge agrees.", items)
         )
 
-        samples, held = _held_out(3, pipe.decoder.config.resolution, split="test", seed=seed)
+        samples, held = render_batch(3, pipe.decoder.config.resolution, split="test", seed=seed)
         sources = to_pil(held)
         for k, im in enumerate(sources):
             im.save(tmp / f"source_{k}.png")

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from unclip.data.shapes.batch import render_batch
+
 # DALL·E 2 on GenEval (Ghosh et al. 2023), for reference next to our per-category scores (DESIGN.md §4).
 DALLE2_GENEVAL = {
     "single_object": 0.94, "two_objects": 0.66, "counting": 0.49, "colours": 0.77, "position": 0.10,
@@ -21,7 +23,7 @@ DALLE2_GENEVAL = {
 }  # fmt: skip
 
 
-def _judge_ready(images: torch.Tensor) -> np.ndarray:
+def judge_ready(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] → uint8 (B, H, W, 3), enlarged to the judge's smallest size (32 px) if needed."""
     if images.shape[-1] < 32:
         images = F.interpolate(images, size=32, mode="bicubic", align_corners=False).clamp(-1, 1)
@@ -53,7 +55,7 @@ def compositional(
         part = jobs[i : i + batch_size]
         seeds = [seed + i + j for j in range(len(part))]
         out = pipe([p.text for p, _ in part], seed=seeds)
-        for (prompt, _), image in zip(part, _judge_ready(out.tensors), strict=True):
+        for (prompt, _), image in zip(part, judge_ready(out.tensors), strict=True):
             hits[prompt.category].append(bool(judge(image, prompt.requirement)))
     result = _summary(hits)
     result.update({
@@ -61,18 +63,6 @@ def compositional(
         "seconds": time.perf_counter() - start, "reference_dalle2_geneval": DALLE2_GENEVAL,
     })  # fmt: skip
     return result
-
-
-def _held_out(n: int, resolution: int, split: str = "test", seed: int = 0):
-    from unclip.data.shapes import ShapesWorld
-
-    world = ShapesWorld(split=split, seed=seed, resolution=max(32, resolution))
-    samples = [world[i] for i in range(n)]
-    x = torch.stack([torch.from_numpy(np.asarray(s.image).copy()) for s in samples]).permute(0, 3, 1, 2)
-    x = x.float() / 127.5 - 1
-    if x.shape[-1] != resolution:
-        x = F.interpolate(x, size=resolution, mode="area")
-    return samples, x
 
 
 @torch.no_grad()
@@ -88,7 +78,7 @@ def decoder_reconstruction(pipe, *, n: int = 200, seed: int = 0, batch_size: int
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    samples, real = _held_out(n, pipe.decoder.config.resolution)
+    samples, real = render_batch(n, pipe.decoder.config.resolution)
     hits: dict[str, list[bool]] = {}
     faithful = []
     start = time.perf_counter()
@@ -96,7 +86,7 @@ def decoder_reconstruction(pipe, *, n: int = 200, seed: int = 0, batch_size: int
         x = real[i : i + batch_size].to(pipe.device)
         z_i = pipe.clip.encode_image(x)
         fake = pipe.decode(z_i, generators_from_seeds(range(seed + i, seed + i + len(x))))
-        for s, image in zip(samples[i : i + batch_size], _judge_ready(fake), strict=True):
+        for s, image in zip(samples[i : i + batch_size], judge_ready(fake), strict=True):
             verdicts = {c: bool(judge(image, r)) for c, r in requirements_for_scene(s.scene).items()}
             for c, ok in verdicts.items():
                 hits.setdefault(c, []).append(ok)
@@ -115,7 +105,7 @@ def upsampler_fidelity(pipe, *, n: int = 64, seed: int = 0, batch_size: int = 8)
     if not pipe.upsamplers:
         raise ValueError("this model has no upsampler")
     low_res = pipe.decoder.config.resolution
-    _, high = _held_out(n, pipe.resolution, split="test")
+    _, high = render_batch(n, pipe.resolution, split="test")
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "bicubic_psnr": [], "bicubic_ssim": []}
     for i in range(0, n, batch_size):
         h = high[i : i + batch_size]

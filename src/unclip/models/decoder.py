@@ -154,6 +154,33 @@ def guidance_conditions(z_i: Tensor, text: Tensor | None = None, text_mask: Tens
     return [branch(True, True), branch(False, True), branch(False, False)]
 
 
+def guided_denoiser(
+    decoder: Decoder,
+    z_i: Tensor,
+    tokens: Tensor | None = None,
+    mask: Tensor | None = None,
+    drop_text: Tensor | None = None,
+    scales: tuple[float, float] = (1.0, 1.0),
+):  # -> tuple[Denoiser, NoiseSchedule]
+    """The (x, t) denoiser samplers drive: eps-parameterized, guided with separate (image, caption) scales, and
+    with x0 clamped to the image range. Without caption states (variations), every branch drops the caption;
+    ``drop_text`` drops it for chosen samples (empty prompts)."""
+    from unclip.diffusion import ModelDenoiser, NoiseSchedule, Parameterization, clamp_x0, guided
+
+    dc = decoder.config
+    schedule = NoiseSchedule.named(dc.schedule)
+    den = ModelDenoiser(decoder, schedule, Parameterization("eps", dc.learned_variance))
+    if dc.text_dim and tokens is None:
+        b = z_i.shape[0]
+        tokens = torch.zeros(b, 1, dc.text_dim, device=z_i.device)
+        mask = torch.ones(b, 1, dtype=torch.bool, device=z_i.device)
+        drop_text = torch.ones(b, dtype=torch.bool, device=z_i.device)
+    conds = guidance_conditions(z_i, tokens if dc.text_dim else None, mask if dc.text_dim else None)
+    if drop_text is not None:
+        conds[2]["drop_text"] = conds[2]["drop_text"] | drop_text
+    return clamp_x0(guided(den, conds, list(scales)), schedule), schedule
+
+
 def random_drops(config: DecoderConfig, batch: int, generator: torch.Generator | None = None) -> dict[str, Tensor]:
     """Training-time condition dropout (App. C: z_i 10%, caption 50%), independently per sample."""
     u = torch.rand(2, batch, generator=generator)

@@ -92,3 +92,17 @@ class Upsampler(nn.Module):
         elif aug_level is not None:
             raise ValueError("aug_level given but this upsampler was built without noise_aug")
         return self.unet(torch.cat([x, cond], dim=1), t, extra_emb=extra)
+
+
+def upsampler_denoiser(upsampler: Upsampler, low_res: Tensor):  # -> tuple[Denoiser, NoiseSchedule]
+    """The (x, t) denoiser samplers drive for ``low_res``: eps-parameterized, x0 clamped to the image range, and
+    (with noise-level augmentation) told the condition is clean."""
+    from unclip.diffusion import ModelDenoiser, NoiseSchedule, Parameterization, clamp_x0, conditioned
+
+    cfg = upsampler.config
+    schedule = NoiseSchedule.named(cfg.schedule)
+    den = ModelDenoiser(upsampler, schedule, Parameterization("eps", cfg.learned_variance))
+    cond: dict[str, Tensor] = {"low_res": low_res}
+    if cfg.noise_aug:
+        cond["aug_level"] = torch.zeros(low_res.shape[0], dtype=torch.long, device=low_res.device)
+    return clamp_x0(conditioned(den, cond), schedule), schedule

@@ -22,19 +22,13 @@ from PIL import Image
 from torch import Tensor, nn
 
 from unclip.diffusion import (
-    ModelDenoiser,
-    NoiseSchedule,
-    Parameterization,
-    clamp_x0,
-    conditioned,
     generators_from_seeds,
     get_sampler,
-    guided,
     randn,
 )
 from unclip.model_folder import CheckpointError, config_from_dict
-from unclip.models.decoder import Decoder, guidance_conditions
-from unclip.models.upsampler import Upsampler
+from unclip.models.decoder import Decoder, guided_denoiser
+from unclip.models.upsampler import Upsampler, upsampler_denoiser
 from unclip.pipeline.settings import SamplingSettings
 
 FORMAT, FORMAT_VERSION, INDEX_FILE = "unclip-pipeline", 1, "pipeline.json"
@@ -207,21 +201,9 @@ class UnCLIPPipeline:
     ):
         """The guided, clamped decoder denoiser for these embeddings (and captions, unless ``text`` is None)."""
         s = s or self.settings
-        dc = self.decoder.config
-        schedule = NoiseSchedule.named(dc.schedule)
-        den = ModelDenoiser(self.decoder, schedule, Parameterization("eps", dc.learned_variance))
-        tokens = mask = None
-        if dc.text_dim and text is not None:
-            tokens, mask = text.token_states, text.mask
-        elif dc.text_dim:  # no caption (variations): zero states, every branch drops the caption
-            tokens = torch.zeros(z_i.shape[0], 1, dc.text_dim, device=z_i.device)
-            mask = torch.ones(z_i.shape[0], 1, dtype=torch.bool, device=z_i.device)
-            drop_text = torch.ones(z_i.shape[0], dtype=torch.bool, device=z_i.device)
-        conds = guidance_conditions(z_i, tokens, mask)
-        if drop_text is not None:
-            conds[2]["drop_text"] = conds[2]["drop_text"] | drop_text
-        scales = [s.decoder_guidance_image, s.decoder_guidance_text]
-        return clamp_x0(guided(den, conds, scales), schedule), schedule
+        tokens, mask = (None, None) if text is None else (text.token_states, text.mask)
+        scales = (s.decoder_guidance_image, s.decoder_guidance_text)
+        return guided_denoiser(self.decoder, z_i, tokens, mask, drop_text, scales)
 
     def decode(
         self, z_i: Tensor, generators: list[torch.Generator], *, text=None, drop_text: Tensor | None = None,
@@ -239,16 +221,11 @@ class UnCLIPPipeline:
     def upsample(self, images: Tensor, generators: list[torch.Generator], s: SamplingSettings | None = None) -> Tensor:
         s = s or self.settings
         for up in self.upsamplers:
-            cfg = up.config
-            schedule = NoiseSchedule.named(cfg.schedule)
-            den = ModelDenoiser(up, schedule, Parameterization("eps", cfg.learned_variance))
-            cond: dict[str, Tensor] = {"low_res": images}
-            if cfg.noise_aug:
-                cond["aug_level"] = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
-            x_T = randn((images.shape[0], 3, cfg.resolution, cfg.resolution), generators, device=images.device)
+            res = up.config.resolution
+            den, schedule = upsampler_denoiser(up, images)
+            x_T = randn((images.shape[0], 3, res, res), generators, device=images.device)
             sampler = get_sampler(s.upsampler_sampler)
-            images = sampler(clamp_x0(conditioned(den, cond), schedule), x_T, schedule.grid(s.upsampler_steps),
-                             generator=generators)  # fmt: skip
+            images = sampler(den, x_T, schedule.grid(s.upsampler_steps), generator=generators)
         return images
 
     # ---- text to image -----------------------------------------------------------------------------------

@@ -128,24 +128,19 @@ class DecoderStage(Stage[DecoderStageConfig]):
 
     def sample(self, model: nn.Module, config: DecoderStageConfig, n: int, generator: torch.Generator) -> Tensor | None:
         """Reconstructions: held-out Shapes-world images decoded from their own z_i (top row: originals)."""
-        from unclip.data.shapes import ShapesWorld
-        from unclip.diffusion import ModelDenoiser, clamp_x0, guided, sample_ddim
-        from unclip.models.decoder import guidance_conditions
+        from unclip.data.shapes.batch import render_batch
+        from unclip.diffusion import sample_ddim
+        from unclip.models.decoder import guided_denoiser
 
         dc = config.decoder
         device = next(model.parameters()).device
-        world = ShapesWorld(split="val", seed=0, resolution=max(32, dc.resolution))
-        k = max(1, n // 2)
-        real = torch.stack([torch.from_numpy(world[i].image.copy()) for i in range(k)]).permute(0, 3, 1, 2)
-        real = torch.nn.functional.interpolate(real.float() / 127.5 - 1, size=dc.resolution, mode="area").to(device)
+        samples, real = render_batch(max(1, n // 2), dc.resolution, split="val")
+        real = real.to(device)
         clip = self.clip_model(config, device)
         with torch.no_grad():
-            enc = clip.encode_text([world[i].caption for i in range(k)])
+            enc = clip.encode_text([s.caption for s in samples])
             z_i = clip.encode_image(real)
-            schedule = NoiseSchedule.named(dc.schedule)
-            den = ModelDenoiser(model, schedule, Parameterization("eps", dc.learned_variance))
-            conds = guidance_conditions(z_i, enc.token_states, enc.mask)
+            den, schedule = guided_denoiser(model, z_i, enc.token_states, enc.mask, scales=config.sample_guidance)
             x_T = torch.randn(real.shape, generator=generator).to(device)
-            fake = sample_ddim(clamp_x0(guided(den, conds, list(config.sample_guidance)), schedule), x_T,
-                               schedule.grid(config.sample_steps))  # fmt: skip
+            fake = sample_ddim(den, x_T, schedule.grid(config.sample_steps))
         return torch.cat([real, fake.clamp(-1, 1)])[:n]

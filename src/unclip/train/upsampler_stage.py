@@ -114,22 +114,17 @@ class UpsamplerStage(Stage[UpsamplerStageConfig]):
         self, model: nn.Module, config: UpsamplerStageConfig, n: int, generator: torch.Generator
     ) -> Tensor | None:
         """Held-out Shapes-world images: bicubic from the low resolution (top) and the upsampler's (bottom)."""
-        from unclip.data.shapes import ShapesWorld
-        from unclip.diffusion import ModelDenoiser, clamp_x0, conditioned, sample_ddim
+        from unclip.data.shapes.batch import render_batch
+        from unclip.diffusion import sample_ddim
+        from unclip.models.upsampler import upsampler_denoiser
 
         u = config.upsampler
         device = next(model.parameters()).device
-        world = ShapesWorld(split="val", seed=0, resolution=max(32, u.resolution))
-        k = max(1, n // 2)
-        high = torch.stack([torch.from_numpy(world[i].image.copy()) for i in range(k)]).permute(0, 3, 1, 2)
-        high = torch.nn.functional.interpolate(high.float() / 127.5 - 1, size=u.resolution, mode="area")
+        _, high = render_batch(max(1, n // 2), u.resolution, split="val")
         low = corrupt(high, u.factor, "none").to(device)
-        schedule = NoiseSchedule.named(u.schedule)
         with torch.no_grad():
-            den = ModelDenoiser(model, schedule, Parameterization("eps", u.learned_variance))
+            den, schedule = upsampler_denoiser(model, low)
             x_T = torch.randn(high.shape, generator=generator).to(device)
-            out = sample_ddim(
-                clamp_x0(conditioned(den, {"low_res": low}), schedule), x_T, schedule.grid(config.sample_steps)
-            )
+            out = sample_ddim(den, x_T, schedule.grid(config.sample_steps))
             bicubic = torch.nn.functional.interpolate(low, size=u.resolution, mode="bicubic").clamp(-1, 1)
         return torch.cat([bicubic, out.clamp(-1, 1)])[:n]
