@@ -53,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def load_pipeline(args: argparse.Namespace):
+    import dataclasses
     from importlib import resources
 
     from unclip.pipeline import UnCLIPPipeline
@@ -64,9 +65,9 @@ def load_pipeline(args: argparse.Namespace):
             raise FileNotFoundError(f"{BUNDLED} is not trained yet; pass --model DIR (a folder with pipeline.json)")
         folder = str(bundled)
     pipe = UnCLIPPipeline.from_pretrained(folder, device=args.device)
-    if args.decoder_steps is not None:
-        pipe.settings.decoder_steps = pipe.settings.inversion_steps = args.decoder_steps
-        pipe.settings.__post_init__()  # validate the new value before any work
+    if args.decoder_steps is not None:  # replace() validates the new value before any work
+        steps = args.decoder_steps
+        pipe.settings = dataclasses.replace(pipe.settings, decoder_steps=steps, inversion_steps=steps)
     return pipe, folder
 
 
@@ -79,8 +80,6 @@ def _finish(args, images, records, labels, stem: str) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    import dataclasses
-
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     pipe, folder = load_pipeline(args)
@@ -88,8 +87,8 @@ def run_generate(args: argparse.Namespace) -> int:
         "prior_steps": args.prior_steps, "prior_guidance": args.prior_guidance,
         "decoder_guidance_image": args.image_guidance, "decoder_guidance_text": args.text_guidance,
     }  # fmt: skip
-    settings = dataclasses.replace(pipe.settings, **{k: v for k, v in overrides.items() if v is not None})
-    out = pipe(args.prompt, num_images=args.n, seed=args.seed, progress=True, **dataclasses.asdict(settings))
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    out = pipe(args.prompt, num_images=args.n, seed=args.seed, progress=True, **overrides)
     requirement = _suite_requirement(args.prompt)
     records = [
         {"prompt": args.prompt, "seed": s, "model": folder, "settings": out.settings, **requirement} for s in out.seeds
