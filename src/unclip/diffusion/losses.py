@@ -69,7 +69,10 @@ class DiffusionLoss:
     discretized_t0: bool = True
 
     def __post_init__(self) -> None:
-        self._alpha_bar = self.schedule.alpha_bar
+        self._alpha_bar = ab = self.schedule.alpha_bar
+        # Per-timestep log of beta~_t and beta_t, the two ends of the learned-variance interpolation: fixed
+        # by the schedule, so computed once rather than on every step.
+        self._log_small, self._log_large = posterior_log_variance_bounds(ab, torch.cat([ab.new_ones(1), ab[:-1]]))
         if self.vlb_weight < 0:
             raise ValueError(f"vlb_weight must be >= 0, got {self.vlb_weight}")
 
@@ -126,8 +129,7 @@ class DiffusionLoss:
         """L_t for t > 0 (KL of the true posterior to the model's step) and L_0 (decoder NLL), in bits/dim."""
         ab = table[t]
         ab_prev = torch.where(t > 0, table[(t - 1).clamp_min(0)], torch.ones_like(ab))
-        log_small, log_large = posterior_log_variance_bounds(table, torch.cat([table.new_ones(1), table[:-1]]))
-        log_small, log_large = log_small[t], log_large[t]
+        log_small, log_large = self._log_small.to(t.device)[t], self._log_large.to(t.device)[t]
 
         def posterior_mean(x0_: Tensor) -> Tensor:
             beta = 1.0 - ab / ab_prev
