@@ -28,7 +28,7 @@ from unclip.model_folder import (
     write_model_folder,
 )
 
-__all__ = ["CheckpointError", "config_from_dict", "from_pretrained", "load_clip", "load_weights", "save_pretrained"]
+__all__ = ["CheckpointError", "from_pretrained", "load_clip", "save_pretrained"]
 
 FORMAT = "unclip-clip"
 FORMAT_VERSION = 1

@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from unclip.clip.checkpoint import CheckpointError, load_weights
 from unclip.clip.model import CLIP, CLIPConfig, TextConfig, VisionConfig
 from unclip.clip.tokenizer import BOS, EOS, TOKENIZER_FILE, Tokenizer
+from unclip.model_folder import CheckpointError, load_weights
 
 # OpenAI's pixel statistics (CLIPImageProcessor defaults), used when the folder has no preprocessor_config.json.
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
