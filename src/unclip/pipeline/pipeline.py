@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from unclip.clip.interface import prepare_images
 from unclip.diffusion import (
     generators_from_seeds,
     get_sampler,
@@ -59,12 +60,8 @@ def from_pil(images: Sequence[Image.Image | np.ndarray | str | Path], size: int)
             item = Image.fromarray(item)
         if not isinstance(item, Image.Image):
             raise ValueError(f"expected an image file, PIL image or uint8 array, got {type(item).__name__}")
-        im = item.convert("RGB")
-        scale = size / min(im.size)
-        im = im.resize((max(size, round(im.width * scale)), max(size, round(im.height * scale))), Image.BICUBIC)
-        left, top = (im.width - size) // 2, (im.height - size) // 2
-        arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.float32)
-        out.append(torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1)
+        # CLIP's own preprocessing: resize the short side, crop the centre (one implementation for both).
+        out.append(prepare_images(np.array(item.convert("RGB"))[None], size)[0])
     if not out:
         raise ValueError("no images given")
     return torch.stack(out)
