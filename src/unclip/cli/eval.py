@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from unclip.cli.eval_prior import register_prior
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -138,4 +140,4 @@ def run_generation(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS = (_register_fid, _register_generation)
+SUBCOMMANDS = (_register_fid, _register_generation, register_prior)

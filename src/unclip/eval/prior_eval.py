@@ -1,0 +1,330 @@
+"""How good is a prior (§2.2, issue 6)? Its sampled z_i against the true image's, next to two baselines.
+
+On N held-out Shapes-world (caption, image) pairs the prior samples z_i from each caption; we report
+
+* ``cosine``: the mean cosine between a sampled z_i and the true image's z_i (LAION's DALLE2-pytorch ViT-L/14
+  prior reaches >= 0.75 on real data, the anchor quoted in the issue);
+* ``r_at_1``, ``r_at_10``: how often the true image is the first (among the first ten) of the N held-out images
+  ranked by cosine similarity to the sampled z_i.
+
+The same for two baselines that need no prior: **z_t used as z_i** (what a decoder conditioned on the text
+embedding gets; §5.1 of the paper compares against exactly this), and **the nearest training caption**: the
+image embedding of the training pair whose z_t is closest to the caption's z_t (a retrieval "prior" over a pool
+of training pairs). A prior that does not beat the second has learned no more than a lookup table.
+
+Images and captions come through the same path as ``unclip embed`` (the Shapes data source, then
+``to_training_image``), so held-out embeddings are computed exactly as the prior's training embeddings were.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+KS = (1, 10)  # the recall@k reported
+LAION_PRIOR_COSINE = 0.75  # LAION DALLE2-pytorch ViT-L/14 prior, cosine to the true z_i on real data (issue 6)
+
+
+# ---- the metrics ---------------------------------------------------------------------------------------------
+@dataclass
+class EmbeddingScores:
+    cosine: float  # mean cosine(predicted z_i, true z_i)
+    recall: dict[int, float]  # k -> fraction of queries whose true image ranks among the first k
+    n_queries: int
+
+    def to_dict(self) -> dict[str, float]:
+        return {"cosine": self.cosine, **{f"r_at_{k}": v for k, v in self.recall.items()}}
+
+
+def _truth(pred: Tensor, targets: Tensor, truth: Tensor | None) -> Tensor:
+    if pred.ndim != 2 or targets.ndim != 2 or pred.shape[1] != targets.shape[1]:
+        raise ValueError(f"predictions (M, D) and targets (N, D) must share D, got {tuple(pred.shape)} and "
+                         f"{tuple(targets.shape)}")  # fmt: skip
+    if truth is None:
+        if pred.shape[0] != targets.shape[0]:
+            raise ValueError(f"{pred.shape[0]} predictions for {targets.shape[0]} targets: pass truth= (M,) indices")
+        return torch.arange(pred.shape[0])
+    if truth.shape != (pred.shape[0],) or int(truth.min()) < 0 or int(truth.max()) >= targets.shape[0]:
+        raise ValueError(f"truth must hold {pred.shape[0]} indices into {targets.shape[0]} targets")
+    return truth.long()
+
+
+def retrieval_ranks(pred: Tensor, targets: Tensor, truth: Tensor | None = None, chunk: int = 1024) -> Tensor:
+    """Rank (0 = first) of each query's true target among all ``targets``, by cosine similarity.
+
+    Query i's true target is ``targets[truth[i]]`` (default: row i). Ties count against the query (a target as
+    similar as the true one ranks before it), so a degenerate prediction, e.g. all zeros, gets rank N - 1
+    rather than 0.
+    """
+    truth = _truth(pred, targets, truth)
+    t = F.normalize(targets.double(), dim=1)
+    ranks = []
+    for start in range(0, pred.shape[0], chunk):
+        sim = F.normalize(pred[start : start + chunk].double(), dim=1) @ t.T  # (m, N)
+        rows = torch.arange(sim.shape[0])
+        true_sim = sim[rows, truth[start : start + chunk]]
+        ranks.append((sim >= true_sim[:, None]).sum(1) - 1)  # minus the true target itself
+    return torch.cat(ranks)
+
+
+def score_embeddings(
+    pred: Tensor, targets: Tensor, truth: Tensor | None = None, ks: Sequence[int] = KS
+) -> EmbeddingScores:
+    """Mean cosine with the true embedding and recall@k of retrieving it among ``targets`` (see retrieval_ranks)."""
+    truth = _truth(pred, targets, truth)
+    cos = F.cosine_similarity(pred.double(), targets[truth].double(), dim=1)
+    ranks = retrieval_ranks(pred, targets, truth)
+    recall = {int(k): float((ranks < k).double().mean()) for k in ks}
+    return EmbeddingScores(float(cos.mean()), recall, int(pred.shape[0]))
+
+
+def nearest_caption(query_z_t: Tensor, pool_z_t: Tensor, pool_z_i: Tensor, chunk: int = 1024) -> tuple[Tensor, Tensor]:
+    """The nearest-training-caption baseline: for each query z_t, the z_i of the pool pair whose z_t has the
+    largest cosine with it. Returns (z_i (B, D), pool indices (B,))."""
+    if pool_z_t.shape[0] != pool_z_i.shape[0] or pool_z_t.shape[0] == 0:
+        raise ValueError(f"the pool needs as many z_t as z_i (at least one), got {pool_z_t.shape[0]} and "
+                         f"{pool_z_i.shape[0]}")  # fmt: skip
+    if query_z_t.ndim != 2 or query_z_t.shape[1] != pool_z_t.shape[1]:
+        raise ValueError(f"query z_t {tuple(query_z_t.shape)} must be (B, {pool_z_t.shape[1]})")
+    keys = F.normalize(pool_z_t.float(), dim=1)
+    idx = torch.cat([
+        (F.normalize(query_z_t[s : s + chunk].float(), dim=1) @ keys.T).argmax(1)
+        for s in range(0, query_z_t.shape[0], chunk)
+    ])  # fmt: skip
+    return pool_z_i[idx], idx
+
+
+# ---- loading a prior and its CLIP ----------------------------------------------------------------------------
+def load_prior_and_clip(model: str | Path, clip: str | Path | None = None, device: str = "cpu"):
+    """(prior, CLIP, stored pipeline settings or None) from a pipeline folder (``pipeline.json``) or from a prior
+    folder plus ``clip``, a CLIP folder. Only the CLIP and the prior are loaded, never the decoder."""
+    from unclip.clip import load_clip
+    from unclip.model_folder import CheckpointError, config_from_dict
+    from unclip.pipeline.pipeline import FORMAT, FORMAT_VERSION, INDEX_FILE
+    from unclip.pipeline.settings import SamplingSettings
+    from unclip.prior import from_pretrained as load_prior
+
+    folder = Path(model)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder {str(folder)!r} does not exist")
+    index = folder / INDEX_FILE
+    if not index.is_file():  # a bare prior folder: its CLIP comes separately
+        prior = load_prior(folder, device)
+        if clip is None:
+            raise ValueError(f"{str(folder)!r} is a prior folder (no {INDEX_FILE}): name its CLIP with --clip DIR")
+        return prior, load_clip(clip, device), None
+    if clip is not None:
+        raise ValueError(f"{str(folder)!r} is a pipeline folder with its own CLIP; --clip is only for a prior folder")
+    meta = json.loads(index.read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{index}: expected format {FORMAT!r} version {FORMAT_VERSION}")
+    parts = meta.get("components") or {}
+    missing = [k for k in ("clip", "prior") if k not in parts]
+    if missing:
+        raise CheckpointError(f"{index}: components name no {' and no '.join(missing)} folder")
+    settings = config_from_dict(SamplingSettings, meta.get("settings", {}), f"{index}: settings")
+    return load_prior(folder / parts["prior"], device), load_clip(folder / parts["clip"], device), settings
+
+
+def check_compatible(prior: nn.Module, clip: nn.Module) -> None:
+    """A prior only reads the CLIP it was trained for: the embedding sizes must agree."""
+    d_prior, d_clip = prior.config.embed_dim, clip.embed_dim
+    if d_prior != d_clip:
+        raise ValueError(f"the prior works on {d_prior}-dim CLIP embeddings but this CLIP embeds in {d_clip} dims: "
+                         "use the CLIP the prior was trained with")  # fmt: skip
+
+
+def prior_kind(prior: nn.Module) -> str:
+    from unclip.prior import ARPrior, DiffusionPrior
+
+    if isinstance(prior, DiffusionPrior):
+        return "diffusion"
+    if isinstance(prior, ARPrior):
+        return "ar"
+    raise ValueError(f"not a prior: {type(prior).__name__} (expected DiffusionPrior or ARPrior)")
+
+
+def sampling_settings(
+    prior: nn.Module, stored=None, *, steps: int | None = None, guidance: float | None = None,
+    best_of: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The settings the prior is sampled with: the pipeline's stored ones, else the prior's own config (steps,
+    best-of; guidance is not part of a prior folder, so the pipeline default), then the given overrides.
+
+    The AR prior has none of these knobs (it conditions on a z_i . z_t token instead of best-of-N, §2.2), so an
+    override for it is an error rather than silently ignored.
+    """
+    from unclip.pipeline.settings import SamplingSettings
+
+    overrides = {"prior_steps": steps, "prior_guidance": guidance, "prior_best_of": best_of}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if prior_kind(prior) == "ar":
+        if overrides:
+            flags = ", ".join("--" + k.removeprefix("prior_").replace("_", "-") for k in overrides)
+            raise ValueError(f"{flags} only apply to a diffusion prior; this is an AR prior")
+        return {"dot_percentile": prior.config.dot_percentile}
+    base = stored or SamplingSettings(prior_steps=prior.config.sample_steps, prior_best_of=prior.config.best_of)
+    s = replace(base, **overrides)  # validates every value (SamplingSettings.__post_init__)
+    if s.prior_steps > prior.config.train_steps:
+        raise ValueError(f"steps {s.prior_steps} exceed the prior's {prior.config.train_steps} training steps")
+    return {
+        "sampler": s.prior_sampler,
+        "steps": s.prior_steps,
+        "guidance": s.prior_guidance,
+        "best_of": s.prior_best_of,
+    }
+
+
+# ---- embedding Shapes-world pairs and sampling the prior -----------------------------------------------------
+@dataclass
+class Pairs:
+    z_i: Tensor  # (N, D) true image embeddings
+    z_t: Tensor  # (N, D) caption embeddings
+    tokens: Tensor | None  # (N, L, W) caption token states, when asked for
+    mask: Tensor | None  # (N, L) bool
+    captions: list[str]
+
+
+@torch.no_grad()
+def encode_shapes(
+    clip: nn.Module, split: str, n: int, *, batch_size: int = 64, with_tokens: bool = True, progress: bool = False
+) -> Pairs:
+    """The first ``n`` pairs of a Shapes-world split through ``clip``, as ``unclip embed`` computes them."""
+    from unclip.data.datasets import parse_data_spec
+    from unclip.data.embed import iter_records
+    from unclip.data.loader import to_training_image
+
+    source = parse_data_spec(f"shapes:split={split}", clip.image_size)
+    device = next(clip.parameters()).device
+    out: dict[str, list[Tensor]] = {"z_i": [], "z_t": [], "tokens": [], "mask": []}
+    captions: list[str] = []
+    records = iter(iter_records(source, n))
+    with tqdm(total=n, desc=f"embed {split}", unit="pair", disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            batch = [next(records) for _ in range(min(batch_size, n - start))]
+            images = torch.stack([to_training_image(r.image, clip.image_size) for r in batch])
+            enc = clip.encode_text([r.caption for r in batch])
+            out["z_i"].append(clip.encode_image(images.to(device)).float().cpu())
+            out["z_t"].append(enc.embedding.float().cpu())
+            if with_tokens:
+                out["tokens"].append(enc.token_states.float().cpu())
+                out["mask"].append(enc.mask.cpu())
+            captions += [r.caption for r in batch]
+            bar.update(len(batch))
+    cat = {k: torch.cat(v) if v else None for k, v in out.items()}
+    return Pairs(cat["z_i"], cat["z_t"], cat["tokens"], cat["mask"], captions)  # type: ignore[arg-type]
+
+
+def fit_tokens(tokens: Tensor, mask: Tensor, text_len: int) -> tuple[Tensor, Tensor]:
+    """Pad (or cut, dropping only padding) CLIP's token states to the prior's fixed caption length."""
+    if tokens.shape[1] > text_len:
+        if bool(mask[:, text_len:].any()):
+            raise ValueError(f"captions longer than the prior's {text_len} tokens")
+        return tokens[:, :text_len], mask[:, :text_len]
+    pad = text_len - tokens.shape[1]
+    return F.pad(tokens, (0, 0, 0, pad)), F.pad(mask, (0, pad))
+
+
+@torch.no_grad()
+def sample_prior(
+    prior: nn.Module, pairs: Pairs, settings: dict[str, Any], seeds: Sequence[int], *, batch_size: int = 64,
+    progress: bool = False, desc: str = "sample prior",
+) -> tuple[Tensor, float]:  # fmt: skip
+    """One z_i per caption of ``pairs`` (caption i drawn with seed ``seeds[i]`` alone); returns (z_i, seconds)
+    where seconds is the wall time spent in the prior, results copied back to the CPU included."""
+    from unclip.diffusion import generators_from_seeds
+    from unclip.prior import sample_ar_prior, sample_diffusion_prior
+
+    if pairs.tokens is None or pairs.mask is None:
+        raise ValueError("sampling the prior needs the captions' token states (encode_shapes(with_tokens=True))")
+    kind = prior_kind(prior)
+    tokens, mask = fit_tokens(pairs.tokens, pairs.mask, prior.config.text_len)
+    device = next(prior.parameters()).device
+    z_i, seconds = [], 0.0
+    with tqdm(total=len(seeds), desc=desc, unit="z_i", disable=not progress) as bar:
+        for s in range(0, len(seeds), batch_size):
+            sl = slice(s, s + batch_size)
+            gens = generators_from_seeds(seeds[sl])
+            args = (pairs.z_t[sl].to(device), tokens[sl].to(device), mask[sl].to(device))
+            start = time.perf_counter()
+            if kind == "ar":
+                out = sample_ar_prior(prior, *args, generator=gens).z_i
+            else:
+                out = sample_diffusion_prior(
+                    prior, *args, guidance_scale=settings["guidance"], steps=settings["steps"],
+                    sampler=settings["sampler"], best_of=settings["best_of"], generator=gens,
+                ).z_i  # fmt: skip
+            z_i.append(out.float().cpu())  # the copy waits for the device, so the time is the real one
+            seconds += time.perf_counter() - start
+            bar.update(len(gens))
+    return torch.cat(z_i), seconds
+
+
+# ---- the evaluation ------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_prior(
+    prior: nn.Module, clip: nn.Module, *, n: int = 1000, samples_per_caption: int = 1, pool: int = 5000,
+    seed: int = 0, split: str = "test", settings: dict[str, Any] | None = None, batch_size: int = 64,
+    progress: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """The prior and both baselines on the first ``n`` pairs of ``split``; the nearest-caption baseline searches
+    the first ``pool`` pairs of the training split. Sample j of caption i uses seed ``seed + j * n + i``.
+
+    ``settings`` as :func:`sampling_settings` returns (default: the prior's own). Returns a JSON-ready dict.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer >= 2 (retrieval among n held-out images), got {n!r}")
+    for name, v in (("samples_per_caption", samples_per_caption), ("pool", pool), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if split == "train":
+        raise ValueError("split 'train' is what the prior learned from; evaluate on test, val or heldout")
+    check_compatible(prior, clip)
+    kind = prior_kind(prior)
+    settings = sampling_settings(prior) if settings is None else settings
+    start = time.perf_counter()
+    held = encode_shapes(clip, split, n, batch_size=batch_size, progress=progress)
+    train = encode_shapes(clip, "train", pool, batch_size=batch_size, with_tokens=False, progress=progress)
+
+    # The prior: samples_per_caption draws per caption, every draw scored against all n held-out images.
+    z_i, seconds = [], 0.0
+    for j in range(samples_per_caption):
+        seeds = [seed + j * n + i for i in range(n)]
+        desc = "sample prior" if samples_per_caption == 1 else f"sample prior {j + 1}/{samples_per_caption}"
+        out, sec = sample_prior(prior, held, settings, seeds, batch_size=batch_size, progress=progress, desc=desc)
+        z_i.append(out)
+        seconds += sec
+    truth = torch.arange(n).repeat(samples_per_caption)
+    scores = score_embeddings(torch.cat(z_i), held.z_i, truth)
+    nearest, _ = nearest_caption(held.z_t, train.z_t, train.z_i)
+    draws = n * samples_per_caption
+    return {
+        "metric": "prior",
+        "kind": kind,
+        "parameters": sum(p.numel() for p in prior.parameters()),
+        "embed_dim": int(clip.embed_dim),
+        "split": split,
+        "n": n,
+        "samples_per_caption": samples_per_caption,
+        "pool": pool,
+        "seed": seed,
+        "settings": settings,
+        "prior": scores.to_dict(),
+        "baseline_z_t": score_embeddings(held.z_t, held.z_i).to_dict(),
+        "baseline_nearest_caption": score_embeddings(nearest, held.z_i).to_dict(),
+        "chance": {f"r_at_{k}": min(k, n) / n for k in KS},
+        "seconds_per_embedding": seconds / draws,
+        "batch_size": batch_size,
+        "device": str(next(prior.parameters()).device),
+        "seconds": time.perf_counter() - start,
+        "anchor_laion_vit_l14_cosine": LAION_PRIOR_COSINE,
+    }
