@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unclip.prior.pca import PCAQuantizer, pca_components
-from unclip.prior.transformer import CausalTransformer, check_caption
+from unclip.prior.transformer import CausalTransformer, KVCache, check_caption
 
 
 @dataclass
@@ -112,12 +112,11 @@ class ARPrior(nn.Module):
     def dot_bin(self, z_i: Tensor, z_t: Tensor) -> Tensor:
         return torch.bucketize((z_i * z_t).sum(1).contiguous(), self.dot_edges)
 
-    def forward(self, codes_in: Tensor, *, z_t: Tensor, tokens: Tensor, mask: Tensor, dot_bin: Tensor) -> Tensor:
+    def _prefix(self, z_t: Tensor, tokens: Tensor, mask: Tensor, dot_bin: Tensor) -> tuple[Tensor, Tensor]:
+        """Embedded [caption padded to text_len, z_t, dot token] (B, text_len + 2, W) and its real-token mask."""
         c = self.config
         check_caption(z_t, tokens, mask, embed_dim=c.embed_dim, text_width=c.text_width, text_len=c.text_len)
         b, length = tokens.shape[:2]
-        if codes_in.ndim != 2 or codes_in.shape[0] != b or codes_in.shape[1] >= c.components:
-            raise ValueError(f"codes_in must have shape ({b}, n) with n < {c.components}, got {tuple(codes_in.shape)}")
         if dot_bin.shape != (b,):
             raise ValueError(f"dot_bin must have shape ({b},), got {tuple(dot_bin.shape)}")
         caption = self.token_proj(tokens)
@@ -125,11 +124,40 @@ class ARPrior(nn.Module):
             caption = torch.cat([caption, caption.new_zeros(b, c.text_len - length, caption.shape[2])], dim=1)
             mask = torch.cat([mask, mask.new_zeros(b, c.text_len - length)], dim=1)
         prefix = torch.stack([self.z_t_proj(z_t), self.dot_embed(dot_bin)], dim=1)
-        h = torch.cat([caption, prefix, self.code_embed(codes_in)], dim=1)
+        valid = torch.cat([mask, mask.new_ones(b, 2)], dim=1)
+        return torch.cat([caption, prefix], dim=1), valid
+
+    def forward(self, codes_in: Tensor, *, z_t: Tensor, tokens: Tensor, mask: Tensor, dot_bin: Tensor) -> Tensor:
+        c = self.config
+        h, valid = self._prefix(z_t, tokens, mask, dot_bin)
+        b = h.shape[0]
+        if codes_in.ndim != 2 or codes_in.shape[0] != b or codes_in.shape[1] >= c.components:
+            raise ValueError(f"codes_in must have shape ({b}, n) with n < {c.components}, got {tuple(codes_in.shape)}")
+        h = torch.cat([h, self.code_embed(codes_in)], dim=1)
         h = h + self.pos[: h.shape[1]]
-        valid = torch.cat([mask, mask.new_ones(b, 2 + codes_in.shape[1])], dim=1)
+        valid = torch.cat([valid, valid.new_ones(b, codes_in.shape[1])], dim=1)
         out = self.transformer(h, valid)[:, c.text_len + 1 :]  # from the dot token on: predicts codes 1 .. n+1
         return self.head(out)
+
+    # Incremental decoding (sampling): the prefix is encoded once, then one code per step, reusing the keys and
+    # values of every earlier position (KVCache). Gives the logits of ``forward`` up to rounding.
+    def start_decoding(self, *, z_t: Tensor, tokens: Tensor, mask: Tensor, dot_bin: Tensor) -> tuple[Tensor, KVCache]:
+        """Logits of code 1 (B, buckets) and the cache holding the encoded prefix."""
+        h, valid = self._prefix(z_t, tokens, mask, dot_bin)
+        h = h + self.pos[: h.shape[1]]
+        cache = self.transformer.new_cache(h.shape[0], self.pos.shape[0], dtype=h.dtype, device=h.device)
+        return self.head(self.transformer(h, valid, cache)[:, -1]), cache
+
+    def decode_step(self, code: Tensor, cache: KVCache) -> Tensor:
+        """Append ``code`` (B,) (the code just drawn) to the cached sequence; logits of the next code (B, buckets)."""
+        c = self.config
+        n = cache.length - (c.text_len + 2)  # codes already in the cache
+        if n < 0 or n + 1 >= c.components:
+            raise ValueError(f"the cache holds {n} codes; a step may add code {n + 1} of at most {c.components - 1}")
+        if code.shape != (cache.valid.shape[0],):
+            raise ValueError(f"code must have shape ({cache.valid.shape[0]},), got {tuple(code.shape)}")
+        h = self.code_embed(code)[:, None] + self.pos[cache.length]
+        return self.head(self.transformer(h, cache.valid.new_ones(h.shape[0], 1), cache)[:, -1])
 
 
 def _net(model: nn.Module) -> ARPrior:
@@ -175,6 +203,16 @@ def draw_dot_bins(n_bins: int, percentile: float, generators: Sequence[torch.Gen
     return torch.stack([torch.randint(first, n_bins, (), generator=g) for g in generators])
 
 
+def _draw(logits: Tensor, temperature: float, top_k: int | None, gens: Sequence[torch.Generator]) -> Tensor:
+    """One code per row from ``softmax(logits / temperature)``, restricted to the ``top_k`` largest if given."""
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = logits.softmax(-1).cpu()
+    return torch.stack([torch.multinomial(probs[i], 1, generator=gens[i])[0] for i in range(len(gens))])
+
+
 @torch.no_grad()
 def sample_ar_prior(
     model: ARPrior,
@@ -187,9 +225,13 @@ def sample_ar_prior(
     dot_percentile: float | None = None,
     dot_bin: Tensor | None = None,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    use_cache: bool = True,
 ) -> ARSample:
     """Draw z_i code by code. The dot token comes from ``dot_bin`` if given, otherwise from the bins above
     ``dot_percentile`` (default ``config.dot_percentile``, the top half). Caption i depends on its generator only.
+
+    ``use_cache`` (default) decodes incrementally with a key/value cache; ``False`` re-runs the whole sequence
+    for every code (the reference the cache is tested against; same draws, several times slower).
     """
     import time
 
@@ -211,14 +253,14 @@ def sample_ar_prior(
         raise ValueError(f"dot_bin must hold {b} bins in [0, {c.dot_bins}), got {dot_bin.tolist()}")
     z_t, tokens, mask, dot_bin = z_t.to(device), tokens.to(device), mask.to(device), dot_bin.to(device)
     codes = torch.zeros(b, 0, dtype=torch.long, device=device)
-    # Full recompute per code (no key/value cache yet): O(K^2) but simple; K is a few hundred at most.
-    for _ in range(c.components):
-        logits = model(codes, z_t=z_t, tokens=tokens, mask=mask, dot_bin=dot_bin)[:, -1].float() / temperature
-        if top_k is not None:
-            kth = logits.topk(top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = logits.softmax(-1).cpu()
-        nxt = torch.stack([torch.multinomial(probs[i], 1, generator=gens[i])[0] for i in range(b)])
-        codes = torch.cat([codes, nxt.to(device)[:, None]], dim=1)
+    if use_cache:  # the prefix once, then one position per code: O(K) positions instead of O(K^2)
+        logits, cache = model.start_decoding(z_t=z_t, tokens=tokens, mask=mask, dot_bin=dot_bin)
+    for k in range(c.components):
+        if not use_cache:  # the reference path: the whole sequence again for every code
+            logits = model(codes, z_t=z_t, tokens=tokens, mask=mask, dot_bin=dot_bin)[:, -1]
+        nxt = _draw(logits, temperature, top_k, gens).to(device)
+        codes = torch.cat([codes, nxt[:, None]], dim=1)
+        if use_cache and k + 1 < c.components:
+            logits = model.decode_step(nxt, cache)
     z_i = model.quantizer.decode(codes)
     return ARSample(z_i, codes, dot_bin, time.perf_counter() - start)
