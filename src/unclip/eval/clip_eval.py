@@ -60,7 +60,7 @@ def recall_at_k(sim: Tensor, relevant: Tensor, ks: Sequence[int] = KS) -> dict[s
     order = sim.argsort(dim=1, descending=True, stable=True)
     hits = relevant.gather(1, order)  # (Q, C): relevance of the candidates in ranked order
     first = hits.float().argmax(dim=1)  # rank of the first relevant candidate
-    return {f"R@{k}": float((first < k).float().mean()) for k in ks}
+    return {f"R@{k}": float((first < k).double().mean()) for k in ks}
 
 
 def chance_recall(relevant: Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
