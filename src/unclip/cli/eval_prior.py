@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import argparse
 
+# An empty "%(default)" field: the defaults formatter then adds no "(default: None)" after "as stored".
+_NO_DEFAULT = "%(default).0s"
+
 
 def register_prior(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,9 +26,11 @@ def register_prior(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples-per-caption", type=int, default=1, help="prior draws per caption, all scored")
     p.add_argument("--pool", type=int, default=5000, help="training pairs searched by the nearest-caption baseline")
     p.add_argument("--split", default="test", choices=("test", "val", "heldout"), help="Shapes-world split evaluated")
-    p.add_argument("--steps", type=int, help="prior sampling steps (default: as stored)")
-    p.add_argument("--guidance", type=float, help="prior guidance scale (default: as stored)")
-    p.add_argument("--best-of", type=int, help="candidates per caption, best z_i . z_t kept (default: as stored)")
+    p.add_argument("--steps", type=int, help="prior sampling steps (default: as stored)" + _NO_DEFAULT)
+    p.add_argument("--guidance", type=float, help="prior guidance scale (default: as stored)" + _NO_DEFAULT)
+    p.add_argument(
+        "--best-of", type=int, help="candidates per caption, best z_i . z_t kept (default: as stored)" + _NO_DEFAULT
+    )
     p.add_argument("--batch-size", type=int, default=64, help="captions per prior call (timings depend on it)")
     p.add_argument("--seed", type=int, default=0, help="seed of caption 0's first draw")
     p.add_argument("--device", default="cpu", help="torch device")
