@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from unclip.cli.eval_clip import register_clip
+from unclip.cli.eval_metrics import register_metrics
 from unclip.cli.eval_prior import register_prior
 
 
@@ -141,4 +142,4 @@ def run_generation(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS = (_register_fid, _register_generation, register_clip, register_prior)
+SUBCOMMANDS = (_register_fid, _register_generation, register_clip, register_prior, register_metrics)
