@@ -101,6 +101,7 @@ def _preset(embed: int, img: int, patch: int, vw: int, vl: int, vh: int, tw: int
 # Named presets (DiT-style plain dict). ``vit-b-32`` is the shape of OpenAI's ViT-B/32 (Radford Table 20).
 PRESETS: dict[str, CLIPConfig] = {
     "tiny": _preset(32, 32, 8, 64, 2, 2, 64, 2, 2, 48, 1024),
+    "mini": _preset(128, 32, 4, 128, 3, 4, 128, 3, 4, 40, 1024),
     "small": _preset(256, 64, 8, 256, 6, 4, 256, 6, 4, 64, 1024),
     "vit-b-32": _preset(512, 224, 32, 768, 12, 12, 512, 12, 8, 77, 49408, act="quick_gelu"),
 }

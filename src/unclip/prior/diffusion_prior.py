@@ -70,6 +70,7 @@ class DiffusionPriorConfig:
 # (unclip.clip.model.PRESETS); `base` fits a ViT-B/32-shaped CLIP. The paper's prior is far larger (1B params).
 DIFFUSION_PRIOR_PRESETS: dict[str, DiffusionPriorConfig] = {
     "tiny": DiffusionPriorConfig(embed_dim=32, text_width=64, text_len=48, width=64, depth=2, heads=4),
+    "mini": DiffusionPriorConfig(embed_dim=128, text_width=128, text_len=40, width=128, depth=4, heads=4),
     "small": DiffusionPriorConfig(embed_dim=256, text_width=256, text_len=64, width=256, depth=6, heads=4),
     "base": DiffusionPriorConfig(embed_dim=512, text_width=512, text_len=77, width=768, depth=12, heads=12),
 }

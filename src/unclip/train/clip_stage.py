@@ -101,6 +101,12 @@ class ClipStage(Stage[ClipStageConfig]):
                 ),
                 "Shapes world at 64 px, ViT 8-px patches, 6+6 layers of width 256: minutes on a GPU",
             ),
+            "mini": Preset(
+                ClipStageConfig(replace(PRESETS["mini"])),
+                TrainConfig(steps=900, batch_size=128, lr=1e-3, warmup_steps=50, weight_decay=0.1,
+                            adam_betas=(0.9, 0.98), adam_eps=1e-6, ema_decay=0.99, checkpoint_every=300),
+                "32 px, 4-px patches, 3+3 layers of width 128: the CPU-trained bundled model (about 20 min, 2 cores)",
+            ),
             "tiny": Preset(
                 ClipStageConfig(replace(PRESETS["tiny"])),
                 TrainConfig(steps=200, batch_size=32, lr=1e-3, warmup_steps=10, ema_decay=0.99, checkpoint_every=100),

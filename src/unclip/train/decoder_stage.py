@@ -24,7 +24,7 @@ from unclip.train.diffusion_draws import draw_flags, draw_timesteps_and_noise
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
 
 # Sizes of the project's CLIP presets (embedding, text width), which the decoder presets follow.
-_CLIP_SIZES = {"tiny": (32, 64), "small": (256, 256), "vit-b-32": (512, 512)}
+_CLIP_SIZES = {"tiny": (32, 64), "mini": (128, 128), "small": (256, 256), "vit-b-32": (512, 512)}
 
 
 @dataclass
@@ -66,6 +66,12 @@ class DecoderStage(Stage[DecoderStageConfig]):
                 TrainConfig(steps=30_000, batch_size=64, lr=1e-4, warmup_steps=500, ema_decay=0.9999, grad_clip=1.0,
                             checkpoint_every=2000, sample_every=2000),
                 "Shapes world at 64 px with the small CLIP: 25M parameters, hours on one GPU",
+            ),
+            "mini": Preset(
+                cfg("mini", "mini", 32),
+                TrainConfig(steps=3000, batch_size=32, lr=4e-4, warmup_steps=100, ema_decay=0.999, grad_clip=1.0,
+                            checkpoint_every=500, sample_every=0),
+                "32 px with the mini CLIP, 1.3M parameters: the CPU-trained bundled model (about an hour, 2 cores)",
             ),
             "tiny": Preset(
                 cfg("tiny", "tiny", 32),

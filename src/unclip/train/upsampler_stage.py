@@ -68,6 +68,12 @@ class UpsamplerStage(Stage[UpsamplerStageConfig]):
                             checkpoint_every=2000, sample_every=2000),
                 "64→256 with blur corruption, 8M parameters: an hour or two on one GPU",
             ),
+            "mini": Preset(
+                UpsamplerStageConfig(upsampler_preset("mini", resolution=128), sample_steps=10),
+                TrainConfig(steps=1500, batch_size=16, lr=5e-4, warmup_steps=50, ema_decay=0.999, grad_clip=1.0,
+                            checkpoint_every=500, sample_every=0),
+                "32→128 on 32 px crops: the CPU-trained bundled model (minutes on 2 cores)",
+            ),
             "tiny": Preset(
                 UpsamplerStageConfig(upsampler_preset("tiny", resolution=64), sample_steps=5),
                 TrainConfig(steps=100, batch_size=4, lr=1e-3, warmup_steps=5, ema_decay=0.99, checkpoint_every=50),
