@@ -118,9 +118,9 @@ def run_diversity(args: argparse.Namespace) -> int:
     _warn("diversity", result.warnings, result.skipped)
     if args.json:
         return _print_json({"metric": "diversity", "dir": args.dir, "clip_model": clip_folder, **result.to_dict()})
-    print(f"diversity inception {result.inception:.4f} (mean pairwise L2)")
+    print(f"diversity inception {result.inception:.4g} (mean pairwise L2)")
     if result.clip is not None:
-        print(f"diversity clip      {result.clip:.4f} (mean pairwise cosine distance)")
+        print(f"diversity clip      {result.clip:.4g} (mean pairwise cosine distance)")
     print(f"groups    {result.n_groups} ({result.group_by}), {result.n_images} images  ({result.seconds:.1f} s)")
     return 0
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "unclip.cli.data",
     "unclip.cli.judge",
     "unclip.cli.eval",
+    "unclip.cli.report",
 )
 
 
