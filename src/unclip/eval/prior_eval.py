@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from unclip.prior.caption_tokens import fit_tokens
+
 KS = (1, 10)  # the recall@k reported
 LAION_PRIOR_COSINE = 0.75  # LAION DALLE2-pytorch ViT-L/14 prior, cosine to the true z_i on real data (issue 6)
 
@@ -222,16 +224,6 @@ def encode_shapes(
             bar.update(len(batch))
     cat = {k: torch.cat(v) if v else None for k, v in out.items()}
     return Pairs(cat["z_i"], cat["z_t"], cat["tokens"], cat["mask"], captions)  # type: ignore[arg-type]
-
-
-def fit_tokens(tokens: Tensor, mask: Tensor, text_len: int) -> tuple[Tensor, Tensor]:
-    """Pad (or cut, dropping only padding) CLIP's token states to the prior's fixed caption length."""
-    if tokens.shape[1] > text_len:
-        if bool(mask[:, text_len:].any()):
-            raise ValueError(f"captions longer than the prior's {text_len} tokens")
-        return tokens[:, :text_len], mask[:, :text_len]
-    pad = text_len - tokens.shape[1]
-    return F.pad(tokens, (0, 0, 0, pad)), F.pad(mask, (0, pad))
 
 
 @torch.no_grad()

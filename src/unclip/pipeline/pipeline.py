@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,8 +172,9 @@ class UnCLIPPipeline:
     def sample_z_i(self, enc, empty: Tensor, generators: list[torch.Generator], s: SamplingSettings) -> Tensor:
         """z_i for encoded captions (``enc``, ``empty`` from :meth:`encode_text`), one generator per caption."""
         from unclip.prior import ARPrior, sample_ar_prior, sample_diffusion_prior
+        from unclip.prior.caption_tokens import fit_tokens
 
-        tokens, mask = self._fit_tokens(enc.token_states, enc.mask)
+        tokens, mask = fit_tokens(enc.token_states, enc.mask, self.prior.config.text_len)
         if isinstance(self.prior, ARPrior):
             return sample_ar_prior(self.prior, enc.embedding, tokens, mask, generator=generators).z_i
         out = sample_diffusion_prior(
@@ -182,16 +182,6 @@ class UnCLIPPipeline:
             steps=s.prior_steps, sampler=s.prior_sampler, best_of=s.prior_best_of, generator=generators,
         )  # fmt: skip
         return out.z_i
-
-    def _fit_tokens(self, tokens: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Pad or cut CLIP's token states to the prior's caption length (it was trained on a fixed length)."""
-        n = getattr(self.prior.config, "text_len", tokens.shape[1])
-        if tokens.shape[1] > n:
-            if bool(mask[:, n:].any()):
-                warnings.warn(f"captions longer than the prior's {n} tokens are cut", stacklevel=3)
-            return tokens[:, :n], mask[:, :n]
-        pad = n - tokens.shape[1]
-        return torch.nn.functional.pad(tokens, (0, 0, 0, pad)), torch.nn.functional.pad(mask, (0, pad))
 
     def decoder_denoiser(
         self, z_i: Tensor, text=None, drop_text: Tensor | None = None, s: SamplingSettings | None = None
