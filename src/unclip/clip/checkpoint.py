@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,6 +27,9 @@ from unclip.model_folder import (
     read_weights,
     write_model_folder,
 )
+
+if TYPE_CHECKING:
+    from unclip.clip.lit import LiTCLIP
 
 __all__ = ["CheckpointError", "from_pretrained", "load_clip", "save_pretrained"]
 
@@ -66,13 +69,18 @@ def _format_of(folder: Path) -> Any:
         return None
 
 
-def load_clip(folder: str | Path, device: torch.device | str = "cpu") -> CLIP:
-    """Any CLIP folder: ours (``save_pretrained``) or a Hugging Face ``transformers`` CLIP (see ``unclip.clip.hf``)."""
+def load_clip(folder: str | Path, device: torch.device | str = "cpu") -> CLIP | LiTCLIP:
+    """Any CLIP folder: ours (``save_pretrained``), a LiT CLIP (``unclip.clip.lit``) or a Hugging Face
+    ``transformers`` CLIP (see ``unclip.clip.hf``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"CLIP model folder {folder} does not exist")
     if _format_of(folder) == FORMAT:
         return from_pretrained(folder, device)
+    if _format_of(folder) == "unclip-lit":
+        from unclip.clip.lit import load_lit  # its towers load only when a LiT folder is opened
+
+        return load_lit(folder, device)
     from unclip.clip import hf
 
     if hf.is_hf_clip(folder):

@@ -158,6 +158,7 @@ def _prior_stage(name: str) -> Stage[Any]:
 register_stage("diffusion_prior", lambda: _prior_stage("diffusion_prior"))
 register_stage("ar_prior", lambda: _prior_stage("ar_prior"))
 register_stage("clip", lambda: __import__("unclip.train.clip_stage", fromlist=["ClipStage"]).ClipStage())
+register_stage("lit", lambda: __import__("unclip.train.lit_stage", fromlist=["LiTStage"]).LiTStage())
 register_stage("decoder", lambda: __import__("unclip.train.decoder_stage", fromlist=["DecoderStage"]).DecoderStage())
 register_stage(
     "upsampler", lambda: __import__("unclip.train.upsampler_stage", fromlist=["UpsamplerStage"]).UpsamplerStage()
