@@ -91,3 +91,16 @@ def test_the_default_cache_dir_follows_unclip_cache(tmp_path, monkeypatch):
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "unclip" / "fid"
     time.sleep(0)  # nothing was created: computing the path writes nothing
     assert not (tmp_path / "c").exists() and not (tmp_path / "home").exists()
+
+
+def test_list_images_skips_the_contact_sheet_generate_writes(tmp_path):
+    from PIL import Image
+
+    from unclip.eval.features import list_images
+
+    for name in ("a.png", "b.jpg", "contact_sheet.png", "notes.txt"):
+        if name.endswith("txt"):
+            (tmp_path / name).write_text("x")
+        else:
+            Image.new("RGB", (4, 4)).save(tmp_path / name)
+    assert [p.name for p in list_images(tmp_path)] == ["a.png", "b.jpg"]

@@ -42,12 +42,20 @@ class FolderFeatures:
         return len(self.files)
 
 
+# Files ``unclip generate`` and the gallery write beside the samples: summaries, not samples.
+NOT_SAMPLES = frozenset({"contact_sheet.png"})
+
+
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder`` (not recursive), sorted by name."""
+    """Image files directly inside ``folder`` (not recursive), sorted by name; contact sheets are not samples."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder {str(folder)!r} does not exist or is not a folder")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and p.name not in NOT_SAMPLES
+    )
 
 
 def read_image(path: Path) -> np.ndarray:
