@@ -43,9 +43,10 @@ $UNCLIP train clip --preset "$PROFILE" --data shapes --out "$RUNS/clip" "${EXTRA
 $UNCLIP export "$RUNS/clip" --out "$MODELS/clip"
 
 $UNCLIP embed --model "$MODELS/clip" --data shapes:split=train --n "$EMBED_N" --out "$OUT/embeddings"
+# The prior reads the embedding shards directly: no image is rendered for it.
 # shellcheck disable=SC2046
-$UNCLIP train diffusion_prior --preset "$PROFILE" --data shapes --out "$RUNS/prior" "${EXTRA[@]}" \
-  --set "model.embeddings=$OUT/embeddings" $(steps "${PRIOR_STEPS:-}")
+$UNCLIP train diffusion_prior --preset "$PROFILE" --data "embeddings:$OUT/embeddings" --out "$RUNS/prior" \
+  "${EXTRA[@]}" $(steps "${PRIOR_STEPS:-}")
 $UNCLIP export "$RUNS/prior" --out "$MODELS/prior"
 
 # shellcheck disable=SC2046

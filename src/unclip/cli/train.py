@@ -18,7 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("stage", nargs="?", help="stage name (see --list)")
     p.add_argument("--preset", help="preset name (default: the stage's first)")
-    p.add_argument("--data", help="shapes[:split=S,seed=N] | folder:PATH | wds:PATH/{000..009}.tar | a path")
+    p.add_argument(
+        "--data",
+        help="shapes[:split=S,seed=N] | folder:PATH | wds:PATH/{000..009}.tar | a path; priors: embeddings:DIR "
+        "(no images; the default when model.embeddings is set)",
+    )
     p.add_argument("--out", help="run folder: config.json, metrics.jsonl, checkpoints/, samples/")
     p.add_argument("--steps", type=int, help="optimizer steps in total")
     p.add_argument("--batch-size", type=int, help="global batch per step (all processes, all accumulation)")
@@ -93,6 +97,25 @@ def _apply(config: dict[str, object], overrides: dict[str, object], section: str
         node[keys[-1]] = value
 
 
+def _embedding_data(data: str | None, model: dict[str, object]) -> str | None:
+    """Prior stages (a ``model.embeddings`` field): ``--data embeddings:DIR`` also sets ``model.embeddings``, and
+    ``model.embeddings`` alone means ``--data embeddings:DIR``, so the two never name different folders."""
+    from unclip.data.embedding_source import SCHEME, embeddings_folder, same_folder
+
+    if "embeddings" not in model:
+        return data  # an image stage; `embeddings:` there is refused by the engine with its own message
+    current = str(model["embeddings"] or "")
+    if not data:
+        return f"{SCHEME}:{current}" if current else data
+    folder = embeddings_folder(data)
+    if folder is not None:
+        if not current:
+            model["embeddings"] = folder
+        elif not same_folder(current, folder):
+            raise ValueError(f"--data {data} and model.embeddings={current!r} name different folders; give one")
+    return data
+
+
 def resolve(args: argparse.Namespace):  # -> RunConfig
     """The run configuration the options ask for: preset, or the run folder's config on --resume, plus overrides."""
     import json
@@ -115,11 +138,15 @@ def resolve(args: argparse.Namespace):  # -> RunConfig
     else:
         preset_name, preset = stage.preset(args.preset)
         model_dict, train_dict, data = stage.config_to_dict(preset.model), asdict(preset.train), args.data
-    if not data:
-        raise ValueError("missing --data; e.g. --data shapes, --data folder:PATH or --data wds:PATH/{000..009}.tar")
     stage.preset(preset_name)  # an unknown preset is an error even on resume
     _apply(model_dict, model_over, "model")
     _apply(train_dict, train_over, "train")
+    data = _embedding_data(data, model_dict)
+    if not data:
+        raise ValueError(
+            "missing --data; e.g. --data shapes, --data folder:PATH, --data wds:PATH/{000..009}.tar "
+            "(priors: --data embeddings:DIR)"
+        )
     model_cfg = stage.config_from_dict(model_dict)  # validates types and values
     train_cfg = from_dict(TrainConfig, train_dict, where="train")
     world = int(os.environ.get("WORLD_SIZE", "1"))

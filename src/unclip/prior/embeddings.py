@@ -3,13 +3,14 @@
 A folder holds ``meta.json`` (format, version, dims, counts, the CLIP it came from) and shards
 ``shard_00000.safetensors`` ... each with ``z_i`` (N, D) and ``z_t`` (N, D) float32, ``tokens`` (N, L, W) float16
 (token states are the bulk of the bytes and need no more precision) and ``mask`` (N, L) uint8. Row r of every
-tensor is one (image, caption) pair. Loading checks every shard against the metadata and names what differs.
+tensor is one (image, caption) pair. Loading checks every shard against the metadata and names what differs;
+``read_meta`` checks a folder's metadata and shard files without reading any tensor (for early, cheap errors).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,6 +35,7 @@ class EmbeddingSet:
     tokens: Tensor  # (N, L, W)
     mask: Tensor  # (N, L) bool
     clip: str = ""
+    _perms: dict[tuple[int, int], Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = self.z_i.shape[0]
@@ -59,9 +61,19 @@ class EmbeddingSet:
         out = []
         for p in positions.tolist():
             epoch, slot = divmod(int(p), n)
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch)))
-            out.append(int(perm[slot]))
+            out.append(int(self._permutation(seed, epoch)[slot]))
         return torch.tensor(out, dtype=torch.long)
+
+    def _permutation(self, seed: int, epoch: int) -> Tensor:
+        # Drawn once per (seed, epoch) and kept (a batch spans at most two epochs): one randperm of N per
+        # position would cost O(N) per sample, which dominates a training step once N is in the hundreds of
+        # thousands.
+        key = (seed, epoch)
+        if key not in self._perms:
+            if len(self._perms) > 2:
+                self._perms.pop(min(self._perms))
+            self._perms[key] = torch.randperm(len(self), generator=torch.Generator().manual_seed(_mix(seed, epoch)))
+        return self._perms[key]
 
     def batch(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return self.z_i[rows].float(), self.z_t[rows].float(), self.tokens[rows].float(), self.mask[rows]
@@ -84,18 +96,58 @@ def write_embeddings(folder: str | Path, data: EmbeddingSet, shard_size: int = 5
     return folder
 
 
-def load_embeddings(folder: str | Path) -> EmbeddingSet:
+def read_meta(folder: str | Path) -> dict:
+    """``meta.json`` of an embedding folder, checked (format, version, dims, shard files and counts).
+
+    Reads no tensor, so a wrong folder fails in milliseconds with a message that names the folder and the problem
+    (FileNotFoundError for what is missing, ValueError for what is malformed).
+    """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"embedding folder {str(folder)!r} does not exist (write one with `unclip embed`)")
     path = folder / META_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{str(folder)!r} is not an embedding folder: it has no {META_FILE}")
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: format {meta.get('format')!r} version {meta.get('format_version')!r}, "
-                         f"expected {FORMAT!r} version {FORMAT_VERSION}")  # fmt: skip
+        raise FileNotFoundError(f"{str(folder)!r} is not an embedding folder: it has no {META_FILE} "
+                                "(write one with `unclip embed`)")  # fmt: skip
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        got = (meta.get("format"), meta.get("format_version")) if isinstance(meta, dict) else (type(meta).__name__,)
+        raise ValueError(f"{path}: format/version {got}, expected {FORMAT!r} version {FORMAT_VERSION}")
+    for key in ("count", "embed_dim", "text_len", "text_width"):
+        if isinstance(meta.get(key), bool) or not isinstance(meta.get(key), int) or meta[key] < 1:
+            raise ValueError(f"{path}: {key} must be a positive integer, got {meta.get(key)!r}")
+    shards = meta.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise ValueError(f"{path}: 'shards' must be a non-empty list, got {shards!r}")
+    total = 0
+    for shard in shards:
+        if (
+            not isinstance(shard, dict)
+            or not isinstance(shard.get("file"), str)
+            or not isinstance(shard.get("count"), int)
+        ):
+            raise ValueError(f"{path}: each shard must be {{'file': NAME, 'count': N}}, got {shard!r}")
+        if not (folder / shard["file"]).is_file():
+            raise FileNotFoundError(f"{path} lists shard {shard['file']!r}, which is not in {str(folder)!r}")
+        total += shard["count"]
+    if total != meta["count"]:
+        raise ValueError(f"{path}: count is {meta['count']} but the shards hold {total} rows")
+    return meta
+
+
+def load_embeddings(folder: str | Path) -> EmbeddingSet:
+    folder = Path(folder)
+    meta = read_meta(folder)
+    path = folder / META_FILE
     parts: dict[str, list[Tensor]] = {"z_i": [], "z_t": [], "tokens": [], "mask": []}
     for shard in meta["shards"]:
-        tensors = load_file(str(folder / shard["file"]))
+        try:
+            tensors = load_file(str(folder / shard["file"]))
+        except Exception as err:  # safetensors raises its own error type for a damaged file
+            raise ValueError(f"{folder / shard['file']}: unreadable shard ({err})") from err
         for key, lst in parts.items():
             if key not in tensors:
                 raise ValueError(f"{folder / shard['file']}: missing tensor {key!r}")
@@ -103,7 +155,10 @@ def load_embeddings(folder: str | Path) -> EmbeddingSet:
                 raise ValueError(f"{folder / shard['file']}: {key} has {tensors[key].shape[0]} rows, "
                                  f"meta.json says {shard['count']}")  # fmt: skip
             lst.append(tensors[key])
-    data = EmbeddingSet(*(torch.cat(parts[k]) for k in ("z_i", "z_t", "tokens", "mask")), clip=meta.get("clip", ""))
+    try:
+        data = EmbeddingSet(*(torch.cat(parts[k]) for k in ("z_i", "z_t", "tokens", "mask")), clip=meta.get("clip", ""))
+    except (RuntimeError, ValueError) as err:  # shards of different widths, or tensors of the wrong rank
+        raise ValueError(f"{str(folder)!r}: the shards do not form one embedding set ({err})") from err
     for k, v in data.dims.items():
         if meta.get(k) != v:
             raise ValueError(f"{path}: {k} is {meta.get(k)!r} but the shards hold {v}")

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from unclip.data.datasets import parse_data_spec
-from unclip.data.loader import BatchStream, MicroBatch, make_loader, mix_seed
+from unclip.data.embedding_source import open_source, stream_type
+from unclip.data.loader import MicroBatch, make_loader, mix_seed
 from unclip.model_folder import load_weights
 from unclip.train import checkpoint as ckpt
 from unclip.train.config import RunConfig, incompatibilities
@@ -105,7 +105,8 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     local_batch = tc.local_batch(world)
     stage.prepare(model_cfg)  # external resources (a CLIP, embeddings) are checked before any work
     resolution = stage.resolution(model_cfg)
-    source = parse_data_spec(run.data, resolution)  # a spec that matches nothing fails here, before any work
+    # A spec that matches nothing fails here, before any work; `embeddings:DIR` (priors) streams no images.
+    source = open_source(run.data, resolution, run.stage, model_cfg)
     run_dir = Path(run_dir)
     if accelerator.is_main_process:
         prepare_run_dir(run, run_dir, resume)
@@ -134,7 +135,7 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     if restored is not None and accelerator.scaler is not None and restored.state.get("scaler"):
         accelerator.scaler.load_state_dict(restored.state["scaler"])
 
-    stream = BatchStream(
+    stream = stream_type(source)(
         source, resolution=resolution, local_batch=local_batch, rank=rank, world_size=world, seed=tc.seed,
         start=step * tc.grad_accum,
     )  # fmt: skip

@@ -1,10 +1,11 @@
 """``unclip train diffusion_prior`` and ``unclip train ar_prior``: both priors on the training engine.
 
 The priors learn from precomputed CLIP embeddings (``unclip.prior.embeddings``), named by the stage config's
-``embeddings`` folder. The engine's data pipeline delivers images, which a prior does not need: the stage uses
-only each batch's global stream positions (``Batch.index``) and per-sample seeds, mapped to embedding rows by a
-per-epoch permutation, so runs stay deterministic and exactly resumable. Pass the cheapest ``--data`` (e.g.
-``shapes``); a dedicated embedding data source in the engine is the proper fix (see docs/prior.md).
+``embeddings`` folder. The stage uses only each batch's global stream positions (``Batch.index``) and per-sample
+seeds, mapped to embedding rows by a per-epoch permutation, so runs stay deterministic and exactly resumable.
+``--data embeddings:DIR`` (``unclip.data.embedding_source``; the CLI's default when ``model.embeddings`` is set)
+makes the engine deliver just those, with no image rendered or decoded. An image source (``--data shapes``, the
+older way) still works and gives the same steps for random-access sources, at the cost of images thrown away.
 
 ``build`` fits the data statistics (the diffusion prior's normalization; the AR prior's PCA, bucket ranges and
 dot-product quantiles) on the embedding set, so a checkpoint's weights carry them.
@@ -35,7 +36,7 @@ FIT_ROWS = 200_000  # statistics are fitted on at most this many pairs (PCA on m
 @dataclass
 class DiffusionPriorStageConfig(DiffusionPriorConfig):
     embeddings: str = ""  # folder written by write_embeddings / `unclip embed`
-    resolution: int = 8  # images the engine loads and the stage ignores: keep them small
+    resolution: int = 8  # images an image --data source loads and the stage ignores: keep them small
 
 
 @dataclass
@@ -47,7 +48,10 @@ class ARPriorStageConfig(ARPriorConfig):
 @lru_cache(maxsize=2)
 def _embeddings(folder: str) -> EmbeddingSet:
     if not folder:
-        raise ValueError("the prior stages train on precomputed embeddings: set --set model.embeddings=FOLDER")
+        raise ValueError(
+            "the prior stages train on precomputed embeddings (`unclip embed`): pass --data embeddings:FOLDER "
+            "or --set model.embeddings=FOLDER"
+        )
     return load_embeddings(folder)
 
 
@@ -84,6 +88,9 @@ class DiffusionPriorStage(Stage[DiffusionPriorStageConfig]):
                                                     weight_decay=0.06, checkpoint_every=5000, sample_count=0),
                            "ViT-B/32 dims; the paper's prior used lr 1.1e-4, weight decay 6e-2 (Table 3)"),
         }  # fmt: skip
+
+    def prepare(self, config: DiffusionPriorStageConfig) -> None:
+        _checked(config.embeddings, config)  # a missing, malformed or mismatched folder fails before any work
 
     def export(self, model: nn.Module, config: DiffusionPriorStageConfig, folder: str | Path) -> Path:
         """The bare prior network (the stage's own fields, like the embedding folder, are not part of it)."""
@@ -133,6 +140,9 @@ class ARPriorStage(Stage[ARPriorStageConfig]):
             "base": Preset(cfg("base"), TrainConfig(steps=200_000, batch_size=1024, lr=1.6e-4, warmup_steps=2000,
                                                     weight_decay=0.06, checkpoint_every=5000, sample_count=0)),
         }  # fmt: skip
+
+    def prepare(self, config: ARPriorStageConfig) -> None:
+        _checked(config.embeddings, config)
 
     def export(self, model: nn.Module, config: ARPriorStageConfig, folder: str | Path) -> Path:
         """The bare prior network (the stage's own fields, like the embedding folder, are not part of it)."""
