@@ -111,6 +111,14 @@ def _register_generation(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--n", type=int, default=64, help="held-out images")
     _model_options(u)
     u.set_defaults(func=run_generation, evaluation="upsampler")
+    m = sub.add_parser(
+        "manipulations", help="§3 variations and text diffs, judged (issue 8 rates)", formatter_class=fmt
+    )
+    m.add_argument("--n", type=int, default=50, help="source images for each manipulation")
+    m.add_argument("--per-image", type=int, default=2, help="variations per source image")
+    m.add_argument("--max-theta", type=float, default=0.5, help="text-diff slerp angle of the judged frame")
+    _model_options(m)
+    m.set_defaults(func=run_generation, evaluation="manipulations")
 
 
 def run_generation(args: argparse.Namespace) -> int:
@@ -125,6 +133,10 @@ def run_generation(args: argparse.Namespace) -> int:
         result = generation.compositional(
             pipe, per_category=args.per_category, images_per_prompt=args.images_per_prompt, seed=args.seed
         )
+    elif args.evaluation == "manipulations":
+        from unclip.eval.manipulations import manipulations
+
+        result = manipulations(pipe, n=args.n, per_image=args.per_image, max_theta=args.max_theta, seed=args.seed)
     elif args.evaluation == "decoder":
         result = generation.decoder_reconstruction(pipe, n=args.n, seed=args.seed)
     else:
@@ -137,6 +149,11 @@ def run_generation(args: argparse.Namespace) -> int:
             if key == "categories":
                 for cat, v in value.items():
                     print(f"  {cat:<20} {v['accuracy']:.3f}  (n={v['n']})")
+            elif key in ("variations", "text_diffs"):
+                print(
+                    f"{key}: rate {value['rate']:.3f}  "
+                    + "  ".join(f"{k} {v:.3f}" for k, v in value.items() if k != "rate" and isinstance(v, float))
+                )
             elif not isinstance(value, dict):
                 print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     return 0

@@ -66,7 +66,8 @@ def invert(
     return z_i, x_T
 
 
-def _decode(pipe: UnCLIPPipeline, z_i: Tensor, x_T: Tensor, seeds: Sequence[int], eta: float) -> Tensor:
+def decode_latents(pipe: UnCLIPPipeline, z_i: Tensor, x_T: Tensor, seeds: Sequence[int], eta: float) -> Tensor:
+    """Decode bipartite latents (z_i, x_T) with DDIM(eta) and upsample; one seed per row."""
     # Decoding uses the same grid as the inversion, so eta = 0 returns the inverted image.
     s = dataclasses.replace(
         pipe.settings, decoder_sampler="ddim", decoder_eta=eta, decoder_steps=pipe.settings.inversion_steps
@@ -81,7 +82,7 @@ def variations(pipe: UnCLIPPipeline, image: ImageLike, n: int = 4, *, eta: float
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     z_i, x_T = invert(pipe, [image])
-    return _decode(pipe, z_i.expand(n, -1), x_T.expand(n, -1, -1, -1), [seed + k for k in range(n)], eta)
+    return decode_latents(pipe, z_i.expand(n, -1), x_T.expand(n, -1, -1, -1), [seed + k for k in range(n)], eta)
 
 
 @torch.no_grad()
@@ -99,7 +100,15 @@ def interpolate(
     zs = slerp(z[:1].expand(frames, -1), z[1:].expand(frames, -1), theta)
     xa, xb = x_T[:1].expand(frames, -1, -1, -1), x_T[1:].expand(frames, -1, -1, -1)
     xs = xa if latent == "fixed" else slerp(xa, xb, theta)
-    return _decode(pipe, zs, xs, [seed] * frames, eta)
+    return decode_latents(pipe, zs, xs, [seed] * frames, eta)
+
+
+def text_diff_direction(pipe: UnCLIPPipeline, z_i: Tensor, sources: Sequence[str], targets: Sequence[str]) -> Tensor:
+    """§3.3's z_d = norm(z_t(target) - z_t(source)) per row, scaled to each z_i's norm so slerp turns only z_i's
+    direction."""
+    z_t = pipe.clip.encode_text([*sources, *targets]).embedding
+    n = len(sources)
+    return F.normalize(z_t[n:] - z_t[:n], dim=1) * z_i.norm(dim=1, keepdim=True)
 
 
 @torch.no_grad()
@@ -115,12 +124,19 @@ def text_diff(
     if frames < 2:
         raise ValueError(f"frames must be >= 2, got {frames}")
     z_i, x_T = invert(pipe, [image])
-    z_t = pipe.clip.encode_text([source, target]).embedding
-    z_d = F.normalize(z_t[1] - z_t[0], dim=0)
-    z_d = z_d * z_i.norm(dim=1)  # same norm as z_i, so slerp moves only the direction
+    z_d = text_diff_direction(pipe, z_i, [source], [target])
     theta = torch.linspace(0, max_theta, frames, device=z_i.device)
-    zs = slerp(z_i.expand(frames, -1), z_d[None].expand(frames, -1), theta)
-    return _decode(pipe, zs, x_T.expand(frames, -1, -1, -1), [seed] * frames, eta)
+    zs = slerp(z_i.expand(frames, -1), z_d.expand(frames, -1), theta)
+    return decode_latents(pipe, zs, x_T.expand(frames, -1, -1, -1), [seed] * frames, eta)
 
 
-__all__ = ["interpolate", "invert", "slerp", "text_diff", "to_pil", "variations"]
+__all__ = [
+    "decode_latents",
+    "interpolate",
+    "invert",
+    "slerp",
+    "text_diff",
+    "text_diff_direction",
+    "to_pil",
+    "variations",
+]
