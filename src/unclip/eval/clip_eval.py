@@ -20,7 +20,6 @@ pair or relation triple that no training image contains; ``unclip.data.shapes.sp
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -217,23 +216,10 @@ def evaluate_clip(
 
 def load_eval_clip(folder: str | Path, device: torch.device | str = "cpu"):
     """The CLIP of ``folder``: a CLIP model folder (ours or transformers') or an unclip pipeline folder."""
-    from unclip.clip import CheckpointError, load_clip
-    from unclip.pipeline.pipeline import FORMAT, INDEX_FILE
+    from unclip.clip import load_clip
+    from unclip.pipeline.index import clip_folder
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder {str(folder)!r} does not exist")
-    index = folder / INDEX_FILE
-    if index.is_file():  # a pipeline: its CLIP is one of its components
-        try:
-            meta = json.loads(index.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise CheckpointError(f"{index} is not valid JSON: {err}") from err
-        part = meta.get("components", {}).get("clip") if isinstance(meta, dict) else None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(part, str):
-            raise CheckpointError(f"{index}: expected format {FORMAT!r} with a 'clip' component")
-        folder = folder / part
-    return load_clip(folder, device)
+    return load_clip(clip_folder(folder), device)
 
 
 def clip_eval(

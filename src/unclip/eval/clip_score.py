@@ -26,25 +26,10 @@ def load_project_clip(folder: str | Path, device: str | torch.device = "cpu"):
 
     Returns ``(clip, clip_folder)``; the folder is the one the weights came from (for cache keys and reports).
     """
-    import json
-
     from unclip.clip import load_clip
-    from unclip.pipeline.pipeline import FORMAT, INDEX_FILE
+    from unclip.pipeline.index import clip_folder
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"CLIP folder {str(folder)!r} does not exist or is not a folder")
-    index = folder / INDEX_FILE
-    if index.is_file():
-        try:
-            meta = json.loads(index.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{index}: not valid JSON ({err})") from err
-        parts = meta.get("components") if isinstance(meta, dict) else None
-        part = parts.get("clip") if isinstance(parts, dict) else None
-        if not isinstance(part, str) or meta.get("format") != FORMAT:
-            raise ValueError(f"{index}: expected format {FORMAT!r} with a 'clip' component, got {meta}")
-        folder = folder / part
+    folder = clip_folder(folder)
     return load_clip(folder, device), folder
 
 

@@ -18,7 +18,6 @@ Images and captions come through the same path as ``unclip embed`` (the Shapes d
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -110,8 +109,8 @@ def load_prior_and_clip(model: str | Path, clip: str | Path | None = None, devic
     """(prior, CLIP, stored pipeline settings or None) from a pipeline folder (``pipeline.json``) or from a prior
     folder plus ``clip``, a CLIP folder. Only the CLIP and the prior are loaded, never the decoder."""
     from unclip.clip import load_clip
-    from unclip.model_folder import CheckpointError, config_from_dict
-    from unclip.pipeline.pipeline import FORMAT, FORMAT_VERSION, INDEX_FILE
+    from unclip.model_folder import config_from_dict
+    from unclip.pipeline.index import INDEX_FILE, read_index
     from unclip.pipeline.settings import SamplingSettings
     from unclip.prior import from_pretrained as load_prior
 
@@ -126,13 +125,8 @@ def load_prior_and_clip(model: str | Path, clip: str | Path | None = None, devic
         return prior, load_clip(clip, device), None
     if clip is not None:
         raise ValueError(f"{str(folder)!r} is a pipeline folder with its own CLIP; --clip is only for a prior folder")
-    meta = json.loads(index.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{index}: expected format {FORMAT!r} version {FORMAT_VERSION}")
-    parts = meta.get("components") or {}
-    missing = [k for k in ("clip", "prior") if k not in parts]
-    if missing:
-        raise CheckpointError(f"{index}: components name no {' and no '.join(missing)} folder")
+    meta = read_index(folder, ("clip", "prior"))
+    parts = meta["components"]
     settings = config_from_dict(SamplingSettings, meta.get("settings", {}), f"{index}: settings")
     return load_prior(folder / parts["prior"], device), load_clip(folder / parts["clip"], device), settings
 

@@ -26,12 +26,11 @@ from unclip.diffusion import (
     get_sampler,
     randn,
 )
-from unclip.model_folder import CheckpointError, config_from_dict
+from unclip.model_folder import config_from_dict
 from unclip.models.decoder import Decoder, guided_denoiser
 from unclip.models.upsampler import Upsampler, upsampler_denoiser
+from unclip.pipeline.index import FORMAT, FORMAT_VERSION, INDEX_FILE, read_index
 from unclip.pipeline.settings import SamplingSettings
-
-FORMAT, FORMAT_VERSION, INDEX_FILE = "unclip-pipeline", 1, "pipeline.json"
 
 
 def to_pil(images: Tensor) -> list[Image.Image]:
@@ -116,14 +115,9 @@ class UnCLIPPipeline:
         from unclip.prior import from_pretrained as load_prior
 
         folder = Path(folder)
-        index = folder / INDEX_FILE
-        if not index.is_file():
-            raise FileNotFoundError(f"{folder} is not an unclip model folder: it has no {INDEX_FILE}")
-        meta = json.loads(index.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{index}: expected format {FORMAT!r} version {FORMAT_VERSION}, got {meta}")
-        parts = meta.get("components", {})
-        settings = config_from_dict(SamplingSettings, meta.get("settings", {}), f"{index}: settings")
+        meta = read_index(folder)
+        parts = meta["components"]
+        settings = config_from_dict(SamplingSettings, meta.get("settings", {}), f"{folder / INDEX_FILE}: settings")
         return cls(
             load_clip(folder / parts["clip"], device),
             load_prior(folder / parts["prior"], device),
