@@ -119,6 +119,19 @@ def _register_generation(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--max-theta", type=float, default=0.5, help="text-diff slerp angle of the judged frame")
     _model_options(m)
     m.set_defaults(func=run_generation, evaluation="manipulations")
+    a = sub.add_parser(
+        "all", help="every evaluation of a model, one JSON file each under --out (for unclip report)",
+        formatter_class=fmt,
+    )  # fmt: skip
+    a.add_argument("--out", required=True, help="folder for METRIC.json files (a run folder for unclip report)")
+    a.add_argument(
+        "--size", choices=("quick", "full"), default="quick", help="quick: minutes on a CPU; full: the issues' sizes"
+    )
+    a.add_argument(
+        "--only", nargs="+", metavar="METRIC", help="clip prior compositional decoder upsampler manipulations"
+    )
+    _model_options(a)
+    a.set_defaults(func=run_generation, evaluation="all")
 
 
 def run_generation(args: argparse.Namespace) -> int:
@@ -129,6 +142,14 @@ def run_generation(args: argparse.Namespace) -> int:
 
     args.decoder_steps = None
     pipe, folder = load_pipeline(args)
+    if args.evaluation == "all":
+        from unclip.eval.evaluate_all import METRICS, evaluate_all
+
+        only = tuple(args.only or METRICS)
+        results = evaluate_all(pipe, folder, args.out, size=args.size, seed=args.seed, only=only)
+        if args.json:
+            print(json.dumps(results, indent=2))
+        return 0
     if args.evaluation == "compositional":
         result = generation.compositional(
             pipe, per_category=args.per_category, images_per_prompt=args.images_per_prompt, seed=args.seed

@@ -1,0 +1,94 @@
+"""``unclip eval all``: every evaluation of a pipeline folder, one JSON file each, ready for ``unclip report``.
+
+Each metric file holds ``"metric"``, the headline numbers flattened to top-level keys (``unclip report`` tables
+show top-level numbers), and the full result under ``"details"``. Files are written as each evaluation ends, so a
+long run that stops keeps what it finished; the whole folder is not replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# Sizes of each evaluation: the issues' full sizes, and a quick set that runs in minutes on a CPU.
+SIZES: dict[str, dict[str, int]] = {
+    "full": {"clip": 1000, "prior": 1000, "pool": 5000, "per_category": 120, "images_per_prompt": 4,
+             "decoder": 200, "upsampler": 64, "manipulations": 50},
+    "quick": {"clip": 200, "prior": 200, "pool": 1000, "per_category": 4, "images_per_prompt": 2,
+              "decoder": 24, "upsampler": 8, "manipulations": 8},
+}  # fmt: skip
+METRICS = ("clip", "prior", "compositional", "decoder", "upsampler", "manipulations")
+
+
+def flatten(result: dict[str, Any], prefix: str = "", depth: int = 3) -> dict[str, float]:
+    """Numbers of a nested result as ``a.b.c`` keys (at most ``depth`` levels; lists and strings left out)."""
+    out: dict[str, float] = {}
+    for key, value in result.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            out[name] = value
+        elif isinstance(value, dict) and depth > 1 and not key.startswith("reference"):
+            out.update(flatten(value, f"{name}.", depth - 1))
+    return out
+
+
+def _write(out: Path, metric: str, result: dict[str, Any]) -> Path:
+    path = out / f"{metric}.json"
+    tmp = out / f".{metric}.json.tmp"
+    tmp.write_text(json.dumps({"metric": metric, **flatten(result), "details": result}, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def evaluate_all(
+    pipe, folder: str | Path, out: str | Path, *, size: str = "quick", seed: int = 0,
+    only: tuple[str, ...] = METRICS, log: Callable[[str], None] = print,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Run the evaluations named in ``only`` on ``pipe`` (loaded from ``folder``) and write them under ``out``."""
+    from unclip.eval import generation
+    from unclip.eval.clip_eval import evaluate_clip
+    from unclip.eval.manipulations import manipulations
+    from unclip.eval.prior_eval import evaluate_prior, sampling_settings
+
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    unknown = [m for m in only if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown evaluation(s) {', '.join(unknown)}; expected some of {', '.join(METRICS)}")
+    n = SIZES[size]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, Callable[[], dict[str, Any]]] = {
+        "clip": lambda: evaluate_clip(pipe.clip, n=n["clip"], seed=seed),
+        "prior": lambda: evaluate_prior(
+            pipe.prior,
+            pipe.clip,
+            n=n["prior"],
+            pool=n["pool"],
+            seed=seed,
+            settings=sampling_settings(pipe.prior, pipe.settings),
+        ),
+        "compositional": lambda: generation.compositional(
+            pipe, per_category=n["per_category"], images_per_prompt=n["images_per_prompt"], seed=seed
+        ),
+        "decoder": lambda: generation.decoder_reconstruction(pipe, n=n["decoder"], seed=seed),
+        "upsampler": lambda: generation.upsampler_fidelity(pipe, n=n["upsampler"], seed=seed),
+        "manipulations": lambda: manipulations(pipe, n=n["manipulations"], seed=seed),
+    }
+    results: dict[str, dict[str, Any]] = {}
+    for metric in only:
+        if metric == "upsampler" and not pipe.upsamplers:
+            log("upsampler: skipped (the model has no upsampler)")
+            continue
+        start = time.perf_counter()
+        result = runs[metric]()
+        result = {"model": str(folder), "size": size, **result, "wall_seconds": time.perf_counter() - start}
+        path = _write(out, metric, result)
+        results[metric] = result
+        log(f"{metric}: {result['wall_seconds']:.0f} s -> {path}")
+    return results
