@@ -13,6 +13,13 @@ def _common(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
     p.add_argument("--decoder-steps", type=int, help="decoder sampling steps")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    add_speed_options(p)
+
+
+def add_speed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="autocast the networks (bf16 for GPUs; the samplers stay fp32)")  # fmt: skip
+    p.add_argument("--compile", action="store_true", help="torch.compile the networks (pays off on a GPU)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,6 +72,9 @@ def load_pipeline(args: argparse.Namespace):
             raise FileNotFoundError(f"{BUNDLED} is not trained yet; pass --model DIR (a folder with pipeline.json)")
         folder = str(bundled)
     pipe = UnCLIPPipeline.from_pretrained(folder, device=args.device)
+    pipe.set_precision(getattr(args, "precision", "fp32"))
+    if getattr(args, "compile", False):
+        pipe.compile()
     if args.decoder_steps is not None:  # replace() validates the new value before any work
         steps = args.decoder_steps
         pipe.settings = dataclasses.replace(pipe.settings, decoder_steps=steps, inversion_steps=steps)

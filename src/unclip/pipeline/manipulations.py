@@ -59,11 +59,12 @@ def invert(
     x = x.to(pipe.device)
     if x.shape[-1] != res or x.shape[-2] != res:
         x = F.interpolate(x, size=(res, res), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
-    z_i = pipe.clip.encode_image(x)
     s = pipe.settings
-    den, schedule = pipe.decoder_denoiser(z_i)
-    x_T = invert_ddim(den, x, schedule.grid(s.inversion_steps), refine=s.inversion_refine, progress=progress)
-    return z_i, x_T
+    with pipe.autocast():
+        z_i = pipe.clip.encode_image(x).float()
+        den, schedule = pipe.decoder_denoiser(z_i)
+        x_T = invert_ddim(den, x, schedule.grid(s.inversion_steps), refine=s.inversion_refine, progress=progress)
+    return z_i, x_T.float()
 
 
 def decode_latents(pipe: UnCLIPPipeline, z_i: Tensor, x_T: Tensor, seeds: Sequence[int], eta: float) -> Tensor:
@@ -73,7 +74,8 @@ def decode_latents(pipe: UnCLIPPipeline, z_i: Tensor, x_T: Tensor, seeds: Sequen
         pipe.settings, decoder_sampler="ddim", decoder_eta=eta, decoder_steps=pipe.settings.inversion_steps
     )
     gens = generators_from_seeds(seeds)
-    return pipe.upsample(pipe.decode(z_i, gens, x_T=x_T, s=s), gens, s)
+    with pipe.autocast():
+        return pipe.upsample(pipe.decode(z_i, gens, x_T=x_T, s=s).float(), gens, s).float()
 
 
 @torch.no_grad()
