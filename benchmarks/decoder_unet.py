@@ -50,13 +50,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from measure import peak_mib, start_peak, timed
 from unclip.models.decoder import Decoder, DecoderConfig
 from unclip.models.presets import decoder_preset, upsampler_preset
 from unclip.models.upsampler import Upsampler, UpsamplerConfig
@@ -262,55 +262,17 @@ def make_step(
 # --- measurement -----------------------------------------------------------------------------------------------
 
 
-def timed(fn: Callable[[], None], device: torch.device, clock: str = "wall") -> float:
-    """Seconds one call takes: CUDA events on a GPU; on the CPU wall time, or this process's CPU time, which
-    with one thread is the wall time an idle machine would show and is not inflated by other processes."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1000.0
-    now = time.process_time if clock == "cpu" else time.perf_counter
-    t0 = now()
-    fn()
-    return now() - t0
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def peak_memory_mib(which: str, case: Case, mode: str, args: argparse.Namespace) -> float:
     """Run in a fresh process: peak memory of building the model and taking two steps, above the start."""
     device = torch.device(args.device)
     if which == "theirs":
         import dalle2_pytorch  # noqa: F401  (its imports must not count)
     inputs = make_inputs(case, our_config(case, args), mode, args, device)  # not counted either
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = _rss_kib("VmRSS") * 1024
-        try:
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set
-        except OSError:  # then VmHWM still holds the import-time peak: an underestimate for small models
-            print("warning: cannot reset VmHWM; small peaks are underestimated", file=sys.stderr)
+    base = start_peak(device)
     _model, step = make_step(which, case, mode, args, device, inputs)
     for _ in range(2):  # the second training step is the steady state (AdamW's moments exist)
         step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = _rss_kib("VmHWM") * 1024
-    return (peak - base) / 2**20
+    return peak_mib(device, base)
 
 
 def memory_in_subprocess(which: str, case: Case, mode: str, args: argparse.Namespace) -> float:
