@@ -59,6 +59,10 @@ AR_PRIOR_PRESETS: dict[str, ARPriorConfig] = {
     "tiny": ARPriorConfig(
         embed_dim=32, text_width=64, text_len=48, components=16, buckets=64, dot_bins=16, width=64, depth=2, heads=4
     ),
+    # mini: the diffusion prior mini's transformer (width 128, depth 4), for a side-by-side at equal size (§2.2).
+    "mini": ARPriorConfig(
+        embed_dim=128, text_width=128, text_len=40, components=64, buckets=256, dot_bins=64, width=128, depth=4, heads=4
+    ),
     "small": ARPriorConfig(embed_dim=256, text_width=256, text_len=64, components=64, width=256, depth=6, heads=4),
     "base": ARPriorConfig(embed_dim=512, text_width=512, text_len=77, components=320, width=768, depth=12, heads=12),
 }

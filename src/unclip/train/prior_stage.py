@@ -139,6 +139,10 @@ class ARPriorStage(Stage[ARPriorStageConfig]):
         return {
             "tiny": Preset(cfg("tiny"), TrainConfig(steps=500, batch_size=64, lr=1e-3, warmup_steps=20,
                                                     checkpoint_every=250, ema_decay=0.999, sample_count=0)),
+            "mini": Preset(cfg("mini"), TrainConfig(steps=2500, batch_size=128, lr=6e-4, warmup_steps=100,
+                                                    weight_decay=0.01, checkpoint_every=500, ema_decay=0.995,
+                                                    sample_count=0),
+                           "the diffusion prior mini's size and schedule, for the side-by-side of §2.2"),
             "small": Preset(cfg("small"), TrainConfig(steps=20_000, batch_size=256, lr=3e-4, warmup_steps=500,
                                                       weight_decay=0.01, checkpoint_every=1000, sample_count=0)),
             "base": Preset(cfg("base"), TrainConfig(steps=200_000, batch_size=1024, lr=1.6e-4, warmup_steps=2000,
