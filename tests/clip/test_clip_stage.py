@@ -21,7 +21,7 @@ def test_clip_stage_is_registered_and_presets_are_valid():
     stage = get_stage("clip")
     assert isinstance(stage, ClipStage)
     presets = stage.presets()
-    assert list(presets) == ["small", "tiny", "vit-b-32"]
+    assert list(presets) == ["small", "mini", "tiny", "vit-b-32"]
     assert stage.resolution(presets["small"].model) == 64
     # Configs round-trip through the run folder's JSON.
     for preset in presets.values():
