@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
     if args.model is None and not (resources.files("unclip") / "assets" / "shapes-model" / "pipeline.json").is_file():
         print(
             "unclip demo: the bundled Shapes-world model is not trained yet (issue 8), so there is nothing to "
-            "sample.\nTrain a stack yourself (a GPU is advised): scripts/train_shapes_model.sh OUT, then\n"
+            "sample.\nTrain a stack yourself: scripts/train_shapes_model.sh OUT (a GPU is advised; "
+            "UNCLIP_PROFILE=mini trains a small one on 2 CPU cores in about 1.5 hours), then\n"
             "  unclip demo --model OUT/model"
         )
         return 0
