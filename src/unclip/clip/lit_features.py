@@ -29,12 +29,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from unclip.atomic import atomic_directory
-from unclip.data.datasets import CorruptSample, ShardSource, decode_image, parse_data_spec
-from unclip.data.embed import iter_records
-from unclip.data.loader import mix_seed, to_training_image
+from unclip.data.datasets import ShardSource, parse_data_spec
+from unclip.data.embed import PairBatches
+from unclip.data.loader import mix_seed
 
 FORMAT, FORMAT_VERSION = "unclip-lit-features", 1
 MANIFEST, FEATURES, CAPTIONS = "manifest.json", "features.safetensors", "captions.json"
@@ -113,37 +112,16 @@ def build_feature_cache(
     identity = cache_identity(model.tower_identities(), data, pairs, model.image_size, token_states)
     parts: dict[str, list[Tensor]] = {"image": [], "text": [], "states": [], "mask": []}
     captions: list[str] = []
-    images: list[Tensor] = []
-    batch_captions: list[str] = []
-    skipped = 0
-
-    def flush() -> None:
-        if not images:
-            return
-        parts["image"].append(model.image_features(torch.stack(images)).cpu())
+    batches = PairBatches(source, pairs, model.image_size, batch_size, progress=progress, desc="LiT tower features")
+    for images, batch_captions in batches:
+        parts["image"].append(model.image_features(images).cpu())
         enc = model.text_features(batch_captions)
         parts["text"].append(enc.embedding.cpu())
         if token_states:
             parts["states"].append(enc.token_states.half().cpu())
             parts["mask"].append(enc.mask.cpu())
         captions.extend(batch_captions)
-        images.clear()
-        batch_captions.clear()
-
-    total = pairs if pairs is not None else size
-    for record in tqdm(iter_records(source, pairs), total=total, desc="LiT tower features", disable=not progress):
-        try:
-            arr = decode_image(record)
-            if not record.caption or not record.caption.strip():
-                raise CorruptSample(f"{record.key}: no caption")
-        except CorruptSample:
-            skipped += 1
-            continue
-        images.append(to_training_image(arr, model.image_size))
-        batch_captions.append(record.caption)
-        if len(images) == batch_size:
-            flush()
-    flush()
+    skipped = batches.skipped
     if not captions:
         raise ValueError(f"data {data!r} gave no usable (image, caption) pair ({skipped} skipped)")
     tensors = {k: torch.cat(v).contiguous() for k, v in parts.items() if v}

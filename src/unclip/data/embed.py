@@ -36,6 +36,43 @@ def iter_records(source: Source, limit: int | None) -> Iterator[Record]:
         yield source.get(i)
 
 
+class PairBatches:
+    """Batches of (images, captions) from a source's records, for encoders that run once over a dataset.
+
+    Images are resized and centre-cropped to ``image_size`` in [-1, 1] (``to_training_image``), as for training;
+    records that do not decode or have no caption are skipped and counted in ``skipped``.
+    """
+
+    def __init__(
+        self, source: Source, limit: int | None, image_size: int, batch_size: int, *, progress: bool = False,
+        desc: str = "embed",
+    ) -> None:  # fmt: skip
+        self.source, self.limit, self.image_size, self.batch_size = source, limit, image_size, batch_size
+        self.progress, self.desc = progress, desc
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
+        images: list[torch.Tensor] = []
+        captions: list[str] = []
+        total = self.limit if self.limit is not None or isinstance(self.source, ShardSource) else self.source.size()
+        records = iter_records(self.source, self.limit)
+        for record in tqdm(records, total=total, desc=self.desc, disable=not self.progress):
+            try:
+                arr = decode_image(record)
+                if not record.caption or not record.caption.strip():
+                    raise CorruptSample(f"{record.key}: no caption")
+            except CorruptSample:
+                self.skipped += 1
+                continue
+            images.append(to_training_image(arr, self.image_size))
+            captions.append(record.caption)
+            if len(images) == self.batch_size:
+                yield torch.stack(images), captions
+                images, captions = [], []
+        if images:
+            yield torch.stack(images), captions
+
+
 @torch.no_grad()
 def embed_dataset(
     clip_dir: str | Path, data: str, out: str | Path, *, limit: int | None = None, batch_size: int = 64,
@@ -48,34 +85,13 @@ def embed_dataset(
     clip = load_clip(clip_dir, device)
     source = parse_data_spec(data, clip.image_size)
     parts: dict[str, list[torch.Tensor]] = {"z_i": [], "z_t": [], "tokens": [], "mask": []}
-    skipped = 0
-    images: list[torch.Tensor] = []
-    captions: list[str] = []
-
-    def flush() -> None:
-        if not images:
-            return
-        z_i = clip.encode_image(torch.stack(images).to(device))
+    batches = PairBatches(source, limit, clip.image_size, batch_size, progress=progress)
+    for images, captions in batches:
+        z_i = clip.encode_image(images.to(device))
         enc = clip.encode_text(captions)
         for key, value in (("z_i", z_i), ("z_t", enc.embedding), ("tokens", enc.token_states), ("mask", enc.mask)):
             parts[key].append(value.cpu())
-        images.clear()
-        captions.clear()
-
-    bar = tqdm(iter_records(source, limit), total=limit, desc="embed", disable=not progress)
-    for record in bar:
-        try:
-            arr = decode_image(record)
-            if not record.caption or not record.caption.strip():
-                raise CorruptSample(f"{record.key}: no caption")
-        except CorruptSample:
-            skipped += 1
-            continue
-        images.append(to_training_image(arr, clip.image_size))  # resized and centre-cropped, in [-1, 1]
-        captions.append(record.caption)
-        if len(images) == batch_size:
-            flush()
-    flush()
+    skipped = batches.skipped
     if not parts["z_i"]:
         raise ValueError(f"data {data!r} gave no usable (image, caption) pair ({skipped} skipped)")
     cat = {k: torch.cat(v) for k, v in parts.items()}
