@@ -114,7 +114,7 @@ class ClipStage(Stage[ClipStageConfig]):
                     ema_decay=0.99,
                     checkpoint_every=200,
                 ),
-                "32 px, 4-px patches, 3+3 layers of width 128: the CPU-trained bundled model (29 min on one CPU thread)",
+                "32 px, 4-px patches, 3+3 layers of width 128: the CPU-trained stack (29 min on one CPU thread)",
             ),
             "tiny": Preset(
                 ClipStageConfig(replace(PRESETS["tiny"])),
