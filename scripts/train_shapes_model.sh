@@ -32,7 +32,9 @@ case "$PROFILE" in
     # a quarter of its scale), sized so the whole chain trains in about 1.5 hours on 2 CPU cores.
     EXTRA=()
     UPSAMPLER_SET=()
-    ASSEMBLE_SET=(--set decoder_steps=25 --set upsampler_steps=10 --set inversion_steps=25 --set prior_steps=25)
+    # DDPM for the image stages: DDIM leaves speckle on these briefly trained networks (docs/training.md).
+    ASSEMBLE_SET=(--set decoder_sampler=ddpm --set decoder_steps=50 --set upsampler_sampler=ddpm
+                  --set upsampler_steps=10 --set inversion_steps=50 --set prior_steps=25)
     EMBED_N=${EMBED_N:-30000}
     ;;
   tiny)
