@@ -128,17 +128,19 @@ def write_model_folder(
     return folder
 
 
-def read_meta(folder: str | Path, fmt: str, version: int, keys: set[str], what: str) -> dict[str, Any]:
-    """``config.json`` of a ``what`` folder, checked for format, version and unknown top-level keys."""
+def read_meta(
+    folder: str | Path, fmt: str, version: int, keys: set[str], what: str, file: str = CONFIG_FILE
+) -> dict[str, Any]:
+    """``file`` (``config.json``) of a ``what`` folder, checked for format, version and unknown top-level keys."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{what} folder {str(folder)!r} does not exist")
-    path = folder / CONFIG_FILE
+    path = folder / file
     if not path.is_file():
-        raise CheckpointError(f"{folder} is not a {what} folder: it has no {CONFIG_FILE}")
+        raise CheckpointError(f"{folder} is not a {what} folder: it has no {file}")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path} must hold a JSON object")

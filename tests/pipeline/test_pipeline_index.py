@@ -28,8 +28,8 @@ def test_a_valid_index_names_its_components(tmp_path):
     ("meta", "message"),
     [
         ("{not json", "not valid JSON"),
-        ({**GOOD, "format": "other"}, "expected format"),
-        ({**GOOD, "format_version": 99}, "expected format"),
+        ({**GOOD, "format": "other"}, "format is .other., expected .unclip-pipeline."),
+        ({**GOOD, "format_version": 99}, "unknown format_version 99"),
         ({**GOOD, "components": {"clip": "c"}}, "must name the clip, prior, decoder"),
         ({**GOOD, "components": {**GOOD["components"], "upsamplers": "u0"}}, "list of upsamplers"),
         ({**GOOD, "settings": []}, "settings must be an object"),

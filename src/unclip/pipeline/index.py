@@ -6,11 +6,10 @@ some of its parts (the CLIP, or the CLIP and the prior) — so every one of them
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from unclip.model_folder import CheckpointError
+from unclip.model_folder import CheckpointError, read_meta
 
 FORMAT, FORMAT_VERSION, INDEX_FILE = "unclip-pipeline", 1, "pipeline.json"
 REQUIRED = ("clip", "prior", "decoder")
@@ -29,12 +28,7 @@ def read_index(folder: str | Path, required: tuple[str, ...] = REQUIRED) -> dict
     index = folder / INDEX_FILE
     if not index.is_file():
         raise FileNotFoundError(f"{folder} is not an unclip model folder: it has no {INDEX_FILE}")
-    try:
-        meta = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{index} is not valid JSON: {err}") from err
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{index}: expected format {FORMAT!r} version {FORMAT_VERSION}")
+    meta = read_meta(folder, FORMAT, FORMAT_VERSION, {"components", "settings"}, "unclip model", file=INDEX_FILE)
     parts = meta.get("components")
     bad = [k for k in required if not isinstance(parts, dict) or not isinstance(parts.get(k), str)]
     ups = parts.get("upsamplers", []) if isinstance(parts, dict) else []
