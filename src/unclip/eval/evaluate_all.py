@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from unclip.atomic import atomic_write_text
+
 # Sizes of each evaluation: the issues' full sizes, and a quick set that runs in minutes on a CPU.
 SIZES: dict[str, dict[str, int]] = {
     "full": {"clip": 1000, "prior": 1000, "pool": 5000, "per_category": 120, "images_per_prompt": 4,
@@ -38,11 +40,8 @@ def flatten(result: dict[str, Any], prefix: str = "", depth: int = 3) -> dict[st
 
 
 def _write(out: Path, metric: str, result: dict[str, Any]) -> Path:
-    path = out / f"{metric}.json"
-    tmp = out / f".{metric}.json.tmp"
-    tmp.write_text(json.dumps({"metric": metric, **flatten(result), "details": result}, indent=1) + "\n")
-    tmp.replace(path)
-    return path
+    text = json.dumps({"metric": metric, **flatten(result), "details": result}, indent=1) + "\n"
+    return atomic_write_text(out / f"{metric}.json", text)
 
 
 def evaluate_all(

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from unclip.atomic import atomic_write_text
 from unclip.clip.interface import prepare_images
 from unclip.diffusion import (
     generators_from_seeds,
@@ -174,9 +175,7 @@ class UnCLIPPipeline:
             "components": {"clip": "clip", "prior": "prior", "decoder": "decoder", "upsamplers": ups},
             "settings": dataclasses.asdict(self.settings),
         }
-        tmp = folder / f".{INDEX_FILE}.tmp"
-        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(folder / INDEX_FILE)  # the index last: a folder with an index is complete
+        atomic_write_text(folder / INDEX_FILE, json.dumps(meta, indent=2) + "\n")  # last: an index means complete
         return folder
 
     @property

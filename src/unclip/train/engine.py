@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from unclip.atomic import atomic_write_text
 from unclip.data.embedding_source import open_source, stream_type
 from unclip.data.loader import MicroBatch, make_loader, mix_seed
 from unclip.model_folder import load_weights
@@ -89,9 +90,7 @@ def prepare_run_dir(run: RunConfig, run_dir: Path, resume: bool) -> None:
         if problems:
             raise ValueError(f"cannot resume {str(run_dir)!r} with a different configuration: " + "; ".join(problems))
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = config_path.with_suffix(".json.tmp")
-    tmp.write_text(run.dumps() + "\n", encoding="utf-8")
-    tmp.replace(config_path)
+    atomic_write_text(config_path, run.dumps() + "\n")
 
 
 def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> TrainResult:

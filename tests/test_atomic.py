@@ -1,0 +1,21 @@
+import pytest
+
+from unclip.atomic import atomic_directory, atomic_write_text
+
+
+def test_atomic_write_text_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text("old")
+    assert atomic_write_text(path, "new\n") == path
+    assert path.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_an_interrupted_directory_keeps_the_old_one(tmp_path):
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "keep.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic_directory(dest) as tmp:
+        (tmp / "new.txt").write_text("half")
+        raise RuntimeError("stopped half-way")
+    assert sorted(p.name for p in dest.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
