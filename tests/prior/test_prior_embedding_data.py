@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import weakref
 
 import pytest
 import torch
 from prior_data import synthetic_pairs
+from safetensors.torch import save_file
 
 from unclip.cli.main import main
 from unclip.data import loader
 from unclip.data.datasets import ShapesSource
+from unclip.data.embedding_shards import EmbeddingShards, read_shard
 from unclip.data.embedding_source import PositionStream, embeddings_folder
 from unclip.data.loader import BatchStream
 from unclip.data.shapes.world import ShapesWorld
-from unclip.prior.embeddings import EmbeddingSet, _mix, read_meta, write_embeddings
+from unclip.prior.embeddings import EmbeddingSet, _mix, load_embeddings, read_meta, write_embeddings
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +143,161 @@ def test_bad_embedding_data_gives_one_line_errors(emb_dir, tmp_path, capsys, no_
 def test_embeddings_folder_parses_only_its_scheme():
     assert embeddings_folder("embeddings:/a/b") == "/a/b"
     assert embeddings_folder("shapes:split=train") is None and embeddings_folder("/data/emb") is None
+
+
+# -- EmbeddingShards: the folder streamed a window of shards at a time -----------------------------------------
+
+
+def _sharded(tmp_path, n=20, shard_size=8, name="sharded"):
+    z_i, z_t, tokens, mask = synthetic_pairs(n)
+    return write_embeddings(tmp_path / name, EmbeddingSet(z_i, z_t, tokens, mask), shard_size=shard_size)
+
+
+class CountingReader:
+    """Reads shards like the default reader and tracks, through weak references, how many are alive at once."""
+
+    def __init__(self):
+        self.loads, self.alive, self.peak = [], 0, 0
+
+    def __call__(self, path):
+        tensors = read_shard(path)
+        self.loads.append(path.name)
+        self.alive += 1
+        self.peak = max(self.peak, self.alive)
+        weakref.finalize(tensors["tokens"], self._freed)  # the bulk of a shard; freed when the shard is dropped
+        return tensors
+
+    def _freed(self):
+        self.alive -= 1
+
+
+def _epoch_batches(data, world, b, seed, epochs=1):
+    """Rows of each rank's micro-batches, in the engine's order, for ``epochs`` epochs."""
+    per_rank = {r: [] for r in range(world)}
+    steps = -(-len(data) * epochs // (world * b))
+    for g in range(steps):
+        for rank in range(world):
+            stream = PositionStream(ShapesSource(resolution=8), resolution=8, local_batch=b, rank=rank,
+                                    world_size=world, seed=seed)  # fmt: skip
+            index = stream.micro_batch(g).index
+            index = index[index < len(data) * epochs]
+            rows = data.rows(index, seed=seed)
+            data.batch(rows)
+            per_rank[rank].append(rows)
+    return {r: torch.cat(v) for r, v in per_rank.items()}
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_a_folder_of_one_window_streams_exactly_the_in_memory_batches(tmp_path, shards):
+    """Up to `window` shards the order is EmbeddingSet's full shuffle, draw for draw: same rows, same tensors."""
+    folder = _sharded(tmp_path, n=24, shard_size=24 // shards)
+    old, new = load_embeddings(folder), EmbeddingShards(folder, window=shards)
+    positions = torch.arange(5, 70)  # crosses two epoch boundaries
+    rows = new.rows(positions, seed=3)
+    assert torch.equal(rows, old.rows(positions, seed=3))
+    for a, b in zip(new.batch(rows), old.batch(rows), strict=True):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert new.dims == old.dims and len(new) == len(old)
+
+
+@pytest.mark.parametrize("window", [1, 2])
+def test_every_pair_once_per_epoch_and_windows_are_contiguous(tmp_path, window):
+    folder = _sharded(tmp_path, n=44, shard_size=8)  # 6 shards, the last of 4
+    data = EmbeddingShards(folder, window=window)
+    rows = data.rows(torch.arange(3 * 44), seed=1).view(3, 44)
+    for epoch in rows:
+        assert sorted(epoch.tolist()) == list(range(44))
+    assert not torch.equal(rows[0], rows[1])  # a fresh order each epoch
+    # The epoch is a run of windows: each run holds all rows of `window` shards (the rest at the end) and no other.
+    counts = [8, 8, 8, 8, 8, 4]
+    shard, i, used = (rows[0] // 8).tolist(), 0, set()
+    while i < 44:
+        members, j = set(), i
+        while len(members) < window and len(used | members) < 6:
+            members.add(shard[j])
+            j += 1
+        span = sum(counts[s] for s in members)
+        assert set(shard[i : i + span]) == members, (i, members)
+        used, i = used | members, i + span
+    assert used == set(range(6))
+
+
+@pytest.mark.parametrize("shards", [3, 10])
+def test_memory_holds_at_most_two_shards_whatever_the_folder_size(tmp_path, shards):
+    """Two epochs on two ranks: never more than 2 shards alive, and each shard read about once per epoch."""
+    folder = _sharded(tmp_path, n=8 * shards, shard_size=8)
+    reader = CountingReader()
+    data = EmbeddingShards(folder, reader=reader)
+    per_rank = _epoch_batches(data, world=2, b=3, seed=7, epochs=2)
+    assert reader.peak == 2 and reader.alive <= 2
+    assert len(reader.loads) <= 2 * shards + 1, reader.loads  # no re-reading of a shard within an epoch
+    assert sorted(torch.cat(list(per_rank.values())).tolist()) == sorted(list(range(8 * shards)) * 2)
+
+
+def test_ranks_get_disjoint_rows_that_cover_the_epoch(tmp_path):
+    data = EmbeddingShards(_sharded(tmp_path, n=36, shard_size=8))
+    per_rank = _epoch_batches(data, world=3, b=4, seed=2)
+    sets = [set(v.tolist()) for v in per_rank.values()]
+    assert all(len(s) == 12 for s in sets)
+    assert set.union(*sets) == set(range(36)) and sum(len(s) for s in sets) == 36
+
+
+def test_the_order_is_a_function_of_the_seed(tmp_path):
+    folder = _sharded(tmp_path, n=40, shard_size=8)
+    positions = torch.arange(100)
+    a = EmbeddingShards(folder).rows(positions, seed=4)
+    assert torch.equal(a, EmbeddingShards(folder).rows(positions, seed=4))  # a fresh reader, a resumed run
+    assert torch.equal(a[60:], EmbeddingShards(folder).rows(positions[60:], seed=4))
+    assert not torch.equal(a, EmbeddingShards(folder).rows(positions, seed=5))
+
+
+def test_head_reads_the_first_pairs_across_shards(tmp_path):
+    folder = _sharded(tmp_path)
+    z_i, z_t = EmbeddingShards(folder).head(13)
+    old = load_embeddings(folder)
+    assert torch.equal(z_i, old.z_i[:13]) and torch.equal(z_t, old.z_t[:13])
+    assert EmbeddingShards(folder).head(100)[0].shape == (20, 16)
+
+
+def _rewrite_shard(folder, name, **change):
+    path = folder / name
+    tensors = read_shard(path)
+    tensors.update(change)
+    save_file({k: v for k, v in tensors.items() if v is not None}, str(path))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda f: (f / "shard_00001.safetensors").write_bytes(b"garbage"), "shard_00001.safetensors: unreadable"),
+        (lambda f: (f / "shard_00002.safetensors").write_bytes((f / "shard_00002.safetensors").read_bytes()[:-9]),
+         "shard_00002.safetensors: unreadable"),
+        (lambda f: _rewrite_shard(f, "shard_00001.safetensors", z_t=torch.zeros(8, 12)),
+         r"shard_00001.safetensors: z_t has shape \(8, 12\), expected \(8, 16\) \(8 rows and embed_dim 16"),
+        (lambda f: _rewrite_shard(f, "shard_00002.safetensors", tokens=torch.zeros(4, 6, 20)),
+         r"tokens has shape \(4, 6, 20\), expected \(4, 6, 24\)"),
+        (lambda f: _rewrite_shard(f, "shard_00000.safetensors", mask=None),
+         "shard_00000.safetensors: missing tensor 'mask'"),
+        (lambda f: _rewrite_shard(f, "shard_00000.safetensors", mask=torch.zeros(8, 6)), "mask is F32"),
+        (lambda f: (f / "shard_00001.safetensors").unlink(), "shard_00001.safetensors"),
+    ],
+)  # fmt: skip
+def test_a_bad_shard_is_named_at_open(tmp_path, damage, message):
+    folder = _sharded(tmp_path)
+    damage(folder)
+    reader = CountingReader()
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        EmbeddingShards(folder, reader=reader)
+    assert reader.loads == []  # found from the headers, before any shard was read
+
+
+def test_a_shard_replaced_after_open_is_named_when_read(tmp_path):
+    folder = _sharded(tmp_path)
+    data = EmbeddingShards(folder)
+    _rewrite_shard(folder, "shard_00000.safetensors", z_i=torch.zeros(8, 3))
+    with pytest.raises(ValueError, match=r"shard_00000.safetensors: z_i is \(8, 3\), expected \(8, 16\)"):
+        data.batch(torch.tensor([0, 1]))
+    with pytest.raises(IndexError, match="outside the folder's 20 pairs"):
+        data.batch(torch.tensor([20]))
+    with pytest.raises(ValueError, match="window must be a positive number"):
+        EmbeddingShards(folder, window=0)

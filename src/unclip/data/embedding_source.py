@@ -3,7 +3,9 @@
 The priors learn from (z_i, z_t, caption tokens) computed once by ``unclip embed`` (DESIGN.md §6); the images
 those came from are not needed again. With this source the engine's loader delivers only what a prior stage
 reads from a batch, each sample's global stream position and per-sample seed, so nothing is rendered, read or
-decoded; the stage maps positions to rows of the folder (``EmbeddingSet.rows``: a fresh permutation per epoch).
+decoded; the stage maps positions to rows of the folder by a fresh permutation per epoch (``EmbeddingSet.rows``
+holds the folder in memory; ``embedding_shards.EmbeddingShards`` streams it a window of shards at a time, with
+positions and ranks handled the same way).
 
 Positions and seeds follow exactly the rule of the random-access sources (``BatchStream``): micro-batch ``g``
 of process ``rank`` holds positions ``(g * world + rank) * b ...`` with seeds ``mix_seed(seed, 1, position)``.
