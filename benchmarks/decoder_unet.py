@@ -58,6 +58,7 @@ from torch import Tensor, nn
 
 from measure import peak_mib, start_peak, timed
 from unclip.models.decoder import Decoder, DecoderConfig
+from unclip.models.memory_format import set_channels_last
 from unclip.models.presets import decoder_preset, upsampler_preset
 from unclip.models.upsampler import Upsampler, UpsamplerConfig
 
@@ -235,7 +236,8 @@ def make_step(
     inputs = make_inputs(case, cfg, mode, args, device) if inputs is None else inputs
     model = build(which, case, args).to(device)
     if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        # Ours through the library's switch (hooks convert inputs and output), as `--channels-last` runs it.
+        model = set_channels_last(model) if which == "ours" else model.to(memory_format=torch.channels_last)
     forward = forward_fn(which, model, cfg, inputs, mode)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     if mode == "train":
@@ -355,7 +357,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--upsampler-sample-batch", type=int, default=0, help="0: as --upsampler-batch")
     p.add_argument("--text-len", type=int, default=32, help="caption tokens given to the decoders")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for both models")
-    p.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs for both")
+    p.add_argument("--channels-last", action="store_true", help="channels-last weights and inputs for both (GPU)")
     p.add_argument("--theirs-defaults", action="store_true", help="keep DALLE2-pytorch's stem/upsample defaults")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--child", help=argparse.SUPPRESS)

@@ -20,6 +20,8 @@ def add_speed_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="autocast the networks (bf16 for GPUs; the samplers stay fp32)")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (pays off on a GPU)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="channels-last (NHWC) memory format for the decoder and upsamplers (GPU)")  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -75,6 +77,8 @@ def load_pipeline(args: argparse.Namespace):
     pipe.set_precision(getattr(args, "precision", "fp32"))
     if getattr(args, "compile", False):
         pipe.compile()
+    if getattr(args, "channels_last", False):
+        pipe.set_memory_format(True)
     if args.decoder_steps is not None:  # replace() validates the new value before any work
         steps = args.decoder_steps
         pipe.settings = dataclasses.replace(pipe.settings, decoder_steps=steps, inversion_steps=steps)

@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--grad-accum", type=int, help="micro-batches accumulated per step on each process")
     p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), help="autocast precision (GPU)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="channels-last (NHWC) weights and images for the convolutional stages (GPU)")  # fmt: skip
     p.add_argument("--seed", type=int, help="seed of initial weights, data order and noise")
     p.add_argument("--workers", type=int, help="data-loading worker processes per training process")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
@@ -66,6 +68,7 @@ def _overrides(args: argparse.Namespace) -> tuple[dict[str, object], dict[str, o
         "grad_accum": args.grad_accum,
         "mixed_precision": args.mixed_precision,
         "compile": args.compile,
+        "channels_last": args.channels_last,
         "seed": args.seed,
         "num_workers": args.workers,
         "checkpoint_every": args.checkpoint_every,

@@ -98,6 +98,7 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
         b, c, h, w = x.shape
+        # reshape, never view: a channels-last x (models/memory_format.py) has no NCHW strides to view through.
         qkv = self.qkv(self.norm(x).reshape(b, c, h * w))  # (B, 3C, N)
         q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, h * w).permute(1, 0, 2, 4, 3)  # (B, H, N, d)
         mask = None
@@ -110,7 +111,7 @@ class AttentionBlock(nn.Module):
                 mask = torch.cat([context_mask, pixels], dim=1)[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, N, d)
         out = out.permute(0, 1, 3, 2).reshape(b, c, h * w)
-        return x + self.proj(out).reshape(b, c, h, w)
+        return x + self.proj(out).reshape(b, c, h, w)  # x first: the sum takes x's memory layout
 
 
 class Downsample(nn.Module):

@@ -139,6 +139,20 @@ class UnCLIPPipeline:
             net.forward = torch.compile(net.forward, **options)
         return self
 
+    def set_memory_format(self, channels_last: bool) -> UnCLIPPipeline:
+        """Run the decoder and upsamplers in channels-last (NHWC) memory format, or back in the default (NCHW).
+
+        Only strides change: weights are converted in place, images are converted where they enter each network and
+        come out in the default layout, so outputs equal the default's to float rounding. It is meant for GPUs, whose
+        tensor-core convolutions are NHWC-native; CLIP and the prior have no 2-D convolutions and stay as they are."""
+        from unclip.models.memory_format import set_channels_last
+
+        if not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last must be True or False, got {channels_last!r}")
+        for net in (self.decoder, *self.upsamplers):
+            set_channels_last(net, channels_last)
+        return self
+
     # ---- persistence -------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: torch.device | str = "cpu") -> UnCLIPPipeline:

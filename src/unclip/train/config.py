@@ -39,6 +39,7 @@ class TrainConfig:
     ema_power: float = 2.0 / 3.0  # EMA warm-up exponent (see ema.py); 0 uses ema_decay from the first step
     mixed_precision: str = "no"
     compile: bool = False
+    channels_last: bool = False  # NHWC weights and images for convolutional networks (models/memory_format.py)
     seed: int = 0
     num_workers: int = 0  # data-loading processes per training process
     checkpoint_every: int = 500
@@ -64,6 +65,8 @@ class TrainConfig:
             raise ValueError(
                 f"train.mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got {self.mixed_precision!r}"
             )
+        if not isinstance(self.channels_last, bool):
+            raise ValueError(f"train.channels_last must be true or false, got {self.channels_last!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

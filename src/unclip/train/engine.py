@@ -27,6 +27,7 @@ from unclip.atomic import atomic_write_text
 from unclip.data.embedding_source import open_source, stream_type
 from unclip.data.loader import MicroBatch, make_loader, mix_seed
 from unclip.model_folder import load_weights
+from unclip.models.memory_format import set_channels_last
 from unclip.train import checkpoint as ckpt
 from unclip.train.config import RunConfig, incompatibilities
 from unclip.train.ema import EMA
@@ -106,13 +107,13 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     resolution = stage.resolution(model_cfg)
     # A spec that matches nothing fails here, before any work; `embeddings:DIR` (priors) streams no images.
     source = open_source(run.data, resolution, run.stage, model_cfg)
+    torch.manual_seed(tc.seed)  # the same initial weights on every process
+    net = _build(stage, model_cfg, tc.channels_last).to(accelerator.device)  # a non-conv net fails here, before work
     run_dir = Path(run_dir)
     if accelerator.is_main_process:
         prepare_run_dir(run, run_dir, resume)
     accelerator.wait_for_everyone()
 
-    torch.manual_seed(tc.seed)  # the same initial weights on every process
-    net = stage.build(model_cfg).to(accelerator.device)
     ema = EMA(net, tc.ema_decay, tc.ema_power)
     optimizer = torch.optim.AdamW(
         net.parameters(), lr=tc.lr, betas=tc.adam_betas, eps=tc.adam_eps, weight_decay=tc.weight_decay
@@ -173,7 +174,7 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         if not accelerator.is_main_process or tc.sample_count == 0:
             return
         with torch.random.fork_rng(devices=[]):  # building and sampling must not move the training RNG
-            shadow = stage.build(model_cfg).to(accelerator.device)
+            shadow = _build(stage, model_cfg, tc.channels_last).to(accelerator.device)
             ema.copy_to(shadow)
             shadow.eval()
             images = stage.sample(shadow, model_cfg, tc.sample_count, torch.Generator().manual_seed(tc.seed))
@@ -265,6 +266,18 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         run_dir, step, last_loss, skipped_total, (step - start_step) * tc.batch_size / max(elapsed, 1e-9), interrupted,
         accelerator.is_main_process,
     )  # fmt: skip
+
+
+def _build(stage: Stage[Any], model_cfg: Any, channels_last: bool) -> torch.nn.Module:
+    """The stage's network; with ``channels_last``, NHWC weights, and hooks that convert its 4-D inputs (x_t, an
+    upsampler's low-resolution condition) where they enter it. Refused for a network without 2-D convolutions."""
+    net = stage.build(model_cfg)
+    if channels_last:
+        try:
+            set_channels_last(net)
+        except ValueError as err:
+            raise ValueError(f"train.channels_last: stage {stage.name!r}: {err}") from err
+    return net
 
 
 def _any(accelerator: Any, flag: bool) -> bool:
