@@ -12,6 +12,7 @@ import argparse
 from unclip.cli.eval_clip import register_clip
 from unclip.cli.eval_metrics import register_metrics
 from unclip.cli.eval_prior import register_prior
+from unclip.cli.eval_sweep import register_sweep
 from unclip.cli.generate import add_speed_options
 
 
@@ -182,4 +183,6 @@ def run_generation(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS = (_register_fid, _register_generation, register_clip, register_prior, register_metrics)
+SUBCOMMANDS = (
+    _register_fid, _register_generation, register_clip, register_prior, register_metrics, register_sweep,
+)  # fmt: skip

@@ -35,29 +35,50 @@ def _summary(hits: dict[str, list[bool]]) -> dict[str, Any]:
     return {"categories": cats, "overall": float(np.mean([v["accuracy"] for v in cats.values()])) if cats else 0.0}
 
 
-@torch.no_grad()
-def compositional(
-    pipe, *, per_category: int | None = None, images_per_prompt: int = 4, seed: int = 0, batch_size: int = 16,
-    progress: bool = False,
-) -> dict[str, Any]:  # fmt: skip
-    """The prompt suite through the pipeline and the judge: per-category accuracy and their mean (GenEval's)."""
-    from unclip.data.shapes import CATEGORIES, PROMPT_SUITE, PROMPT_SUITE_VERSION, judge
+def suite_jobs(per_category: int | None = None, images_per_prompt: int = 4) -> list:
+    """(prompt, k) for the first ``per_category`` suite prompts of every category, ``images_per_prompt`` each."""
+    from unclip.data.shapes import CATEGORIES, PROMPT_SUITE
 
     if images_per_prompt < 1 or (per_category is not None and per_category < 1):
         raise ValueError("per_category and images_per_prompt must be positive")
     chosen = []
     for cat in CATEGORIES:
         chosen += [p for p in PROMPT_SUITE if p.category == cat][:per_category]
-    jobs = [(p, k) for p in chosen for k in range(images_per_prompt)]
-    hits: dict[str, list[bool]] = {c: [] for c in CATEGORIES}
-    start = time.perf_counter()
+    return [(p, k) for p in chosen for k in range(images_per_prompt)]
+
+
+@torch.no_grad()
+def generate_jobs(pipe, jobs: list, *, seed: int = 0, batch_size: int = 16, **overrides: Any) -> torch.Tensor:
+    """The pipeline's images for ``jobs`` (from :func:`suite_jobs`), job i with seed ``seed + i``: (N, 3, H, W)."""
+    out = []
     for i in range(0, len(jobs), batch_size):
         part = jobs[i : i + batch_size]
-        seeds = [seed + i + j for j in range(len(part))]
-        out = pipe([p.text for p, _ in part], seed=seeds)
-        for (prompt, _), image in zip(part, judge_ready(out.tensors), strict=True):
-            hits[prompt.category].append(bool(judge(image, prompt.requirement)))
-    result = _summary(hits)
+        result = pipe([p.text for p, _ in part], seed=[seed + i + j for j in range(len(part))], **overrides)
+        out.append(result.tensors.float().cpu())
+    return torch.cat(out)
+
+
+def judge_jobs(jobs: list, images: torch.Tensor) -> dict[str, Any]:
+    """Each image judged against its prompt's scene-graph requirement: per-category accuracy and their mean."""
+    from unclip.data.shapes import CATEGORIES, judge
+
+    hits: dict[str, list[bool]] = {c: [] for c in CATEGORIES}
+    for (prompt, _), image in zip(jobs, judge_ready(images), strict=True):
+        hits[prompt.category].append(bool(judge(image, prompt.requirement)))
+    return _summary(hits)
+
+
+@torch.no_grad()
+def compositional(
+    pipe, *, per_category: int | None = None, images_per_prompt: int = 4, seed: int = 0, batch_size: int = 16,
+    progress: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """The prompt suite through the pipeline and the judge: per-category accuracy and their mean (GenEval's)."""
+    from unclip.data.shapes import PROMPT_SUITE_VERSION
+
+    jobs = suite_jobs(per_category, images_per_prompt)
+    start = time.perf_counter()
+    result = judge_jobs(jobs, generate_jobs(pipe, jobs, seed=seed, batch_size=batch_size))
     result.update({
         "suite": PROMPT_SUITE_VERSION, "images": len(jobs), "images_per_prompt": images_per_prompt,
         "seconds": time.perf_counter() - start, "reference_dalle2_geneval": DALLE2_GENEVAL,

@@ -92,6 +92,12 @@ class Decoder(nn.Module):
             self.text_emb = nn.Linear(cfg.context_dim, emb_dim)
             self.null_text = nn.Parameter(torch.zeros(emb_dim))
 
+    @property
+    def caption_only(self) -> bool:
+        """Trained with z_i dropped every time (``p_drop_z_i = 1``): the GLIDE-like baseline of §5.1, which
+        generates from the caption alone; samplers then give it the null z_i in every guidance branch."""
+        return self.config.p_drop_z_i >= 1.0 and bool(self.config.text_dim)
+
     def forward(
         self,
         x: Tensor,
@@ -176,6 +182,9 @@ def guided_denoiser(
         mask = torch.ones(b, 1, dtype=torch.bool, device=z_i.device)
         drop_text = torch.ones(b, dtype=torch.bool, device=z_i.device)
     conds = guidance_conditions(z_i, tokens if dc.text_dim else None, mask if dc.text_dim else None)
+    if decoder.caption_only:  # never trained with z_i: every branch takes the null embedding, so s_image is moot
+        for cond in conds:
+            cond["drop_z_i"] = torch.ones_like(cond["drop_z_i"])
     if drop_text is not None:
         conds[2]["drop_text"] = conds[2]["drop_text"] | drop_text
     return clamp_x0(guided(den, conds, list(scales)), schedule), schedule

@@ -208,10 +208,18 @@ class UnCLIPPipeline:
         return enc, empty
 
     def sample_z_i(self, enc, empty: Tensor, generators: list[torch.Generator], s: SamplingSettings) -> Tensor:
-        """z_i for encoded captions (``enc``, ``empty`` from :meth:`encode_text`), one generator per caption."""
+        """z_i for encoded captions (``enc``, ``empty`` from :meth:`encode_text`), one generator per caption.
+
+        A caption-only decoder (trained with z_i always dropped, the GLIDE-like baseline of §5.1) ignores z_i, so
+        no prior is run for it; ``s.z_source == "text"`` feeds z_t in place of z_i (§5.1's no-prior ablation).
+        """
         from unclip.prior import ARPrior, sample_ar_prior, sample_diffusion_prior
         from unclip.prior.caption_tokens import fit_tokens
 
+        if self.decoder.caption_only:
+            return torch.zeros_like(enc.embedding)
+        if s.z_source == "text":
+            return enc.embedding
         tokens, mask = fit_tokens(enc.token_states, enc.mask, self.prior.config.text_len)
         if isinstance(self.prior, ARPrior):
             return sample_ar_prior(self.prior, enc.embedding, tokens, mask, generator=generators).z_i

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from unclip.diffusion import SAMPLERS
 
+Z_SOURCES = ("prior", "text")
+
 
 @dataclass
 class SamplingSettings:
@@ -30,6 +32,9 @@ class SamplingSettings:
     # it solves each step exactly for smooth denoisers, but where clamped x0 estimates saturate the step is
     # many-to-one and exact per-step inverses can drift onto another trajectory (seen on untrained decoders).
     inversion_refine: int = 0
+    # Where the decoder's z_i comes from (§5.1, Table 1): "prior" samples it from the caption (unCLIP), "text" feeds
+    # the caption's own CLIP text embedding z_t to the decoder in its place (the paper's no-prior ablation).
+    z_source: str = "prior"
 
     def __post_init__(self) -> None:
         for name in ("prior_steps", "decoder_steps", "upsampler_steps", "inversion_steps", "prior_best_of"):
@@ -43,5 +48,7 @@ class SamplingSettings:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 100.0:
                 raise ValueError(f"{name} must be a number from 0 to 100, got {v!r}")
+        if self.z_source not in Z_SOURCES:
+            raise ValueError(f"z_source must be one of {', '.join(Z_SOURCES)}, got {self.z_source!r}")
         if not isinstance(self.inversion_refine, int) or not 0 <= self.inversion_refine <= 50:
             raise ValueError(f"inversion_refine must be an integer from 0 to 50, got {self.inversion_refine!r}")
