@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from unclip.data.embedding_shards import EmbeddingShards
 from unclip.prior.ar_prior import ARPrior, ARPriorConfig, ar_prior_loss
 from unclip.prior.checkpoint import save_pretrained
 from unclip.prior.diffusion_prior import DIFFUSION_PRIOR_PRESETS, DiffusionPrior, DiffusionPriorConfig
 from unclip.prior.diffusion_prior import diffusion_prior_loss as _diffusion_loss
-from unclip.prior.embeddings import EmbeddingSet, load_embeddings
 from unclip.prior.sampling import sample_diffusion_prior
 from unclip.train.config import TrainConfig
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
@@ -46,16 +46,16 @@ class ARPriorStageConfig(ARPriorConfig):
 
 
 @lru_cache(maxsize=2)
-def _embeddings(folder: str) -> EmbeddingSet:
+def _embeddings(folder: str) -> EmbeddingShards:
     if not folder:
         raise ValueError(
             "the prior stages train on precomputed embeddings (`unclip embed`): pass --data embeddings:FOLDER "
             "or --set model.embeddings=FOLDER"
         )
-    return load_embeddings(folder)
+    return EmbeddingShards(folder)  # a window of shards in memory at a time, not the whole folder
 
 
-def _checked(folder: str, config: DiffusionPriorConfig | ARPriorConfig) -> EmbeddingSet:
+def _checked(folder: str, config: DiffusionPriorConfig | ARPriorConfig) -> EmbeddingShards:
     data = _embeddings(folder)
     for k, v in data.dims.items():
         if getattr(config, k) != v:
@@ -105,7 +105,7 @@ class DiffusionPriorStage(Stage[DiffusionPriorStageConfig]):
         if not config.embeddings:  # shapes only (the engine's preset check); loss() asks for the embeddings
             return net
         data = _checked(config.embeddings, config)
-        net.norm.fit(data.z_i[:FIT_ROWS].float())
+        net.norm.fit(data.head(FIT_ROWS)[0])
         return net
 
     def resolution(self, config: DiffusionPriorStageConfig) -> int:
@@ -162,7 +162,7 @@ class ARPriorStage(Stage[ARPriorStageConfig]):
         if not config.embeddings:  # shapes only, unfitted (see DiffusionPriorStage.build)
             return ARPrior(base)
         data = _checked(config.embeddings, config)
-        z_i, z_t = data.z_i[:FIT_ROWS].float(), data.z_t[:FIT_ROWS].float()
+        z_i, z_t = data.head(FIT_ROWS)
         from unclip.prior.pca import pca_components
 
         k = min(int(pca_components(z_i, base.variance)[1].shape[0]), base.components)
