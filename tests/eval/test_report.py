@@ -154,6 +154,21 @@ def test_plot_series_hold_the_sweep_points(tmp_path):
     assert time_plot.log_x  # 1.25 s to 60 s
 
 
+def test_time_plot_uses_cpu_seconds_when_every_stepped_row_has_them(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [
+        {"sampler": "ddim", "steps": s, "seconds": 9.0 * s, "cpu_seconds": float(s), "fid": 100.0 / s} for s in (5, 50)
+    ]
+    (run / "sweep.json").write_text(json.dumps({"rows": rows}))
+    (plot,) = [p for p in plots(read_runs([run]))[0] if p.file == "quality_vs_time.png"]
+    assert plot.series[0].x == [5.0, 50.0] and plot.xlabel.startswith("CPU time")
+    rows[1].pop("cpu_seconds")  # one row without CPU time: wall time for all, never a mixed axis
+    (run / "sweep.json").write_text(json.dumps({"rows": rows}))
+    (plot,) = [p for p in plots(read_runs([run]))[0] if p.file == "quality_vs_time.png"]
+    assert plot.series[0].x == [45.0, 450.0] and plot.xlabel == "wall time (s)"
+
+
 def test_missing_fields_leave_a_plot_out_with_a_note(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()

@@ -7,9 +7,11 @@ same seeds at every setting) and is scored on:
   features are cached per resolution, count and extractor);
 - ``clip_score``: 100 × mean cosine of each image's CLIP embedding and its prompt's, with the model's own CLIP
   (or ``judge_clip``): the quantity §5.2 trades against FID along the guidance axis;
+- ``seconds`` per image (wall) and ``cpu_seconds`` (process CPU time: on a shared machine with one thread per
+  process, the figure that other work does not inflate);
 - ``diversity``: mean pairwise CLIP cosine distance between the samples of one prompt (Fig. 10–11's claim is that
   unCLIP keeps it as guidance grows), and ``diversity_inception`` (L2 in Inception space);
-- the compositional judge (``overall`` and one column per category) and ``seconds`` per image.
+- the compositional judge (``overall`` and one column per category).
 
 The rows go to ``sweep.json`` in the format ``unclip report`` plots: a guidance setting is written as
 ``guidance``, the decoder's sampler and steps as ``sampler`` and ``steps``. ``decoder_guidance`` is a shorthand for
@@ -178,13 +180,14 @@ def run_sweep(
     rows: list[dict[str, Any]] = []
     for point in tqdm(grid, desc="sweep", disable=not progress):
         overrides = expand(point)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         images = generate_jobs(pipe, jobs, seed=seed, batch_size=batch_size, **overrides)
         seconds = (time.perf_counter() - start) / len(jobs)
+        cpu_seconds = (time.process_time() - cpu_start) / len(jobs)  # robust to other work on a shared machine
         row = row_names(point)
         if label:
             row["label"] = label
-        row.update({"seconds": seconds, "images": len(jobs), "resolution": pipe.resolution})
+        row.update({"seconds": seconds, "cpu_seconds": cpu_seconds, "images": len(jobs), "resolution": pipe.resolution})
         row.update(scorer(jobs, images))
         rows.append(row)
         if out is not None:
