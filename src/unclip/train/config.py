@@ -115,6 +115,15 @@ class RunConfig:
         return json.dumps(self.to_json(), indent=2, sort_keys=True)
 
 
+def _as_json(value: Any) -> Any:
+    """The value as config.json stores it: tuples are lists there, so (1, 2) and [1, 2] are one setting."""
+    if isinstance(value, dict):
+        return {k: _as_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_json(v) for v in value]
+    return value
+
+
 def incompatibilities(saved: RunConfig, requested: RunConfig) -> list[str]:
     """Why a run folder made with ``saved`` cannot continue as ``requested`` (empty when it can).
 
@@ -128,11 +137,11 @@ def incompatibilities(saved: RunConfig, requested: RunConfig) -> list[str]:
             problems.append(f"{name}: run folder has {a!r}, requested {b!r}")
     for key in sorted(set(saved.model) | set(requested.model)):
         a, b = saved.model.get(key, "<missing>"), requested.model.get(key, "<missing>")
-        if a != b:
+        if _as_json(a) != _as_json(b):
             problems.append(f"model.{key}: run folder has {a!r}, requested {b!r}")
     for f in fields(TrainConfig):
         a, b = getattr(saved.train, f.name), getattr(requested.train, f.name)
-        if f.name not in RESUMABLE_CHANGES and a != b:
+        if f.name not in RESUMABLE_CHANGES and _as_json(a) != _as_json(b):
             problems.append(f"train.{f.name}: run folder has {a!r}, requested {b!r}")
     return problems
 
