@@ -85,3 +85,18 @@ def test_grid_from_explicit_timesteps_validates():
         sched.grid_from([5, 5])
     with pytest.raises(ValueError, match="at least one"):
         sched.grid_from([])
+
+
+def test_grid_below_starts_at_the_strength_and_is_the_full_grid_at_one():
+    from unclip.diffusion import NoiseSchedule
+
+    schedule = NoiseSchedule.named("cosine")
+    for n in (1, 7, 10, 50):
+        assert torch.equal(schedule.grid_below(n, 1.0).t, schedule.grid(n).t)
+    grid = schedule.grid_below(10, 0.3)
+    assert grid.t[0].item() == round(0.3 * 999) and grid.t[-1].item() == 0 and len(grid) == 10
+    assert bool((grid.t[:-1] > grid.t[1:]).all())
+    assert torch.equal(grid.alpha_bar, schedule.alpha_bar[grid.t])
+    assert schedule.grid_below(50, 0.01).t.tolist() == list(range(10, -1, -1))  # coinciding steps merged
+    with pytest.raises(ValueError, match="strength must lie in"):
+        schedule.grid_below(10, 0.0)

@@ -114,6 +114,17 @@ class NoiseSchedule:
         t = self.timesteps(n, spacing)
         return TimestepGrid(t=t, alpha_bar=self.alpha_bar[t])
 
+    def grid_below(self, n: int, strength: float) -> TimestepGrid:
+        """``n`` timesteps evenly spaced from ``round(strength × (T − 1))`` down to 0 (fewer where they would
+        coincide): the grid of a sampler that starts from a noised image instead of pure noise (SDEdit)."""
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must lie in (0, 1], got {strength!r}")
+        if n < 1:
+            raise ValueError(f"a sampler needs at least one step, got {n}")
+        top = round(strength * (self.num_steps - 1))
+        t = [top] if n == 1 else [round(i * top / (n - 1)) for i in range(n)]  # ``timesteps``' linspace rule
+        return self.grid_from(sorted(set(t)))
+
     def grid_from(self, timesteps: Tensor | list[int]) -> TimestepGrid:
         """A grid from explicit timesteps (any order given; visited in descending order)."""
         t = torch.as_tensor(timesteps, dtype=torch.int64).flatten()

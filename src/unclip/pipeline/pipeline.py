@@ -257,8 +257,13 @@ class UnCLIPPipeline:
             res = up.config.resolution
             den, schedule = upsampler_denoiser(up, images)
             x_T = randn((images.shape[0], 3, res, res), generators, device=images.device)
-            sampler = get_sampler(s.upsampler_sampler)
-            images = sampler(den, x_T, schedule.grid(s.upsampler_steps), generator=generators)
+            grid = schedule.grid(s.upsampler_steps)
+            if s.upsampler_strength < 1.0:  # SDEdit: the bicubic upsample, noised to the grid's first timestep
+                grid = schedule.grid_below(s.upsampler_steps, s.upsampler_strength)
+                start = torch.nn.functional.interpolate(images, size=(res, res), mode="bicubic").clamp(-1, 1)
+                ab = grid.alpha_bar[0].item()
+                x_T = ab**0.5 * start + (1 - ab) ** 0.5 * x_T
+            images = get_sampler(s.upsampler_sampler)(den, x_T, grid, generator=generators)
         return images
 
     # ---- text to image -----------------------------------------------------------------------------------

@@ -27,6 +27,10 @@ class SamplingSettings:
     decoder_eta: float = 0.0
     upsampler_steps: int = 7
     upsampler_sampler: str = "ddim"
+    # 1: every upsampler starts from pure noise, as the paper. Below 1: it starts from its own bicubic-upsampled
+    # input noised to t = strength × T and runs only the rest of the schedule (SDEdit, Meng et al. 2022; diffusers'
+    # img2img ``strength``). The high-noise steps are the ones a briefly trained upsampler has learned least.
+    upsampler_strength: float = 1.0
     inversion_steps: int = 50
     # Fixed-point refinement of DDIM inversion (unclip.diffusion.invert_ddim). Off by default, as in the paper:
     # it solves each step exactly for smooth denoisers, but where clamped x0 estimates saturate the step is
@@ -48,6 +52,9 @@ class SamplingSettings:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 100.0:
                 raise ValueError(f"{name} must be a number from 0 to 100, got {v!r}")
+        v = self.upsampler_strength
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
+            raise ValueError(f"upsampler_strength must be a number in (0, 1], got {v!r}")
         if self.z_source not in Z_SOURCES:
             raise ValueError(f"z_source must be one of {', '.join(Z_SOURCES)}, got {self.z_source!r}")
         if not isinstance(self.inversion_refine, int) or not 0 <= self.inversion_refine <= 50:
