@@ -57,6 +57,36 @@ def test_upsampler_fidelity_of_a_perfect_upsampler_beats_bicubic():
         generation.upsampler_fidelity(StubStack(), n=2)
 
 
+class ChannelStats:
+    """Per-channel means and standard deviations of uint8 NHWC images: a cheap stand-in for Inception features."""
+
+    def __call__(self, images):
+        x = torch.as_tensor(images).float().permute(0, 3, 1, 2) / 255
+        return torch.cat([x.mean((2, 3)), x.std((2, 3))], dim=1).double().numpy()
+
+
+def test_upsampler_fid_of_a_perfect_upsampler_is_zero_and_below_bicubic():
+    scores = generation.upsampler_fidelity(_fresh_stack(), n=12, batch_size=4, features=ChannelStats())
+    assert scores["fid"] == pytest.approx(0.0, abs=1e-8) and scores["bicubic_fid"] > 1e-6
+    assert "fid" not in generation.upsampler_fidelity(_fresh_stack(), n=12, batch_size=4)  # no features, no FID
+
+
+def _fresh_stack():
+    stack = StubStack(resolution=32, up_resolution=128)
+    _, stack._truth = render_batch(12, 128)
+    stack._served = 0
+    return stack
+
+
+def test_decoder_fid_is_zero_for_exact_reconstructions_and_positive_for_blanks():
+    exact = StubStack()
+    _, exact._truth = render_batch(6, 64)
+    exact._served = 0
+    assert generation.decoder_reconstruction(exact, n=6, features=ChannelStats())["fid"] == pytest.approx(0, abs=1e-8)
+    blank = StubStack(answer="blank")
+    assert generation.decoder_reconstruction(blank, n=6, features=ChannelStats())["fid"] > 0.01
+
+
 def test_compositional_on_a_tiny_stack_counts_every_category():
     from tiny_stack import tiny_pipeline
 
@@ -81,5 +111,7 @@ def test_eval_commands_run_on_a_model_folder(tmp_path, capsys):
     assert main(["eval", "decoder", "--model", str(tmp_path / "m"), "--n", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["n"] == 2 and 0.0 <= out["faithful"] <= 1.0
-    assert main(["eval", "upsampler", "--model", str(tmp_path / "m"), "--n", "2"]) == 0
-    assert "bicubic_psnr" in capsys.readouterr().out
+    assert "fid" in out  # Inception features by default (--no-fid skips them)
+    assert main(["eval", "upsampler", "--model", str(tmp_path / "m"), "--n", "2", "--no-fid"]) == 0
+    printed = capsys.readouterr().out
+    assert "bicubic_psnr" in printed and "fid" not in printed

@@ -108,10 +108,12 @@ def _register_generation(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=run_generation, evaluation="compositional")
     d = sub.add_parser("decoder", help="reconstruction faithfulness of held-out scenes, judged", formatter_class=fmt)
     d.add_argument("--n", type=int, default=200, help="held-out scenes")
+    d.add_argument("--no-fid", action="store_true", help="skip the FID of reconstructions against their sources")
     _model_options(d)
     d.set_defaults(func=run_generation, evaluation="decoder")
     u = sub.add_parser("upsampler", help="PSNR / SSIM of the upsampler(s) against bicubic", formatter_class=fmt)
     u.add_argument("--n", type=int, default=64, help="held-out images")
+    u.add_argument("--no-fid", action="store_true", help="skip the FIDs of upsampler and bicubic against the truth")
     _model_options(u)
     u.set_defaults(func=run_generation, evaluation="upsampler")
     m = sub.add_parser(
@@ -161,10 +163,12 @@ def run_generation(args: argparse.Namespace) -> int:
         from unclip.eval.manipulations import manipulations
 
         result = manipulations(pipe, n=args.n, per_image=args.per_image, max_theta=args.max_theta, seed=args.seed)
-    elif args.evaluation == "decoder":
-        result = generation.decoder_reconstruction(pipe, n=args.n, seed=args.seed)
     else:
-        result = generation.upsampler_fidelity(pipe, n=args.n, seed=args.seed)
+        from unclip.eval.inception import InceptionFeatures
+
+        features = None if args.no_fid else InceptionFeatures()
+        evaluate = generation.decoder_reconstruction if args.evaluation == "decoder" else generation.upsampler_fidelity
+        result = evaluate(pipe, n=args.n, seed=args.seed, features=features)
     result["model"] = folder
     if args.json:
         print(json.dumps(result, indent=2))

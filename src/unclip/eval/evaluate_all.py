@@ -62,6 +62,12 @@ def evaluate_all(
     n = SIZES[size]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+
+    def features():  # FID of reconstructions and upsamplings only at the full sizes, where it means something
+        from unclip.eval.inception import InceptionFeatures
+
+        return InceptionFeatures() if size == "full" else None
+
     runs: dict[str, Callable[[], dict[str, Any]]] = {
         "clip": lambda: evaluate_clip(pipe.clip, n=n["clip"], seed=seed),
         "prior": lambda: evaluate_prior(
@@ -75,8 +81,8 @@ def evaluate_all(
         "compositional": lambda: generation.compositional(
             pipe, per_category=n["per_category"], images_per_prompt=n["images_per_prompt"], seed=seed
         ),
-        "decoder": lambda: generation.decoder_reconstruction(pipe, n=n["decoder"], seed=seed),
-        "upsampler": lambda: generation.upsampler_fidelity(pipe, n=n["upsampler"], seed=seed),
+        "decoder": lambda: generation.decoder_reconstruction(pipe, n=n["decoder"], seed=seed, features=features()),
+        "upsampler": lambda: generation.upsampler_fidelity(pipe, n=n["upsampler"], seed=seed, features=features()),
         "manipulations": lambda: manipulations(pipe, n=n["manipulations"], seed=seed),
     }
     results: dict[str, dict[str, Any]] = {}

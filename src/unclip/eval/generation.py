@@ -86,12 +86,30 @@ def compositional(
     return result
 
 
+def _fid(features, real: list[torch.Tensor], fake: list[torch.Tensor]) -> float:
+    """FID between two image lists ([-1, 1] tensors) in ``features``' space (uint8 NHWC in, (N, D) out)."""
+    import warnings
+
+    from unclip.eval.fid import fid_from_features
+
+    def feats(images: list[torch.Tensor]) -> np.ndarray:
+        return np.concatenate([features(judge_ready(x)) for x in images])
+
+    with warnings.catch_warnings():  # small-sample bias: the same n on both sides, compared side by side only
+        warnings.simplefilter("ignore")
+        return fid_from_features(feats(real), feats(fake))
+
+
 @torch.no_grad()
-def decoder_reconstruction(pipe, *, n: int = 200, seed: int = 0, batch_size: int = 16) -> dict[str, Any]:
+def decoder_reconstruction(
+    pipe, *, n: int = 200, seed: int = 0, batch_size: int = 16, features=None
+) -> dict[str, Any]:  # fmt: skip
     """Decode the z_i of held-out scenes (no caption) and judge each result against its source scene graph.
 
     ``faithful`` is the fraction of scenes whose reconstruction satisfies every requirement the scene
     supports (objects, colours, counts, relations, colour binding); per-category accuracies come with it.
+    With ``features`` (e.g. :class:`unclip.eval.InceptionFeatures`), ``fid`` of the reconstructions against their
+    sources (biased upwards at small ``n``: compare at equal ``n`` only).
     """
     from unclip.data.shapes import judge
     from unclip.data.shapes.requirements import requirements_for_scene
@@ -102,11 +120,13 @@ def decoder_reconstruction(pipe, *, n: int = 200, seed: int = 0, batch_size: int
     samples, real = render_batch(n, pipe.decoder.config.resolution)
     hits: dict[str, list[bool]] = {}
     faithful = []
+    decoded = []
     start = time.perf_counter()
     for i in range(0, n, batch_size):
         x = real[i : i + batch_size].to(pipe.device)
         z_i = pipe.clip.encode_image(x)
         fake = pipe.decode(z_i, generators_from_seeds(range(seed + i, seed + i + len(x))))
+        decoded.append(fake.float().cpu())
         for s, image in zip(samples[i : i + batch_size], judge_ready(fake), strict=True):
             verdicts = {c: bool(judge(image, r)) for c, r in requirements_for_scene(s.scene).items()}
             for c, ok in verdicts.items():
@@ -114,12 +134,15 @@ def decoder_reconstruction(pipe, *, n: int = 200, seed: int = 0, batch_size: int
             faithful.append(all(verdicts.values()))
     result = _summary(hits)
     result.update({"faithful": float(np.mean(faithful)), "n": n, "seconds": time.perf_counter() - start})
+    if features is not None and n >= 2:
+        result["fid"] = _fid(features, [real], decoded)
     return result
 
 
 @torch.no_grad()
-def upsampler_fidelity(pipe, *, n: int = 64, seed: int = 0, batch_size: int = 8) -> dict[str, Any]:
-    """PSNR and SSIM of the pipeline's upsampler(s) against the true high-resolution image, next to bicubic."""
+def upsampler_fidelity(pipe, *, n: int = 64, seed: int = 0, batch_size: int = 8, features=None) -> dict[str, Any]:
+    """PSNR and SSIM of the pipeline's upsampler(s) against the true high-resolution image, next to bicubic; with
+    ``features`` (e.g. :class:`unclip.eval.InceptionFeatures`), ``fid`` and ``bicubic_fid`` against the truth."""
     from unclip.diffusion import generators_from_seeds
     from unclip.eval.image_quality import psnr, ssim
 
@@ -128,6 +151,7 @@ def upsampler_fidelity(pipe, *, n: int = 64, seed: int = 0, batch_size: int = 8)
     low_res = pipe.decoder.config.resolution
     _, high = render_batch(n, pipe.resolution, split="test")
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "bicubic_psnr": [], "bicubic_ssim": []}
+    images: dict[str, list[torch.Tensor]] = {"": [], "bicubic_": []}
     for i in range(0, n, batch_size):
         h = high[i : i + batch_size]
         low = F.interpolate(h, size=low_res, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
@@ -137,4 +161,9 @@ def upsampler_fidelity(pipe, *, n: int = 64, seed: int = 0, batch_size: int = 8)
             a, b = (y + 1) / 2, (h + 1) / 2
             scores[f"{name}psnr"] += psnr(a, b).tolist()
             scores[f"{name}ssim"] += ssim(a, b).tolist()
-    return {k: float(np.mean(v)) for k, v in scores.items()} | {"n": n}
+            images[name].append(y)
+    result: dict[str, Any] = {k: float(np.mean(v)) for k, v in scores.items()} | {"n": n}
+    if features is not None and n >= 2:
+        for name, fake in images.items():
+            result[f"{name}fid"] = _fid(features, [high], fake)
+    return result
