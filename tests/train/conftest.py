@@ -21,3 +21,15 @@ def _fresh_accelerate_state():
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     PartialState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A saved, untrained tiny CLIP folder for the stages that need a frozen one (decoder)."""
+    from unclip.clip import CLIP, PRESETS, make_tokenizer
+
+    torch.manual_seed(0)
+    cfg = PRESETS["tiny"]
+    folder = tmp_path_factory.mktemp("clip") / "tiny"
+    CLIP(cfg, make_tokenizer("shapes-bpe", cfg.text.vocab_size, cfg.text.context_length)).save_pretrained(folder)
+    return folder

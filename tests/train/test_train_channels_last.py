@@ -3,20 +3,9 @@
 import json
 
 import pytest
-import torch
 from tiny_stage import make_folder, register
 
 from unclip.cli.main import main
-from unclip.clip import CLIP, PRESETS, make_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = PRESETS["tiny"]
-    folder = tmp_path_factory.mktemp("clip") / "tiny"
-    CLIP(cfg, make_tokenizer("shapes-bpe", cfg.text.vocab_size, cfg.text.context_length)).save_pretrained(folder)
-    return folder
 
 
 def losses(out, *args):

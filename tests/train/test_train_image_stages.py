@@ -6,17 +6,7 @@ import pytest
 import torch
 
 from unclip.cli.main import main
-from unclip.clip import CLIP, PRESETS, make_tokenizer
 from unclip.train.upsampler_stage import UpsamplerStageConfig, random_crops
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    torch.manual_seed(0)
-    cfg = PRESETS["tiny"]
-    folder = tmp_path_factory.mktemp("clip") / "tiny"
-    CLIP(cfg, make_tokenizer("shapes-bpe", cfg.text.vocab_size, cfg.text.context_length)).save_pretrained(folder)
-    return folder
 
 
 def run(tmp_path, *args):
