@@ -73,8 +73,8 @@ for exp in "${EXPERIMENTS[@]}"; do
           --out "$OUT/hard_negatives/run" --resume
         $UNCLIP export "$OUT/hard_negatives/run" --out "$OUT/hard_negatives/clip"
       fi
-      $UNCLIP eval clip --model "$STACK/parts/clip" --n 200 --json > "$OUT/hard_negatives/with.json"
-      $UNCLIP eval clip --model "$OUT/hard_negatives/clip" --n 200 --json > "$OUT/hard_negatives/without.json" ;;
+      $UNCLIP eval clip --model "$STACK/parts/clip" --n 1000 --json > "$OUT/hard_negatives/with.json"
+      $UNCLIP eval clip --model "$OUT/hard_negatives/clip" --n 1000 --json > "$OUT/hard_negatives/without.json" ;;
     *) echo "unknown experiment '$exp'" >&2; exit 2 ;;
   esac
 done
