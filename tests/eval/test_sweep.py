@@ -89,6 +89,7 @@ def test_scores_identical_samples_of_a_prompt_have_zero_diversity():
     row = scorer(jobs, images)
     assert row["diversity"] == 0.0 and row["diversity_inception"] == 0.0
     assert row["fid"] == pytest.approx(0.0, abs=1e-6)  # the samples are their own reference
+    assert row["kid"] < 0.0  # the unbiased estimate of a set against itself: the left-out diagonal makes it negative
     assert row["clip_score"] == pytest.approx(100.0)  # image and caption embeddings coincide
     assert 0.0 <= row["overall"] <= 1.0
 
@@ -98,8 +99,9 @@ def test_fid_grows_when_the_samples_move_away_from_the_reference():
     stats = UInt8Stats()
     scorer = sweep.SweepScorer(ConstantCLIP(), stats, stats(sweep._to_uint8(images)))
     g = torch.Generator().manual_seed(0)
-    fids = [scorer(jobs, (images + s * torch.randn(images.shape, generator=g)).clamp(-1, 1))["fid"] for s in (0.1, 0.4)]
-    assert 0 < fids[0] < fids[1]
+    rows = [scorer(jobs, (images + s * torch.randn(images.shape, generator=g)).clamp(-1, 1)) for s in (0.1, 0.4)]
+    assert 0 < rows[0]["fid"] < rows[1]["fid"]
+    assert rows[0]["kid"] < rows[1]["kid"] and rows[1]["kid"] > 0
 
 
 class RecordingPipe:

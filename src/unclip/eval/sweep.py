@@ -5,6 +5,8 @@ same seeds at every setting) and is scored on:
 
 - ``fid`` against real Shapes-world test images at the same resolution (Inception-v3 FID weights; the reference
   features are cached per resolution, count and extractor);
+- ``kid``: the kernel Inception distance against the same reference (unbiased MMD², Bińkowski et al. 2018), whose
+  expectation does not depend on the sample size: FID at a few dozen images is mostly small-sample bias;
 - ``clip_score``: 100 × mean cosine of each image's CLIP embedding and its prompt's, with the model's own CLIP
   (or ``judge_clip``): the quantity §5.2 trades against FID along the guidance axis;
 - ``seconds`` per image (wall) and ``cpu_seconds`` (process CPU time: on a shared machine with one thread per
@@ -139,6 +141,7 @@ class SweepScorer:
         from unclip.eval.clip_score import SCALE, cosines, text_embeddings
         from unclip.eval.diversity import diversity
         from unclip.eval.fid import fid_from_features
+        from unclip.eval.kid import mmd2_unbiased
 
         unit = (images.clamp(-1, 1) + 1) / 2
         inc = np.concatenate([self.inception(_to_uint8(images[i : i + 50])) for i in range(0, len(images), 50)])
@@ -153,6 +156,7 @@ class SweepScorer:
         judged = judge_jobs(jobs, images)
         row: dict[str, Any] = {
             "fid": fid_from_features(self.reference, inc),
+            "kid": mmd2_unbiased(self.reference, inc),  # unbiased at any n, unlike FID at a few dozen images
             "clip_score": float(SCALE * cosines(z_i, z_t).mean()),
             "diversity": diversity([z_i[ix] for ix in groups], "cosine") if groups else None,
             "diversity_inception": diversity([inc[ix] for ix in groups], "l2") if groups else None,
