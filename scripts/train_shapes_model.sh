@@ -33,8 +33,10 @@ case "$PROFILE" in
     EXTRA=()
     UPSAMPLER_SET=()
     # DDPM for the image stages: DDIM leaves speckle on these briefly trained networks (docs/training.md).
+    # The upsampler starts from its noised bicubic input at 0.3 T (SDEdit): from pure noise this briefly trained
+    # network leaves blotches (PSNR 18.0, FID 274 against the truth; 31.2 and 173 from 0.3 T; docs/results.md).
     ASSEMBLE_SET=(--set decoder_sampler=ddpm --set decoder_steps=50 --set upsampler_sampler=ddpm
-                  --set upsampler_steps=10 --set inversion_steps=50 --set prior_steps=25)
+                  --set upsampler_steps=10 --set inversion_steps=50 --set prior_steps=25 --set upsampler_strength=0.3)
     EMBED_N=${EMBED_N:-30000}
     ;;
   tiny)
