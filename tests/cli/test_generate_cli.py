@@ -60,3 +60,18 @@ def test_user_mistakes_get_one_line_and_leave_nothing_behind(model, tmp_path, ca
     assert main(["generate", "a star", "--n", "0", "--model", str(model), "--out", str(out)]) == 2
     assert main(["generate", "a star", "--decoder-steps", "0", "--model", str(model), "--out", str(out)]) == 2
     assert "decoder_steps must be an integer" in capsys.readouterr().err
+
+
+def test_set_changes_a_sampling_setting_for_one_run_and_is_validated(model, tmp_path, capsys):
+    out = tmp_path / "g"
+    args = ["generate", "a red circle", "--model", str(model), "--out", str(out)]
+    assert main([*args, "--set", "z_source=text", "--set", "decoder_guidance=2.5"]) == 0
+    settings = json.loads((out / "image_000.json").read_text())["settings"]
+    assert settings["z_source"] == "text"
+    assert settings["decoder_guidance_image"] == settings["decoder_guidance_text"] == 2.5
+    assert json.loads((model / "pipeline.json").read_text())["settings"].get("z_source", "prior") == "prior"
+    mistakes = [("decoder_steps=many", "is not an integer"), ("nonsense=1", "unknown setting"),
+                ("upsampler_strength=0", "upsampler_strength must be"), ("z_source", "KEY=VALUE")]  # fmt: skip
+    for bad, message in mistakes:
+        assert main([*args, "--set", bad]) == 2
+        assert message in capsys.readouterr().err

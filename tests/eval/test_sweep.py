@@ -11,6 +11,7 @@ from unclip.data.shapes.batch import render_batch
 from unclip.eval import sweep
 from unclip.eval.report import read_run
 from unclip.pipeline import SamplingSettings
+from unclip.pipeline.settings import expand_shorthands
 
 
 def test_grid_is_the_product_of_the_axes_with_typed_values():
@@ -24,7 +25,7 @@ def test_grid_is_the_product_of_the_axes_with_typed_values():
 
 def test_decoder_guidance_sets_both_scales():
     (point,) = sweep.parse_grid(["decoder_guidance=2.5"], SamplingSettings())
-    assert sweep.expand(point) == {"decoder_guidance_image": 2.5, "decoder_guidance_text": 2.5}
+    assert expand_shorthands(point) == {"decoder_guidance_image": 2.5, "decoder_guidance_text": 2.5}
 
 
 @pytest.mark.parametrize(

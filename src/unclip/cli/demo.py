@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from unclip.cli.generate import add_speed_options
+from unclip.cli.generate import add_pipeline_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--per-category", type=int, default=2, help="suite prompts per category")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    add_speed_options(p)
+    add_pipeline_options(p)
     p.set_defaults(func=run)
 
 

@@ -13,7 +13,7 @@ from unclip.cli.eval_clip import register_clip
 from unclip.cli.eval_metrics import register_metrics
 from unclip.cli.eval_prior import register_prior
 from unclip.cli.eval_sweep import register_sweep
-from unclip.cli.generate import add_speed_options
+from unclip.cli.generate import add_pipeline_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -94,7 +94,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    add_speed_options(p)
+    add_pipeline_options(p)
 
 
 def _register_generation(sub: argparse._SubParsersAction) -> None:

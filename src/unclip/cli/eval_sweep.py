@@ -31,13 +31,11 @@ def register_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge-clip", help="CLIP folder for CLIP score and diversity (default: the model's own)")
     p.add_argument("--batch-size", type=int, default=16, help="images per pipeline call")
     p.add_argument("--cache-dir", help="reference-feature cache; default: $UNCLIP_CACHE/fid or ~/.cache/unclip/fid")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a fixed sampling setting")
     _model_options(p)
     p.set_defaults(func=run_sweep)
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    import dataclasses
     import json
     from pathlib import Path
 
@@ -49,10 +47,6 @@ def run_sweep(args: argparse.Namespace) -> int:
         raise ValueError("--per-category and --images-per-prompt must be >= 1 and --reference-n >= 2")
     args.decoder_steps = None
     pipe, folder = load_pipeline(args)
-    fixed = sweep.parse_grid(args.set, pipe.settings)
-    if len(fixed) != 1:
-        raise ValueError("--set takes one value per setting; use --vary for several")
-    pipe.settings = dataclasses.replace(pipe.settings, **sweep.expand(fixed[0]))
     grid = sweep.parse_grid(args.vary, pipe.settings)
     judge_clip = None
     if args.judge_clip:

@@ -13,10 +13,15 @@ def _common(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
     p.add_argument("--decoder-steps", type=int, help="decoder sampling steps")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    add_speed_options(p)
+    add_pipeline_options(p)
 
 
-def add_speed_options(p: argparse.ArgumentParser) -> None:
+def add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    """Options every command that loads a pipeline takes: sampling settings, then speed switches."""
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a sampling setting for this run (repeatable), e.g. --set decoder_sampler=ddpm --set "
+                   "z_source=text --set upsampler_strength=0.5 --set decoder_guidance=3 (both decoder scales); "
+                   "see docs/pipeline.md")  # fmt: skip
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="autocast the networks (bf16 for GPUs; the samplers stay fp32)")  # fmt: skip
     p.add_argument("--compile", action="store_true", help="torch.compile the networks (pays off on a GPU)")
@@ -66,6 +71,7 @@ def load_pipeline(args: argparse.Namespace):
     from importlib import resources
 
     from unclip.pipeline import UnCLIPPipeline
+    from unclip.pipeline.settings import parse_overrides
 
     folder = args.model
     if folder is None:
@@ -79,6 +85,8 @@ def load_pipeline(args: argparse.Namespace):
         pipe.compile()
     if getattr(args, "channels_last", False):
         pipe.set_memory_format(True)
+    overrides = parse_overrides(getattr(args, "set", []), pipe.settings)  # validated before any work
+    pipe.settings = dataclasses.replace(pipe.settings, **overrides)
     if args.decoder_steps is not None:  # replace() validates the new value before any work
         steps = args.decoder_steps
         pipe.settings = dataclasses.replace(pipe.settings, decoder_steps=steps, inversion_steps=steps)

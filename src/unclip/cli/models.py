@@ -56,20 +56,16 @@ def run_embed(args: argparse.Namespace) -> int:
 
 def run_assemble(args: argparse.Namespace) -> int:
     import dataclasses
-    import json
 
     from unclip.clip import load_clip
     from unclip.model_folder import config_from_dict
     from unclip.models.checkpoint import from_pretrained as load_image_model
     from unclip.pipeline import SamplingSettings, UnCLIPPipeline
+    from unclip.pipeline.settings import parse_overrides
     from unclip.prior import from_pretrained as load_prior
 
     settings = dataclasses.asdict(SamplingSettings())
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or key not in settings:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(settings)}")
-        settings[key] = json.loads(value) if value[:1].isdigit() or value[:1] in "-[{" else value
+    settings.update(parse_overrides(args.set, SamplingSettings()))
     pipe = UnCLIPPipeline(
         load_clip(args.clip),
         load_prior(args.prior),

@@ -38,32 +38,14 @@ from tqdm.auto import tqdm
 
 from unclip.atomic import atomic_write_text
 from unclip.eval.generation import generate_jobs, judge_jobs, suite_jobs
+from unclip.pipeline.settings import expand_shorthands, parse_setting
 
 SWEEP_FILE = "sweep.json"
-BOTH_SCALES = "decoder_guidance"
 # Row names that ``unclip report`` understands, for the settings a sweep most often varies.
 ROW_NAMES = {
     "decoder_guidance": "guidance", "decoder_guidance_image": "guidance", "decoder_guidance_text": "guidance",
     "decoder_sampler": "sampler", "decoder_steps": "steps",
 }  # fmt: skip
-
-
-def _parse_value(text: str, current: Any, key: str) -> Any:
-    if isinstance(current, bool):
-        if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"--vary {key}: {text!r} is not true/false")
-        return text.lower() in ("true", "1")
-    if isinstance(current, int):
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"--vary {key}: {text!r} is not an integer") from None
-    if isinstance(current, float):
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"--vary {key}: {text!r} is not a number") from None
-    return text
 
 
 def parse_grid(specs: list[str], settings) -> list[dict[str, Any]]:
@@ -72,31 +54,19 @@ def parse_grid(specs: list[str], settings) -> list[dict[str, Any]]:
     Keys are :class:`~unclip.pipeline.SamplingSettings` fields or ``decoder_guidance`` (both decoder scales);
     every combination is validated against the settings class before anything runs.
     """
-    fields = dataclasses.asdict(settings)
     axes: list[tuple[str, list[Any]]] = []
     for spec in specs:
         key, sep, values = spec.partition("=")
         key = key.strip()
         if not sep or not values.strip():
             raise ValueError(f"--vary {spec!r}: expected KEY=V1,V2,...")
-        if key != BOTH_SCALES and key not in fields:
-            raise ValueError(f"--vary {spec!r}: unknown setting {key!r}; one of {BOTH_SCALES}, {', '.join(fields)}")
         if key in (k for k, _ in axes):
             raise ValueError(f"--vary {key} is given twice")
-        current = fields["decoder_guidance_image" if key == BOTH_SCALES else key]
-        axes.append((key, [_parse_value(v.strip(), current, key) for v in values.split(",")]))
+        axes.append((key, [parse_setting(key, v, settings, "--vary") for v in values.split(",")]))
     grid = [dict(zip([k for k, _ in axes], combo, strict=True)) for combo in itertools.product(*[v for _, v in axes])]
     for point in grid or [{}]:
-        dataclasses.replace(settings, **expand(point))  # raises the settings' own error for a bad value
+        dataclasses.replace(settings, **expand_shorthands(point))  # the settings' own error for a bad value
     return grid or [{}]
-
-
-def expand(point: dict[str, Any]) -> dict[str, Any]:
-    """A grid point as SamplingSettings overrides (``decoder_guidance`` sets both decoder scales)."""
-    out = {k: v for k, v in point.items() if k != BOTH_SCALES}
-    if BOTH_SCALES in point:
-        out["decoder_guidance_image"] = out["decoder_guidance_text"] = point[BOTH_SCALES]
-    return out
 
 
 def row_names(point: dict[str, Any]) -> dict[str, Any]:
@@ -183,7 +153,7 @@ def run_sweep(
                                                                                 reference_n, cache_dir))  # fmt: skip
     rows: list[dict[str, Any]] = []
     for point in tqdm(grid, desc="sweep", disable=not progress):
-        overrides = expand(point)
+        overrides = expand_shorthands(point)
         start, cpu_start = time.perf_counter(), time.process_time()
         images = generate_jobs(pipe, jobs, seed=seed, batch_size=batch_size, **overrides)
         seconds = (time.perf_counter() - start) / len(jobs)

@@ -7,7 +7,9 @@ closer to what a CPU demo can afford; these defaults sit between the two and eve
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from unclip.diffusion import SAMPLERS
 
@@ -59,3 +61,46 @@ class SamplingSettings:
             raise ValueError(f"z_source must be one of {', '.join(Z_SOURCES)}, got {self.z_source!r}")
         if not isinstance(self.inversion_refine, int) or not 0 <= self.inversion_refine <= 50:
             raise ValueError(f"inversion_refine must be an integer from 0 to 50, got {self.inversion_refine!r}")
+
+
+# ``decoder_guidance=S`` sets both decoder scales: with s_image = s_text = s the nested guidance reduces to the
+# paper's single scale over the whole condition, D(∅) + s (D(z_i, y) − D(∅)) (unclip.diffusion.guidance).
+BOTH_DECODER_SCALES = "decoder_guidance"
+
+
+def parse_setting(key: str, text: str, settings: SamplingSettings, option: str = "--set") -> Any:
+    """The value ``text`` of setting ``key`` (a field or ``decoder_guidance``), typed like the field it sets."""
+    fields = dataclasses.asdict(settings)
+    if key != BOTH_DECODER_SCALES and key not in fields:
+        raise ValueError(f"{option} {key}: unknown setting; one of {BOTH_DECODER_SCALES}, {', '.join(fields)}")
+    current = fields["decoder_guidance_image" if key == BOTH_DECODER_SCALES else key]
+    text = text.strip()
+    for kind, name in ((int, "an integer"), (float, "a number")):
+        if isinstance(current, kind):
+            try:
+                return kind(text)
+            except ValueError:
+                raise ValueError(f"{option} {key}: {text!r} is not {name}") from None
+    return text
+
+
+def expand_shorthands(point: dict[str, Any]) -> dict[str, Any]:
+    """Setting overrides with ``decoder_guidance`` replaced by the two decoder scales it stands for."""
+    out = {k: v for k, v in point.items() if k != BOTH_DECODER_SCALES}
+    if BOTH_DECODER_SCALES in point:
+        out["decoder_guidance_image"] = out["decoder_guidance_text"] = point[BOTH_DECODER_SCALES]
+    return out
+
+
+def parse_overrides(specs: list[str], settings: SamplingSettings, option: str = "--set") -> dict[str, Any]:
+    """``["decoder_steps=25", "z_source=text"]`` → validated overrides for ``dataclasses.replace(settings, …)``."""
+    point: dict[str, Any] = {}
+    for spec in specs:
+        key, sep, value = spec.partition("=")
+        key = key.strip()
+        if not sep or not value.strip():
+            raise ValueError(f"{option} {spec!r}: expected KEY=VALUE")
+        point[key] = parse_setting(key, value, settings, option)
+    overrides = expand_shorthands(point)
+    dataclasses.replace(settings, **overrides)  # the settings' own checks, before any work
+    return overrides
