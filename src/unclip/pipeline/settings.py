@@ -8,6 +8,7 @@ closer to what a CPU demo can afford; these defaults sit between the two and eve
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,10 +74,11 @@ def parse_setting(key: str, text: str, settings: SamplingSettings, option: str =
     fields = dataclasses.asdict(settings)
     if key != BOTH_DECODER_SCALES and key not in fields:
         raise ValueError(f"{option} {key}: unknown setting; one of {BOTH_DECODER_SCALES}, {', '.join(fields)}")
-    current = fields["decoder_guidance_image" if key == BOTH_DECODER_SCALES else key]
+    # The field's declared type, not its current value's: a float stored as 3 in pipeline.json still takes 2.5.
+    hint = typing.get_type_hints(SamplingSettings)["decoder_guidance_image" if key == BOTH_DECODER_SCALES else key]
     text = text.strip()
     for kind, name in ((int, "an integer"), (float, "a number")):
-        if isinstance(current, kind):
+        if hint is kind:
             try:
                 return kind(text)
             except ValueError:
@@ -88,6 +90,10 @@ def expand_shorthands(point: dict[str, Any]) -> dict[str, Any]:
     """Setting overrides with ``decoder_guidance`` replaced by the two decoder scales it stands for."""
     out = {k: v for k, v in point.items() if k != BOTH_DECODER_SCALES}
     if BOTH_DECODER_SCALES in point:
+        given = [k for k in ("decoder_guidance_image", "decoder_guidance_text") if k in point]
+        if given:  # one would silently overwrite the other
+            raise ValueError(f"{BOTH_DECODER_SCALES} sets both decoder scales; give it or {' and '.join(given)}, "
+                             "not both")  # fmt: skip
         out["decoder_guidance_image"] = out["decoder_guidance_text"] = point[BOTH_DECODER_SCALES]
     return out
 
