@@ -137,3 +137,31 @@ def test_run_sweep_uses_the_same_seeds_at_every_setting_and_writes_a_report_run(
     saved = json.loads((tmp_path / sweep.SWEEP_FILE).read_text())
     assert [r["guidance"] for r in saved["rows"]] == [1.0, 4.0]
     assert [r["guidance"] for r in read_run(tmp_path).sweep] == [1.0, 4.0]  # unclip report reads it
+
+
+def test_judge_clip_reaches_the_scorer_as_a_clip_not_a_tuple(monkeypatch, tmp_path):
+    from unclip.cli.main import main
+
+    judge, seen = ConstantCLIP(), {}
+    monkeypatch.setattr("unclip.cli.generate.load_pipeline", lambda args: (RecordingPipe(), "m"))
+    monkeypatch.setattr("unclip.clip.load_clip", lambda folder, device="cpu": judge)
+    monkeypatch.setattr("unclip.pipeline.index.clip_folder", lambda folder: folder)
+    monkeypatch.setattr(sweep, "run_sweep", lambda pipe, grid, **kw: seen.update(kw) or [{"fid": 1.0}])
+    assert main(["eval", "sweep", "--out", str(tmp_path), "--judge-clip", str(tmp_path / "clip")]) == 0
+    assert seen["judge_clip"] is judge  # load_project_clip returns (clip, folder)
+
+
+def test_base_only_leaves_the_callers_pipeline_whole(monkeypatch, tmp_path):
+    monkeypatch.setattr("unclip.eval.inception.InceptionFeatures", UInt8Stats)
+    monkeypatch.setattr(
+        sweep, "reference_features", lambda inc, res, n, cache: inc(np.zeros((4, res, res, 3), np.uint8))
+    )
+    pipe = RecordingPipe()
+    ups = pipe.upsamplers = ["an upsampler"]
+    sweep.run_sweep(pipe, [{}], per_category=1, images_per_prompt=2, base_only=True, progress=False)
+    assert pipe.upsamplers is ups and ups == ["an upsampler"]
+
+
+def test_a_batch_size_below_one_is_a_clear_error():
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        sweep.generate_jobs(RecordingPipe(), sweep.suite_jobs(1, 1), batch_size=0)

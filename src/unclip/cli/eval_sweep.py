@@ -52,7 +52,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     if args.judge_clip:
         from unclip.eval.clip_score import load_project_clip
 
-        judge_clip = load_project_clip(args.judge_clip, args.device)
+        judge_clip, _ = load_project_clip(args.judge_clip, args.device)  # (clip, its folder)
     rows = sweep.run_sweep(
         pipe, grid, per_category=args.per_category, images_per_prompt=args.images_per_prompt, seed=args.seed,
         batch_size=args.batch_size, base_only=args.base_only, reference_n=args.reference_n, judge_clip=judge_clip,

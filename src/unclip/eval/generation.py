@@ -50,6 +50,8 @@ def suite_jobs(per_category: int | None = None, images_per_prompt: int = 4) -> l
 @torch.no_grad()
 def generate_jobs(pipe, jobs: list, *, seed: int = 0, batch_size: int = 16, **overrides: Any) -> torch.Tensor:
     """The pipeline's images for ``jobs`` (from :func:`suite_jobs`), job i with seed ``seed + i``: (N, 3, H, W)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     out = []
     for i in range(0, len(jobs), batch_size):
         part = jobs[i : i + batch_size]

@@ -149,8 +149,8 @@ def run_sweep(
         pipe.upsamplers = []
     jobs = suite_jobs(per_category, images_per_prompt)
     inception = InceptionFeatures()
-    scorer = SweepScorer(judge_clip or pipe.clip, inception, reference_features(inception, pipe.resolution,
-                                                                                reference_n, cache_dir))  # fmt: skip
+    reference = reference_features(inception, pipe.resolution, reference_n, cache_dir)
+    scorer = SweepScorer(pipe.clip if judge_clip is None else judge_clip, inception, reference)
     rows: list[dict[str, Any]] = []
     for point in tqdm(grid, desc="sweep", disable=not progress):
         overrides = expand_shorthands(point)
