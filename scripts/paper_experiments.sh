@@ -4,9 +4,11 @@
 #   scripts/paper_experiments.sh STACK_DIR OUT_DIR [EXPERIMENT...]
 #
 # STACK_DIR is the output folder of scripts/train_shapes_model.sh (runs/, parts/, model/). Experiments, all by
-# default: samplers, guidance_separate, z_source, ar_prior, glide, guidance_sweep, hard_negatives.
+# default: samplers, guidance_separate, z_source, ar_prior, prior_rows, glide, guidance_sweep, hard_negatives.
 # `glide` trains the caption-only (GLIDE-like) decoder of §5.1 with the unCLIP decoder's preset, steps and seed;
-# `guidance_sweep` and the GLIDE row of `z_source` need it. Every image is scored at the decoder's resolution
+# `guidance_sweep` compares it with the unCLIP decoder along one guidance scale over the whole condition (for the
+# caption-only decoder only the caption scale acts, so a fair comparison sets both). Every image is scored at the
+# decoder's resolution
 # (--base-only), one thread per process. Sizes: PER_CATEGORY (2), IMAGES (4), REFERENCE_N (500); PROFILE (mini).
 set -euo pipefail
 
@@ -14,7 +16,8 @@ STACK=${1:?usage: scripts/paper_experiments.sh STACK_DIR OUT_DIR [EXPERIMENT...]
 OUT=${2:?usage: scripts/paper_experiments.sh STACK_DIR OUT_DIR [EXPERIMENT...]}
 shift 2
 EXPERIMENTS=("$@")
-[ ${#EXPERIMENTS[@]} -gt 0 ] || EXPERIMENTS=(samplers guidance_separate z_source ar_prior glide guidance_sweep hard_negatives)
+[ ${#EXPERIMENTS[@]} -gt 0 ] || EXPERIMENTS=(samplers guidance_separate z_source ar_prior prior_rows glide guidance_sweep
+                                              hard_negatives)
 UNCLIP=${UNCLIP:-unclip}
 PROFILE=${PROFILE:-mini}
 SIZE=(--per-category "${PER_CATEGORY:-2}" --images-per-prompt "${IMAGES:-4}" --reference-n "${REFERENCE_N:-500}")
@@ -47,8 +50,10 @@ for exp in "${EXPERIMENTS[@]}"; do
     guidance_separate)  # (e) separate image / caption guidance scales against the single scale
       sweep --model "$MODEL" --per-category 3 --vary decoder_guidance_image=1,3 --vary decoder_guidance_text=1,3 \
         --label unclip --out "$OUT/guidance_separate" ;;
-    z_source)  # (a) §5.1: the prior's z_i against z_t fed to the decoder
-      sweep --model "$MODEL" --vary z_source=prior,text --label unclip --out "$OUT/z_source" ;;
+    z_source)  # (a) §5.1: the prior's z_i against z_t fed to the decoder, at guidance 3 (the GLIDE row: guidance_sweep)
+      sweep --model "$MODEL" --set decoder_guidance=3 --vary z_source=prior,text --label unclip --out "$OUT/z_source" ;;
+    prior_rows)  # (b) the diffusion prior's end-to-end row at the bundled settings (decoder guidance 3 / 1)
+      sweep --model "$MODEL" --label diffusion_prior --out "$OUT/ar_prior/diffusion_sweep" ;;
     ar_prior)  # (b) the AR prior in the same stack (the diffusion prior's row is z_source=prior)
       [ -d "$OUT/ar_prior/model" ] || $UNCLIP assemble --clip "$STACK/parts/clip" --prior "$STACK/parts/ar_prior" \
         --decoder "$STACK/parts/decoder" --upsampler "$STACK/parts/upsampler" --out "$OUT/ar_prior/model" \
@@ -60,8 +65,7 @@ for exp in "${EXPERIMENTS[@]}"; do
           --set model.decoder.p_drop_z_i=1.0 --set model.decoder.p_drop_text=0.2 --resume
         $UNCLIP export "$OUT/glide/run" --out "$OUT/glide/decoder"
       fi
-      glide_model
-      sweep --model "$OUT/glide/model" --label glide_like --out "$OUT/glide/sweep" ;;
+      glide_model ;;
     guidance_sweep)  # (c) §5.2 / Fig. 10-11: one decoder guidance scale over the whole condition, both decoders
       glide_model
       sweep --model "$MODEL" --vary decoder_guidance=1,2,3,5,8 --label unclip --out "$OUT/guidance_sweep/unclip"

@@ -69,3 +69,15 @@ def test_z_source_is_validated():
     pipe = tiny_pipeline(upsampler=False)
     with pytest.raises(ValueError, match="z_source must be one of prior, text"):
         pipe("a star", z_source="image")
+
+
+def test_z_source_text_keeps_the_unconditional_sample_for_an_empty_prompt():
+    pipe = tiny_pipeline(upsampler=False)
+    enc, empty = pipe.encode_text(["a red circle", ""])
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    z = pipe.sample_z_i(enc, empty, gens, dataclasses.replace(pipe.settings, z_source="text"))
+    assert torch.equal(z[0], enc.embedding[0])  # the caption's z_t
+    gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    prior = pipe.sample_z_i(enc, empty, gens, pipe.settings)
+    assert torch.allclose(z[1], prior[1])  # not the z_t of the placeholder text: the prior's unconditional draw
+    assert not torch.allclose(z[1], enc.embedding[1], atol=1e-3)

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,7 @@ def reference_features(inception, resolution: int, n: int, cache_dir: Path | Non
     feats = np.concatenate([inception(_to_uint8(real[i : i + 50])) for i in range(0, n, 50)])
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npy")
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")  # concurrent sweeps never share one
         np.save(tmp, feats)
         tmp.replace(path)
     return feats

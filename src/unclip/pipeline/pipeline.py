@@ -218,7 +218,7 @@ class UnCLIPPipeline:
 
         if self.decoder.caption_only:
             return torch.zeros_like(enc.embedding)
-        if s.z_source == "text":
+        if s.z_source == "text" and not bool(empty.any()):
             return enc.embedding
         tokens, mask = fit_tokens(enc.token_states, enc.mask, self.prior.config.text_len)
         if isinstance(self.prior, ARPrior):
@@ -227,6 +227,8 @@ class UnCLIPPipeline:
             self.prior, enc.embedding, tokens, mask, keep=~empty, guidance_scale=s.prior_guidance,
             steps=s.prior_steps, sampler=s.prior_sampler, best_of=s.prior_best_of, generator=generators,
         )  # fmt: skip
+        if s.z_source == "text":  # an empty prompt has no z_t: its sample stays the prior's unconditional one
+            return torch.where(empty[:, None], out.z_i.to(enc.embedding.dtype), enc.embedding)
         return out.z_i
 
     def decoder_denoiser(
