@@ -241,3 +241,18 @@ def test_bad_run_folders_are_one_line_errors(tmp_path, capsys, files, needle):
 def test_missing_run_folder(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_kid_is_plotted_where_every_row_has_it(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"guidance": g, "steps": 50, "cpu_seconds": 1.0 + g, "fid": 200.0 + g, "kid": 0.1 / g, "clip_score": 20 + g}
+            for g in (1.0, 3.0)]  # fmt: skip
+    (run / "sweep.json").write_text(json.dumps({"rows": rows}))
+    by_file = {p.file: p for p in plots(read_runs([run]))[0]}
+    assert by_file["kid_vs_clip_score.png"].series[0].y == [0.1, 0.1 / 3]
+    assert by_file["quality_vs_time.png"].ylabel.startswith("KID")
+    rows[0].pop("kid")  # KID on some rows only: the time plot falls back to FID for all
+    (run / "sweep.json").write_text(json.dumps({"rows": rows}))
+    by_file = {p.file: p for p in plots(read_runs([run]))[0]}
+    assert by_file["quality_vs_time.png"].ylabel.startswith("FID")

@@ -30,7 +30,9 @@ from typing import Any
 from unclip.atomic import atomic_directory
 
 SWEEP_FILE = "sweep.json"
-SWEEP_NUMBERS = ("guidance", "fid", "clip_score", "diversity", "precision", "recall", "steps", "seconds", "cpu_seconds")
+SWEEP_NUMBERS = (
+    "guidance", "fid", "kid", "clip_score", "diversity", "precision", "recall", "steps", "seconds", "cpu_seconds",
+)  # fmt: skip
 SWEEP_STRINGS = ("sampler",)
 OUTPUT_FILES = ("report.md", "report.html")
 
@@ -181,6 +183,10 @@ def plots(runs: list[Run]) -> tuple[list[Plot], list[str]]:
                          "CLIP score (100 × cosine)", "FID (lower is better)", s))  # fmt: skip
     else:
         notes.append("FID against CLIP score: no sweep row has guidance, fid and clip_score")
+    s = _series(runs, ("guidance", "kid", "clip_score"), "clip_score", "kid", ("sampler", "steps"), "guidance")
+    if s:  # KID's expectation does not depend on n: the trade-off to read at the small n of a CPU sweep
+        made.append(Plot("kid_vs_clip_score.png", "KID against CLIP score over guidance (points: guidance scale)",
+                         "CLIP score (100 × cosine)", "KID (lower is better)", s))  # fmt: skip
     s = _series(runs, ("guidance", "diversity"), "guidance", "diversity", ("sampler", "steps"), "guidance")
     if s:
         made.append(Plot("diversity_vs_guidance.png", "Diversity against guidance", "guidance scale",
@@ -191,11 +197,15 @@ def plots(runs: list[Run]) -> tuple[list[Plot], list[str]]:
     # CPU time where every stepped row has it (unclip eval sweep: one thread, so other work does not inflate it)
     clock = "cpu_seconds" if stepped and all(r.get("cpu_seconds") is not None for r in stepped) else "seconds"
     timed = [r for r in stepped if r.get(clock) is not None]
-    quality = "fid" if any(r.get("fid") is not None for r in timed) else "clip_score"
+    # KID where every timed row has it (unbiased at small n), else FID, else CLIP score
+    has = {q: bool(timed) and all(r.get(q) is not None for r in timed) for q in ("kid", "fid")}
+    quality = "kid" if has["kid"] else "fid" if any(r.get("fid") is not None for r in timed) else "clip_score"
     s = _series(runs, (clock, "steps", quality), clock, quality, ("sampler", "guidance"), "steps")
     if s:
         xs = [v for ser in s for v in ser.x]
-        label = "FID (lower is better)" if quality == "fid" else "CLIP score (100 × cosine)"
+        label = {"kid": "KID (lower is better)", "fid": "FID (lower is better)"}.get(
+            quality, "CLIP score (100 × cosine)"
+        )
         axis = "CPU time per image (s)" if clock == "cpu_seconds" else "wall time (s)"
         made.append(Plot("quality_vs_time.png", "Quality against time over sampler and steps (points: steps)",
                          axis, label, s, log_x=min(xs) > 0 and max(xs) / min(xs) > 10))  # fmt: skip
