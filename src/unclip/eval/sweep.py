@@ -30,6 +30,7 @@ import itertools
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unclip.atomic import atomic_write_text
+from unclip.eval.fid import WARN_BELOW
 from unclip.eval.generation import generate_jobs, judge_jobs, suite_jobs
 from unclip.pipeline.settings import expand_shorthands, parse_setting
 
@@ -74,6 +76,12 @@ def row_names(point: dict[str, Any]) -> dict[str, Any]:
     """A grid point under the names ``unclip report`` plots (``guidance`` only when one guidance key varies)."""
     guidance_keys = [k for k in point if ROW_NAMES.get(k) == "guidance"]
     return {(k if k in guidance_keys and len(guidance_keys) > 1 else ROW_NAMES.get(k, k)): v for k, v in point.items()}
+
+
+def _quiet(fn, *args):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args)
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -126,7 +134,7 @@ class SweepScorer:
         groups = [ix for ix in by_prompt.values() if len(ix) >= 2]
         judged = judge_jobs(jobs, images)
         row: dict[str, Any] = {
-            "fid": fid_from_features(self.reference, inc),
+            "fid": _quiet(fid_from_features, self.reference, inc),  # its small-n warning: once per sweep
             "kid": mmd2_unbiased(self.reference, inc),  # unbiased at any n, unlike FID at a few dozen images
             "clip_score": float(SCALE * cosines(z_i, z_t).mean()),
             "diversity": diversity([z_i[ix] for ix in groups], "cosine") if groups else None,
@@ -149,6 +157,12 @@ def run_sweep(
         pipe = copy.copy(pipe)
         pipe.upsamplers = []
     jobs = suite_jobs(per_category, images_per_prompt)
+    if len(jobs) < WARN_BELOW:
+        warnings.warn(
+            f"{len(jobs)} images per setting: FID is biased upwards below {WARN_BELOW}; compare rows of one sweep "
+            "(same n) and read KID, whose expectation does not depend on n",
+            stacklevel=2,
+        )
     inception = InceptionFeatures()
     reference = reference_features(inception, pipe.resolution, reference_n, cache_dir)
     scorer = SweepScorer(pipe.clip if judge_clip is None else judge_clip, inception, reference)
