@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--channels-last", action="store_true", help="decoder and upsamplers in NHWC (GPU)")
     return p.parse_args(argv)
 
 
@@ -42,6 +43,7 @@ def load(args: argparse.Namespace):
 
     folder = args.model or str(resources.files("unclip") / "assets" / "shapes-model")
     pipe = UnCLIPPipeline.from_pretrained(folder, device=args.device).set_precision(args.precision)
+    pipe.set_memory_format(args.channels_last)
     return (pipe.compile() if args.compile else pipe), folder
 
 
@@ -97,8 +99,9 @@ def main(argv: list[str] | None = None) -> None:
         best = min(timed(fn, device) for _ in range(args.repeats))
         rows.append((name, best / args.batch, peak_mib(device, base)))
     settings = dataclasses.asdict(pipe.settings)
+    switches = [args.precision] + ["compiled"] * args.compile + ["channels-last"] * args.channels_last
     print(f"model {folder}; output {pipe.resolution} px; batch {args.batch}; best of {args.repeats}; "
-          f"{args.precision}{', compiled' if args.compile else ''}")  # fmt: skip
+          f"{', '.join(switches)}")  # fmt: skip
     cpu = f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
     print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else cpu}; torch {torch.__version__}")
     print(f"settings {settings}\n")
