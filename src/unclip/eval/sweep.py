@@ -180,7 +180,7 @@ def run_sweep(
         row.update(scorer(jobs, images))
         rows.append(row)
         if out is not None:
-            write_rows(out, rows, dataclasses.asdict(dataclasses.replace(pipe.settings)))
+            write_rows(out, rows, dataclasses.asdict(pipe.settings))
     return rows
 
 
