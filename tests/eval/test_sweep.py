@@ -9,6 +9,7 @@ import torch
 
 from unclip.data.shapes.batch import render_batch
 from unclip.eval import sweep
+from unclip.eval.generation import to_uint8
 from unclip.eval.report import read_run
 from unclip.pipeline import SamplingSettings
 from unclip.pipeline.settings import expand_shorthands
@@ -86,7 +87,7 @@ def _jobs_with_repeated_images(images_per_prompt=3):
 def test_scores_identical_samples_of_a_prompt_have_zero_diversity():
     jobs, images = _jobs_with_repeated_images()
     stats = UInt8Stats()
-    scorer = sweep.SweepScorer(ConstantCLIP(), stats, stats(sweep._to_uint8(images)))
+    scorer = sweep.SweepScorer(ConstantCLIP(), stats, stats(to_uint8(images)))
     row = scorer(jobs, images)
     assert row["diversity"] == 0.0 and row["diversity_inception"] == 0.0
     assert row["fid"] == pytest.approx(0.0, abs=1e-6)  # the samples are their own reference
@@ -98,7 +99,7 @@ def test_scores_identical_samples_of_a_prompt_have_zero_diversity():
 def test_fid_grows_when_the_samples_move_away_from_the_reference():
     jobs, images = _jobs_with_repeated_images()
     stats = UInt8Stats()
-    scorer = sweep.SweepScorer(ConstantCLIP(), stats, stats(sweep._to_uint8(images)))
+    scorer = sweep.SweepScorer(ConstantCLIP(), stats, stats(to_uint8(images)))
     g = torch.Generator().manual_seed(0)
     rows = [scorer(jobs, (images + s * torch.randn(images.shape, generator=g)).clamp(-1, 1)) for s in (0.1, 0.4)]
     assert 0 < rows[0]["fid"] < rows[1]["fid"]

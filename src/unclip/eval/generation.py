@@ -23,11 +23,21 @@ DALLE2_GENEVAL = {
 }  # fmt: skip
 
 
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] → uint8 (B, H, W, 3), the layout the judge and the feature extractors take."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
 def judge_ready(images: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [-1, 1] → uint8 (B, H, W, 3), enlarged to the judge's smallest size (32 px) if needed."""
     if images.shape[-1] < 32:
         images = F.interpolate(images, size=32, mode="bicubic", align_corners=False).clamp(-1, 1)
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return to_uint8(images)
+
+
+def image_features(features, images: torch.Tensor, batch_size: int = 50) -> np.ndarray:
+    """``features`` (uint8 NHWC in, (N, D) out, e.g. Inception) of [-1, 1] images, in batches."""
+    return np.concatenate([features(to_uint8(images[i : i + batch_size])) for i in range(0, len(images), batch_size)])
 
 
 def _summary(hits: dict[str, list[bool]]) -> dict[str, Any]:
@@ -88,18 +98,15 @@ def compositional(
     return result
 
 
-def _fid(features, real: list[torch.Tensor], fake: list[torch.Tensor]) -> float:
-    """FID between two image lists ([-1, 1] tensors) in ``features``' space (uint8 NHWC in, (N, D) out)."""
+def _fid(features, real: torch.Tensor, fake: torch.Tensor) -> float:
+    """FID between two sets of [-1, 1] images in ``features``' space."""
     import warnings
 
     from unclip.eval.fid import fid_from_features
 
-    def feats(images: list[torch.Tensor]) -> np.ndarray:
-        return np.concatenate([features(judge_ready(x)) for x in images])
-
     with warnings.catch_warnings():  # small-sample bias: the same n on both sides, compared side by side only
         warnings.simplefilter("ignore")
-        return fid_from_features(feats(real), feats(fake))
+        return fid_from_features(image_features(features, real), image_features(features, fake))
 
 
 @torch.no_grad()
@@ -137,7 +144,7 @@ def decoder_reconstruction(
     result = _summary(hits)
     result.update({"faithful": float(np.mean(faithful)), "n": n, "seconds": time.perf_counter() - start})
     if features is not None and n >= 2:
-        result["fid"] = _fid(features, [real], decoded)
+        result["fid"] = _fid(features, real, torch.cat(decoded))
     return result
 
 
@@ -167,5 +174,5 @@ def upsampler_fidelity(pipe, *, n: int = 64, seed: int = 0, batch_size: int = 8,
     result: dict[str, Any] = {k: float(np.mean(v)) for k, v in scores.items()} | {"n": n}
     if features is not None and n >= 2:
         for name, fake in images.items():
-            result[f"{name}fid"] = _fid(features, [high], fake)
+            result[f"{name}fid"] = _fid(features, high, torch.cat(fake))
     return result

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from unclip.atomic import atomic_write_text
 from unclip.eval.fid import WARN_BELOW
-from unclip.eval.generation import generate_jobs, judge_jobs, suite_jobs
+from unclip.eval.generation import generate_jobs, image_features, judge_jobs, suite_jobs
 from unclip.pipeline.settings import expand_shorthands, parse_setting
 
 SWEEP_FILE = "sweep.json"
@@ -84,10 +84,6 @@ def _quiet(fn, *args):
         return fn(*args)
 
 
-def _to_uint8(images: torch.Tensor) -> np.ndarray:
-    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-
-
 def reference_features(inception, resolution: int, n: int, cache_dir: Path | None) -> np.ndarray:
     """Inception features of the first ``n`` Shapes-world test images at ``resolution``, cached on disk."""
     from unclip.data.shapes.batch import render_batch
@@ -99,7 +95,7 @@ def reference_features(inception, resolution: int, n: int, cache_dir: Path | Non
         if feats.shape[0] == n:
             return feats
     _, real = render_batch(n, resolution, split="test")
-    feats = np.concatenate([inception(_to_uint8(real[i : i + 50])) for i in range(0, n, 50)])
+    feats = image_features(inception, real)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")  # concurrent sweeps never share one
@@ -123,7 +119,7 @@ class SweepScorer:
         from unclip.eval.kid import mmd2_unbiased
 
         unit = (images.clamp(-1, 1) + 1) / 2
-        inc = np.concatenate([self.inception(_to_uint8(images[i : i + 50])) for i in range(0, len(images), 50)])
+        inc = image_features(self.inception, images)
         with torch.inference_mode():
             z_i = torch.cat([self.clip.encode_image(unit[i : i + 64] * 2 - 1) for i in range(0, len(unit), 64)])
         z_i = torch.nn.functional.normalize(z_i.float(), dim=-1).cpu().numpy()

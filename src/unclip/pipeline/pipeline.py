@@ -259,9 +259,8 @@ class UnCLIPPipeline:
             res = up.config.resolution
             den, schedule = upsampler_denoiser(up, images)
             x_T = randn((images.shape[0], 3, res, res), generators, device=images.device)
-            grid = schedule.grid(s.upsampler_steps)
+            grid = schedule.grid_below(s.upsampler_steps, s.upsampler_strength)  # strength 1: the full grid
             if s.upsampler_strength < 1.0:  # SDEdit: the bicubic upsample, noised to the grid's first timestep
-                grid = schedule.grid_below(s.upsampler_steps, s.upsampler_strength)
                 start = torch.nn.functional.interpolate(images, size=(res, res), mode="bicubic").clamp(-1, 1)
                 ab = grid.alpha_bar[0].item()
                 x_T = ab**0.5 * start + (1 - ab) ** 0.5 * x_T
