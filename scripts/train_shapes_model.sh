@@ -3,13 +3,18 @@
 #   CLIP -> embeddings -> diffusion prior -> decoder (64 px) -> upsampler (64 -> 256) -> one pipeline folder.
 #
 #   scripts/train_shapes_model.sh OUT_DIR            # the `small` presets (a GPU is strongly advised)
-#   UNCLIP_PROFILE=mini scripts/train_shapes_model.sh OUT_DIR   # the bundled model: about 1.5 h on 2 CPU cores
+#   UNCLIP_PROFILE=bundle scripts/train_shapes_model.sh OUT_DIR # the bundled model: about 22 min on one H100
+#   UNCLIP_PROFILE=mini scripts/train_shapes_model.sh OUT_DIR   # the earlier bundled model: 1.5 h on 2 CPU cores
 #   UNCLIP_PROFILE=tiny scripts/train_shapes_model.sh OUT_DIR   # seconds on a CPU: checks the chain (tests do)
 #
 # Run it with the project's environment active (`source .venv/bin/activate`) or with UNCLIP=.venv/bin/unclip.
 # Step counts default to each preset's own; override with CLIP_STEPS, PRIOR_STEPS, DECODER_STEPS, UPSAMPLER_STEPS
 # and the embedding count with EMBED_N. Every stage keeps its run folder under OUT_DIR/runs (resumable with
 # `unclip train STAGE --out RUN --resume`); the finished stack is OUT_DIR/model.
+#
+# The bundle profile trains on a wall-clock budget per stage (train.max_minutes, constant learning rate and EMA)
+# and runs independent stages side by side on the one GPU: the upsampler from the start, the decoder and both
+# priors once CLIP is done. *_MINUTES override the budgets; WORKERS_* the data-loading processes.
 set -euo pipefail
 
 OUT=${1:?usage: scripts/train_shapes_model.sh OUT_DIR}
@@ -19,19 +24,39 @@ RUNS="$OUT/runs"
 MODELS="$OUT/parts"
 mkdir -p "$RUNS" "$MODELS"
 
+PARALLEL=0
+AR_PRIOR=0
 case "$PROFILE" in
+  bundle)
+    # The bundled model (a GPU): the small CLIP and priors, a 32 px compact decoder (7M) and a compact 4x
+    # upsampler to 128 px (2.6M). The decoder stays at 32 px so that `make demo` samples on 2 CPU cores in
+    # minutes: a 64 px small decoder costs about 1.1 s per guided step there (docs/training.md).
+    CLIP_PRESET=small PRIOR_PRESET=small DECODER_PRESET=compact UPSAMPLER_PRESET=compact
+    PARALLEL=1 AR_PRIOR=1
+    BUDGET=(--set train.lr_schedule=constant --set train.mixed_precision=bf16)
+    CLIP_SET=("${BUDGET[@]}" --set "train.max_minutes=${CLIP_MINUTES:-7}" --set "train.num_workers=${WORKERS_CLIP:-10}")
+    PRIOR_SET=("${BUDGET[@]}" --set "train.max_minutes=${PRIOR_MINUTES:-6}")
+    DECODER_SET=("${BUDGET[@]}" --set "train.max_minutes=${DECODER_MINUTES:-12}"
+                 --set "train.num_workers=${WORKERS_DECODER:-8}")
+    UPSAMPLER_SET=("${BUDGET[@]}" --set "train.max_minutes=${UPSAMPLER_MINUTES:-19}"
+                   --set "train.num_workers=${WORKERS_UPSAMPLER:-4}")
+    EXTRA=(--steps 1000000)  # the budgets end every stage
+    ASSEMBLE_SET=(--set decoder_sampler=ddpm --set decoder_steps=50 --set upsampler_sampler=ddpm
+                  --set upsampler_steps=10 --set inversion_steps=50 --set prior_steps=25 --set upsampler_strength=0.3)
+    EMBED_N=${EMBED_N:-100000}
+    ;;
   small)
     # 64 px decoder with the small CLIP, and the 64 -> 256 upsampler (App. C shapes at Shapes-world scale).
+    CLIP_PRESET=small PRIOR_PRESET=small DECODER_PRESET=small UPSAMPLER_PRESET=small
     EXTRA=()
-    UPSAMPLER_SET=()
     ASSEMBLE_SET=()
     EMBED_N=${EMBED_N:-200000}
     ;;
   mini)
-    # The CPU-trained bundled model: a 32 px base decoder with one 4x upsampler to 128 px (App. C's 4x step at
-    # a quarter of its scale), sized so the whole chain trains in about 1.5 hours on 2 CPU cores.
+    # The CPU-trained model bundled before the GPU one: a 32 px base decoder with one 4x upsampler to 128 px
+    # (App. C's 4x step at a quarter of its scale), sized so the whole chain trains in about 1.5 hours on 2 CPU cores.
+    CLIP_PRESET=mini PRIOR_PRESET=mini DECODER_PRESET=mini UPSAMPLER_PRESET=mini
     EXTRA=()
-    UPSAMPLER_SET=()
     # DDPM for the image stages: DDIM leaves speckle on these briefly trained networks (docs/training.md).
     # The upsampler starts from its noised bicubic input at 0.3 T (SDEdit): from pure noise this briefly trained
     # network leaves blotches (PSNR 18.0, FID 274 against the truth; 31.2 and 173 from 0.3 T; docs/results.md).
@@ -41,37 +66,64 @@ case "$PROFILE" in
     ;;
   tiny)
     # Everything minimal: checks that every command fits the next one, not that anything is learned.
+    CLIP_PRESET=tiny PRIOR_PRESET=tiny DECODER_PRESET=tiny UPSAMPLER_PRESET=tiny
+    PARALLEL=${PARALLEL_TINY:-0} AR_PRIOR=${AR_PRIOR_TINY:-0}
     EXTRA=(--steps 2 --batch-size 4 --no-progress --set train.checkpoint_every=2)
     UPSAMPLER_SET=(--set model.upsampler.resolution=128 --set model.sample_steps=2)
     ASSEMBLE_SET=(--set prior_steps=2 --set decoder_steps=2 --set upsampler_steps=2 --set inversion_steps=2)
     EMBED_N=${EMBED_N:-16}
     ;;
-  *) echo "unknown UNCLIP_PROFILE '$PROFILE' (small, mini or tiny)" >&2; exit 2 ;;
+  *) echo "unknown UNCLIP_PROFILE '$PROFILE' (bundle, small, mini or tiny)" >&2; exit 2 ;;
 esac
+CLIP_SET=("${CLIP_SET[@]+"${CLIP_SET[@]}"}")
+PRIOR_SET=("${PRIOR_SET[@]+"${PRIOR_SET[@]}"}")
+DECODER_SET=("${DECODER_SET[@]+"${DECODER_SET[@]}"}")
+UPSAMPLER_SET=("${UPSAMPLER_SET[@]+"${UPSAMPLER_SET[@]}"}")
+DEVICE=$(python3 -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")' 2>/dev/null || echo cpu)
 
 steps() { [ -n "${1:-}" ] && echo "--steps $1" || true; }
+# With PARALLEL=1 a stage runs in the background and `wait_all` collects it; a failure fails the script.
+PIDS=()
+launch() { if [ "$PARALLEL" = 1 ]; then "$@" & PIDS+=($!); else "$@"; fi; }
+wait_all() { local pid; for pid in "${PIDS[@]+"${PIDS[@]}"}"; do wait "$pid"; done; PIDS=(); }
+# Side by side, each stage's progress goes to RUNS/NAME.log; one at a time, to the terminal.
+logged() { local log=$1; shift; if [ "$PARALLEL" = 1 ]; then "$@" > "$log" 2>&1; else "$@"; fi; }
 
-# shellcheck disable=SC2046  # word splitting of $(steps ...) is intended
-$UNCLIP train clip --preset "$PROFILE" --data shapes --out "$RUNS/clip" "${EXTRA[@]}" $(steps "${CLIP_STEPS:-}")
+train_upsampler() {
+  # shellcheck disable=SC2046  # word splitting of $(steps ...) is intended
+  logged "$RUNS/upsampler.log" $UNCLIP train upsampler --preset "$UPSAMPLER_PRESET" --data shapes \
+    --out "$RUNS/upsampler" "${EXTRA[@]}" "${UPSAMPLER_SET[@]}" $(steps "${UPSAMPLER_STEPS:-}")
+  $UNCLIP export "$RUNS/upsampler" --out "$MODELS/upsampler"
+}
+train_decoder() {
+  # shellcheck disable=SC2046
+  logged "$RUNS/decoder.log" $UNCLIP train decoder --preset "$DECODER_PRESET" --data shapes --clip "$MODELS/clip" \
+    --out "$RUNS/decoder" "${EXTRA[@]}" "${DECODER_SET[@]}" $(steps "${DECODER_STEPS:-}")
+  $UNCLIP export "$RUNS/decoder" --out "$MODELS/decoder"
+}
+train_prior() {  # $1: diffusion_prior or ar_prior; the prior reads the embedding shards, no image is rendered
+  local name=prior; [ "$1" = ar_prior ] && name=ar_prior
+  # shellcheck disable=SC2046
+  logged "$RUNS/$name.log" $UNCLIP train "$1" --preset "$PRIOR_PRESET" --data "embeddings:$OUT/embeddings" \
+    --out "$RUNS/$name" "${EXTRA[@]}" "${PRIOR_SET[@]}" $(steps "${PRIOR_STEPS:-}")
+  $UNCLIP export "$RUNS/$name" --out "$MODELS/$name"
+}
+
+mkdir -p "$RUNS"
+launch train_upsampler
+
+# shellcheck disable=SC2046
+logged "$RUNS/clip.log" $UNCLIP train clip --preset "$CLIP_PRESET" --data shapes --out "$RUNS/clip" "${EXTRA[@]}" \
+  "${CLIP_SET[@]}" $(steps "${CLIP_STEPS:-}")
 $UNCLIP export "$RUNS/clip" --out "$MODELS/clip"
 
-$UNCLIP embed --model "$MODELS/clip" --data shapes:split=train --n "$EMBED_N" --out "$OUT/embeddings"
-# The prior reads the embedding shards directly: no image is rendered for it.
-# shellcheck disable=SC2046
-$UNCLIP train diffusion_prior --preset "$PROFILE" --data "embeddings:$OUT/embeddings" --out "$RUNS/prior" \
-  "${EXTRA[@]}" $(steps "${PRIOR_STEPS:-}")
-$UNCLIP export "$RUNS/prior" --out "$MODELS/prior"
-
-# shellcheck disable=SC2046
-$UNCLIP train decoder --preset "$PROFILE" --data shapes --clip "$MODELS/clip" --out "$RUNS/decoder" "${EXTRA[@]}" \
-  $(steps "${DECODER_STEPS:-}")
-$UNCLIP export "$RUNS/decoder" --out "$MODELS/decoder"
-
-# shellcheck disable=SC2046
-$UNCLIP train upsampler --preset "$PROFILE" --data shapes --out "$RUNS/upsampler" "${EXTRA[@]}" "${UPSAMPLER_SET[@]}" \
-  $(steps "${UPSAMPLER_STEPS:-}")
-$UNCLIP export "$RUNS/upsampler" --out "$MODELS/upsampler"
+launch train_decoder
+$UNCLIP embed --model "$MODELS/clip" --data shapes:split=train --n "$EMBED_N" --out "$OUT/embeddings" \
+  --device "$DEVICE" --batch-size 256 --workers "${WORKERS_EMBED:-$([ "$PARALLEL" = 1 ] && echo 6 || echo 0)}"
+launch train_prior diffusion_prior
+[ "$AR_PRIOR" = 1 ] && launch train_prior ar_prior
+wait_all
 
 $UNCLIP assemble --clip "$MODELS/clip" --prior "$MODELS/prior" --decoder "$MODELS/decoder" \
-  --upsampler "$MODELS/upsampler" --out "$OUT/model" "${ASSEMBLE_SET[@]}"
+  --upsampler "$MODELS/upsampler" --out "$OUT/model" "${ASSEMBLE_SET[@]}" ${HALF:+--half}
 echo "model stack ready: $OUT/model"

@@ -6,13 +6,18 @@ export → assemble → generate, as scripts/train_shapes_model.sh runs it to re
 
 import json
 
+import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from unclip.cli.main import main
 
 
-def test_the_documented_script_trains_a_stack_from_nothing(tmp_path):
-    """scripts/train_shapes_model.sh in its tiny profile: every command of the chain, in order."""
+@pytest.mark.parametrize("parallel", [False, True], ids=["in-order", "side-by-side"])
+def test_the_documented_script_trains_a_stack_from_nothing(tmp_path, parallel):
+    """scripts/train_shapes_model.sh in its tiny profile: every command of the chain, in order; side by side
+    (the bundle profile's way: stages in the background, both priors, a float16 stack) it gives the same chain."""
     import os
     import subprocess
     import sys
@@ -20,11 +25,20 @@ def test_the_documented_script_trains_a_stack_from_nothing(tmp_path):
 
     script = Path(__file__).parents[1] / "scripts" / "train_shapes_model.sh"
     env = {**os.environ, "UNCLIP_PROFILE": "tiny", "UNCLIP": f"{sys.executable} -m unclip", "OMP_NUM_THREADS": "1"}
+    if parallel:
+        env.update(PARALLEL_TINY="1", AR_PRIOR_TINY="1", HALF="1")
     done = subprocess.run(["bash", str(script), str(tmp_path)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "embeddings" / "meta.json").read_text())["count"] == 16
     stack = tmp_path / "model"
     assert json.loads((stack / "pipeline.json").read_text())["settings"]["decoder_steps"] == 2
+    weights = load_file(str(stack / "decoder" / "model.safetensors"))
+    assert weights["text_emb.weight"].dtype == (torch.float16 if parallel else torch.float32)
+    if parallel:  # every stage's progress in its own log, and the AR prior trained beside the diffusion prior
+        assert {"clip.log", "decoder.log", "prior.log", "ar_prior.log", "upsampler.log"} <= {
+            p.name for p in (tmp_path / "runs").iterdir()
+        }
+        assert (tmp_path / "parts" / "ar_prior" / "config.json").is_file()
     assert main(["generate", "a red circle", "--n", "2", "--model", str(stack), "--out", str(tmp_path / "out")]) == 0
     # The tiny decoder draws 32 px and the upsampler takes it to 128 px.
     assert Image.open(tmp_path / "out" / "image_001.png").size == (128, 128)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -114,18 +115,35 @@ def write_model_folder(
     meta: dict[str, Any],
     module: nn.Module,
     extra: Callable[[Path], None] | None = None,
+    half: bool = False,
 ) -> Path:
     """Write ``config.json`` (``meta``), ``model.safetensors`` (``module``'s state) and ``extra(tmp)``'s files
-    into ``folder`` atomically: everything goes to a sibling temporary folder that then replaces ``folder``."""
+    into ``folder`` atomically: everything goes to a sibling temporary folder that then replaces ``folder``.
+
+    ``half`` stores the floating-point parameters in float16 (half the size; loading casts them back to the
+    model's dtype); buffers such as noise schedules keep their precision."""
     folder = Path(folder)
     with atomic_directory(folder) as tmp:
         state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+        if half:
+            state.update(_half_parameters(module, state, folder))
         tags = {"format": str(meta.get("format")), "format_version": str(meta.get("format_version"))}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata=tags)
         if extra is not None:
             extra(tmp)
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return folder
+
+
+def _half_parameters(module: nn.Module, state: dict[str, Tensor], folder: Path) -> dict[str, Tensor]:
+    halves = {}
+    for name, _ in module.named_parameters():
+        if name in state and state[name].is_floating_point():
+            half = state[name].to(torch.float16)
+            if not torch.isfinite(half).all():
+                raise ValueError(f"{folder}: parameter {name} does not fit float16 (|x| > 65504); save it in full")
+            halves[name] = half
+    return halves
 
 
 def read_meta(

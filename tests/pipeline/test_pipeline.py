@@ -49,6 +49,32 @@ def test_save_and_load_give_the_same_images(pipe, tmp_path):
         UnCLIPPipeline.from_pretrained(tmp_path)
 
 
+def test_half_saving_halves_parameters_keeps_buffers_and_loads_into_float32(pipe, tmp_path):
+    """`assemble --half`: float16 parameters (about half the bytes), full-precision buffers, and a loaded
+    pipeline whose float32 weights are exactly the rounded originals."""
+    from safetensors.torch import load_file
+
+    pipe.save_pretrained(tmp_path / "full")
+    pipe.save_pretrained(tmp_path / "half", half=True)
+    for part, module in (("decoder", pipe.decoder), ("clip", pipe.clip), ("prior", pipe.prior)):
+        full, half = (load_file(str(tmp_path / v / part / "model.safetensors")) for v in ("full", "half"))
+        params = {n for n, _ in module.named_parameters()}
+        assert all(half[n].dtype == torch.float16 for n in params)
+        assert all(half[n].dtype == full[n].dtype for n in set(full) - params)  # buffers untouched
+        size = [(tmp_path / v / part / "model.safetensors").stat().st_size for v in ("full", "half")]
+        assert size[1] < 0.6 * size[0]
+    loaded = UnCLIPPipeline.from_pretrained(tmp_path / "half")
+    for name, p in loaded.decoder.named_parameters():
+        assert p.dtype == torch.float32
+        assert torch.equal(p, dict(pipe.decoder.named_parameters())[name].detach().half().float())
+    with pytest.raises(ValueError, match="does not fit float16"):
+        big = tiny_pipeline()
+        with torch.no_grad():
+            next(big.decoder.parameters()).fill_(1e6)
+        big.save_pretrained(tmp_path / "big", half=True)
+    assert not (tmp_path / "big" / "decoder").exists()  # nothing half-written
+
+
 def test_slerp_endpoints_norms_and_midpoint():
     g = torch.Generator().manual_seed(0)
     a = torch.nn.functional.normalize(torch.randn(5, 16, generator=g, dtype=torch.float64), dim=1)

@@ -301,3 +301,16 @@ def test_a_shard_replaced_after_open_is_named_when_read(tmp_path):
         data.batch(torch.tensor([20]))
     with pytest.raises(ValueError, match="window must be a positive number"):
         EmbeddingShards(folder, window=0)
+
+
+def test_embed_with_worker_processes_writes_the_same_pairs(emb_dir, tmp_path):
+    """`unclip embed --workers 2` reads in other processes but keeps the serial run's order and values; a batch
+    size that does not divide --n leaves a short last batch, not a lost one."""
+    clip = emb_dir.parent / "clip"
+    out = tmp_path / "emb"
+    args = ["embed", "--model", str(clip), "--data", "shapes", "--n", "24", "--batch-size", "5", "--workers", "2"]
+    assert main([*args, "--out", str(out)]) == 0
+    serial, parallel = load_embeddings(emb_dir), load_embeddings(out)
+    assert len(parallel.z_i) == 24
+    for name in ("z_i", "z_t", "tokens", "mask"):
+        assert torch.allclose(getattr(parallel, name).float(), getattr(serial, name).float(), atol=1e-5), name

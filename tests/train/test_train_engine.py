@@ -186,3 +186,22 @@ def test_gradient_accumulation_matches_one_big_batch(data, tmp_path):
     diff = max((a.tensors["model"][k] - b.tensors["model"][k]).abs().max().item() for k in a.tensors["model"])
     assert diff < 1e-5
     assert b.state["data"]["micro_batches_consumed"] == 12
+
+
+def test_time_budget_stops_with_a_final_checkpoint_and_resumes(data, tmp_path, monkeypatch, capsys):
+    """train.max_minutes: a fake clock that advances 1 s per reading stops the run part-way (not at `steps`),
+    the last step is checkpointed, and a resume without the budget finishes the run."""
+    import unclip.train.engine as engine
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(engine.time, "perf_counter", lambda: float(next(clock)))
+    out = tmp_path / "run"
+    budget = ["--steps", "40", "--set", "train.max_minutes=0.5", "--set", "train.log_every=1"]
+    assert main(_args(data, out, *budget)) == 0
+    stopped = _final(out).step
+    assert 1 <= stopped < 40  # 30 fake seconds at a few readings per step
+    assert _metrics(out)[-1]["step"] == stopped
+    assert f"time budget of 0.5 min reached at step {stopped}" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert main(_args(data, out, "--steps", "40", "--resume")) == 0
+    assert _final(out).step == 40

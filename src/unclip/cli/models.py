@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--n", type=int, help="at most this many pairs (required for shapes)")
     m.add_argument("--batch-size", type=int, default=64)
     m.add_argument("--device", default="cpu")
+    m.add_argument("--workers", type=int, default=0, help="processes that read and decode (0: the main one)")
     m.set_defaults(func=run_embed)
 
     a = subparsers.add_parser("assemble", help="model folders → one pipeline folder", formatter_class=fmt)
@@ -31,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--upsampler", action="append", default=[], help="upsampler model folder (repeat, in order)")
     a.add_argument("--out", required=True, help="pipeline folder to write")
     a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a default sampling setting")
+    a.add_argument("--half", action="store_true", help="store the parameters in float16 (half the size)")
     a.set_defaults(func=run_assemble)
 
 
@@ -48,7 +50,13 @@ def run_embed(args: argparse.Namespace) -> int:
     if args.n is not None and args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     folder, n, skipped = embed_dataset(
-        args.model, args.data, args.out, limit=args.n, batch_size=args.batch_size, device=args.device
+        args.model,
+        args.data,
+        args.out,
+        limit=args.n,
+        batch_size=args.batch_size,
+        device=args.device,
+        workers=args.workers,
     )
     print(f"wrote {n} embedding pairs to {folder} ({skipped} samples skipped)")
     return 0
@@ -73,6 +81,6 @@ def run_assemble(args: argparse.Namespace) -> int:
         [load_image_model(u, "upsampler") for u in args.upsampler],  # type: ignore[misc]
         config_from_dict(SamplingSettings, settings, "settings", error=ValueError),
     )
-    folder = pipe.save_pretrained(args.out)
+    folder = pipe.save_pretrained(args.out, half=args.half)
     print(f"assembled {folder} ({pipe.resolution} px)")
     return 0

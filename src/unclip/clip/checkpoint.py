@@ -37,8 +37,9 @@ FORMAT = "unclip-clip"
 FORMAT_VERSION = 1
 
 
-def save_pretrained(model: CLIP, folder: str | Path) -> Path:
-    """Write ``model`` (weights, config, tokenizer) into ``folder`` atomically; returns the folder."""
+def save_pretrained(model: CLIP, folder: str | Path, half: bool = False) -> Path:
+    """Write ``model`` (weights, config, tokenizer) into ``folder`` atomically; returns the folder (``half``:
+    float16 parameters, see ``write_model_folder``)."""
     if model.tokenizer is None:
         raise ValueError("a CLIP without a tokenizer cannot be saved as a model folder (it could not encode text)")
     tokenizer = model.tokenizer
@@ -48,7 +49,7 @@ def save_pretrained(model: CLIP, folder: str | Path) -> Path:
         "config": dataclasses.asdict(model.config),
         "tokenizer": tokenizer.settings(),
     }
-    return write_model_folder(folder, meta, model, extra=tokenizer.save)
+    return write_model_folder(folder, meta, model, extra=tokenizer.save, half=half)
 
 
 def from_pretrained(folder: str | Path, device: torch.device | str = "cpu") -> CLIP:

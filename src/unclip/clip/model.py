@@ -233,10 +233,10 @@ class CLIP(nn.Module):
         return self.image_features(pixels, normalize)
 
     # ---- model folders (``unclip.clip.checkpoint``; imported lazily, it imports this module)
-    def save_pretrained(self, folder: str | Path) -> Path:
+    def save_pretrained(self, folder: str | Path, half: bool = False) -> Path:
         from unclip.clip.checkpoint import save_pretrained
 
-        return save_pretrained(self, folder)
+        return save_pretrained(self, folder, half)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: torch.device | str = "cpu") -> CLIP:

@@ -45,13 +45,18 @@ class PairBatches:
 
     def __init__(
         self, source: Source, limit: int | None, image_size: int, batch_size: int, *, progress: bool = False,
-        desc: str = "embed",
+        desc: str = "embed", workers: int = 0,
     ) -> None:  # fmt: skip
         self.source, self.limit, self.image_size, self.batch_size = source, limit, image_size, batch_size
-        self.progress, self.desc = progress, desc
+        self.progress, self.desc, self.workers = progress, desc, workers
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0, got {workers}")
         self.skipped = 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
+        if self.workers and not isinstance(self.source, ShardSource):
+            yield from self._parallel()
+            return
         images: list[torch.Tensor] = []
         captions: list[str] = []
         total = self.limit if self.limit is not None or isinstance(self.source, ShardSource) else self.source.size()
@@ -72,11 +77,51 @@ class PairBatches:
         if images:
             yield torch.stack(images), captions
 
+    def _parallel(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
+        """The same batches, in the same order, with records read and decoded by ``workers`` processes (a
+        rendered Shapes world or a folder of files is indexable; tar shards are a stream and stay serial)."""
+        size = self.source.size()
+        n = size if self.limit is None else (self.limit if size is None else min(size, self.limit))
+        if n is None:
+            raise ValueError("this data source is unlimited (Shapes world): pass --n")
+        starts = list(range(0, n, self.batch_size))
+        reader = _ChunkReader(self.source, self.image_size, self.batch_size, n)
+        loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=self.workers, sampler=starts)
+        with tqdm(total=n, desc=self.desc, disable=not self.progress) as bar:
+            for images, captions, skipped in loader:
+                self.skipped += skipped
+                bar.update(len(captions) + skipped)
+                if captions:
+                    yield images, captions
+
+
+class _ChunkReader(torch.utils.data.Dataset):
+    """Records ``start .. start + batch_size`` (below ``n``) as (images, captions, skipped) for one worker."""
+
+    def __init__(self, source: Source, image_size: int, batch_size: int, n: int) -> None:
+        self.source, self.image_size, self.batch_size, self.n = source, image_size, batch_size, n
+
+    def __getitem__(self, start: int) -> tuple[torch.Tensor, list[str], int]:
+        images, captions, skipped = [], [], 0
+        for i in range(start, min(start + self.batch_size, self.n)):
+            try:
+                record = self.source.get(i)
+                arr = decode_image(record)
+                if not record.caption or not record.caption.strip():
+                    raise CorruptSample(f"{record.key}: no caption")
+            except CorruptSample:
+                skipped += 1
+                continue
+            images.append(to_training_image(arr, self.image_size))
+            captions.append(record.caption)
+        empty = torch.zeros(0, 3, self.image_size, self.image_size)
+        return (torch.stack(images) if images else empty), captions, skipped
+
 
 @torch.no_grad()
 def embed_dataset(
     clip_dir: str | Path, data: str, out: str | Path, *, limit: int | None = None, batch_size: int = 64,
-    device: str = "cpu", progress: bool = True,
+    device: str = "cpu", progress: bool = True, workers: int = 0,
 ) -> tuple[Path, int, int]:  # fmt: skip
     """Embed ``data`` with the CLIP in ``clip_dir`` into ``out``; returns (folder, pairs written, skipped)."""
     from unclip.clip import load_clip
@@ -85,7 +130,7 @@ def embed_dataset(
     clip = load_clip(clip_dir, device)
     source = parse_data_spec(data, clip.image_size)
     parts: dict[str, list[torch.Tensor]] = {"z_i": [], "z_t": [], "tokens": [], "mask": []}
-    batches = PairBatches(source, limit, clip.image_size, batch_size, progress=progress)
+    batches = PairBatches(source, limit, clip.image_size, batch_size, progress=progress, workers=workers)
     for images, captions in batches:
         z_i = clip.encode_image(images.to(device))
         enc = clip.encode_text(captions)

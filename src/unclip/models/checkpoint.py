@@ -28,7 +28,8 @@ FORMAT_VERSION = 1
 KINDS: dict[str, tuple[type, type]] = {"decoder": (DecoderConfig, Decoder), "upsampler": (UpsamplerConfig, Upsampler)}
 
 
-def save_pretrained(model: Decoder | Upsampler, folder: str | Path) -> Path:
+def save_pretrained(model: Decoder | Upsampler, folder: str | Path, half: bool = False) -> Path:
+    """Write a decoder or upsampler into ``folder`` atomically (``half``: float16 parameters)."""
     kind = next((k for k, (_, cls) in KINDS.items() if isinstance(model, cls)), None)
     if kind is None:
         raise ValueError(f"not a decoder or upsampler: {type(model).__name__}")
@@ -38,7 +39,7 @@ def save_pretrained(model: Decoder | Upsampler, folder: str | Path) -> Path:
         "kind": kind,
         "config": dataclasses.asdict(model.config),
     }
-    return write_model_folder(folder, meta, model)
+    return write_model_folder(folder, meta, model, half=half)
 
 
 def from_pretrained(folder: str | Path, kind: str | None = None, device: torch.device | str = "cpu") -> nn.Module:

@@ -172,17 +172,19 @@ class UnCLIPPipeline:
             settings,
         )
 
-    def save_pretrained(self, folder: str | Path) -> Path:
+    def save_pretrained(self, folder: str | Path, half: bool = False) -> Path:
+        """Every component's folder and the index; ``half`` stores the parameters in float16 (half the size, the
+        bundled model's format; they load back into float32 networks)."""
         from unclip.models.checkpoint import save_pretrained as save_image_model
         from unclip.prior import save_pretrained as save_prior
 
         folder = Path(folder)
-        self.clip.save_pretrained(folder / "clip")
-        save_prior(self.prior, folder / "prior")
-        save_image_model(self.decoder, folder / "decoder")
+        self.clip.save_pretrained(folder / "clip", half)
+        save_prior(self.prior, folder / "prior", half)
+        save_image_model(self.decoder, folder / "decoder", half)
         ups = [f"upsampler{i}" for i in range(len(self.upsamplers))]
         for name, up in zip(ups, self.upsamplers, strict=True):
-            save_image_model(up, folder / name)
+            save_image_model(up, folder / name, half)
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -42,15 +42,15 @@ def _kind_of(model: nn.Module) -> str:
     raise ValueError(f"not a prior network: {type(model).__name__} (expected DiffusionPrior or ARPrior)")
 
 
-def save_pretrained(model: nn.Module, folder: str | Path) -> Path:
-    """Write a prior (either kind) into ``folder`` atomically; returns the folder."""
+def save_pretrained(model: nn.Module, folder: str | Path, half: bool = False) -> Path:
+    """Write a prior (either kind) into ``folder`` atomically; returns the folder (``half``: float16 parameters)."""
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kind": _kind_of(model),
         "config": dataclasses.asdict(model.config),  # type: ignore[call-overload]
     }
-    return write_model_folder(folder, meta, model)
+    return write_model_folder(folder, meta, model, half=half)
 
 
 def from_pretrained(folder: str | Path, device: torch.device | str = "cpu") -> DiffusionPrior | ARPrior:

@@ -47,6 +47,10 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 0  # 0: sample grids only at the end (when the stage makes them)
     sample_count: int = 16
+    # A wall-clock budget: the run stops after the first step that ends past it, with a final checkpoint, as
+    # if ``steps`` had been reached (0: no budget). Pair it with lr_schedule="constant": a cosine would stop
+    # part-way down its decay.
+    max_minutes: float = 0.0
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]  # JSON gives a list
@@ -71,6 +75,8 @@ class TrainConfig:
             raise ValueError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"train.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio!r}")
+        if not self.max_minutes >= 0:
+            raise ValueError(f"train.max_minutes must be >= 0 (0: no budget), got {self.max_minutes!r}")
         if self.grad_clip < 0:
             raise ValueError(f"train.grad_clip must be >= 0 (0 disables it), got {self.grad_clip!r}")
 
@@ -87,7 +93,16 @@ class TrainConfig:
 
 # Fields a resumed run may change without changing the trajectory of the weights.
 RESUMABLE_CHANGES = frozenset(
-    {"steps", "checkpoint_every", "keep_last", "log_every", "sample_every", "sample_count", "num_workers"}
+    {
+        "steps",
+        "checkpoint_every",
+        "keep_last",
+        "log_every",
+        "sample_every",
+        "sample_count",
+        "num_workers",
+        "max_minutes",
+    }
 )
 
 

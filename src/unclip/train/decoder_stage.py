@@ -73,6 +73,13 @@ class DecoderStage(Stage[DecoderStageConfig]):
                             checkpoint_every=500, sample_every=0),
                 "32 px with the mini CLIP, 1.3M parameters: the CPU-trained bundled model (about an hour, 2 cores)",
             ),
+            "compact": Preset(
+                cfg("compact", "small", 32),
+                TrainConfig(steps=100_000, batch_size=128, lr=3e-4, warmup_steps=500, lr_schedule="constant",
+                            ema_decay=0.9995, grad_clip=1.0, mixed_precision="bf16", num_workers=8,
+                            checkpoint_every=2000, sample_every=0),
+                "32 px with the small CLIP, 7M parameters: the bundled model's decoder (a time budget on one GPU)",
+            ),
             "tiny": Preset(
                 cfg("tiny", "tiny", 32),
                 TrainConfig(steps=200, batch_size=8, lr=1e-3, warmup_steps=10, ema_decay=0.99, checkpoint_every=100),

@@ -190,6 +190,9 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
             if _any(accelerator, stop.requested):
                 interrupted = True
                 break
+            if tc.max_minutes and _any(accelerator, time.perf_counter() - t_start >= 60 * tc.max_minutes):
+                logger.message(f"time budget of {tc.max_minutes:g} min reached at step {step}")
+                break
             lr = lr_at(
                 step, base_lr=tc.lr, total_steps=tc.steps, warmup_steps=tc.warmup_steps,
                 schedule=tc.lr_schedule, min_lr_ratio=tc.min_lr_ratio,

@@ -74,6 +74,13 @@ class UpsamplerStage(Stage[UpsamplerStageConfig]):
                             checkpoint_every=500, sample_every=0),
                 "32→128 on 32 px crops: the CPU-trained bundled model (minutes on 2 cores)",
             ),
+            "compact": Preset(
+                UpsamplerStageConfig(upsampler_preset("compact", resolution=128), sample_steps=10),
+                TrainConfig(steps=100_000, batch_size=64, lr=2e-4, warmup_steps=500, lr_schedule="constant",
+                            ema_decay=0.9995, grad_clip=1.0, mixed_precision="bf16", num_workers=4,
+                            checkpoint_every=2000, sample_every=0),
+                "32→128, 2.6M parameters: the bundled model's upsampler (a time budget on one GPU)",
+            ),
             "tiny": Preset(
                 UpsamplerStageConfig(upsampler_preset("tiny", resolution=64), sample_steps=5),
                 TrainConfig(steps=100, batch_size=4, lr=1e-3, warmup_steps=5, ema_decay=0.99, checkpoint_every=50),
