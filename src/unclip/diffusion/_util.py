@@ -45,12 +45,17 @@ def randn(
     ``i`` only and not on the batch size (DESIGN.md §2 contracts; STYLE.md practice 8).
     """
     shape = tuple(shape)
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    if generator is None:
+        return torch.randn(shape, dtype=dtype, device=device)
+    if isinstance(generator, torch.Generator):
+        # Draw on the generator's own device (the CPU by convention), then move: a CPU generator cannot fill a
+        # CUDA tensor, and drawing on the CPU keeps the numbers independent of the target device.
+        return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
     generators = list(generator)
     if len(generators) != shape[0]:
         raise ValueError(f"got {len(generators)} generators for a batch of {shape[0]}; expected one per sample")
-    return torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype, device=device) for g in generators], dim=0)
+    draws = [torch.randn(shape[1:], generator=g, dtype=dtype, device=g.device).to(device) for g in generators]
+    return torch.stack(draws, dim=0)
 
 
 def randn_like(x: Tensor, generator: Generators = None) -> Tensor:
