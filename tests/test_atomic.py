@@ -19,3 +19,21 @@ def test_an_interrupted_directory_keeps_the_old_one(tmp_path):
         raise RuntimeError("stopped half-way")
     assert sorted(p.name for p in dest.iterdir()) == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_atomic_directory_gets_ordinary_permissions_not_private_ones(tmp_path):
+    """mkdtemp's 0700 folder and a writer's 0600 file must not make a model folder unreadable to others."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "model") as tmp:
+            weights = tmp / "model.safetensors"
+            weights.write_bytes(b"x")
+            weights.chmod(0o600)
+            (tmp / "sub").mkdir(mode=0o700)
+        assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
+        assert (tmp_path / "model" / "model.safetensors").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "model" / "sub").stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(umask)

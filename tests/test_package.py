@@ -41,7 +41,10 @@ def test_version_and_unknown_command():
         main(["no-such-command"])
 
 
-def test_demo_exits_cleanly(tmp_path):
+def test_demo_runs_on_the_bundled_model(tmp_path):
+    """The bundled model loads and `unclip demo` writes its gallery (with fewer steps: the full demo is `make demo`)."""
     from unclip.cli.main import main
 
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    short = ["--set", "decoder_steps=8", "--set", "inversion_steps=8", "--set", "prior_steps=8"]
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--per-category", "1", *short]) == 0
+    assert (tmp_path / "demo" / "index.html").is_file() and (tmp_path / "demo" / "variation_3.png").is_file()

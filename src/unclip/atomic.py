@@ -27,6 +27,9 @@ def atomic_directory(dest: str | Path) -> Iterator[Path]:
     old = None
     try:
         yield tmp
+        # mkdtemp makes the folder private (0700) and some writers (safetensors) make private files (0600): give
+        # the result the permissions of a folder made the ordinary way, so a shared model folder stays readable.
+        _apply_umask(tmp)
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
             shutil.rmtree(old, ignore_errors=True)
@@ -39,6 +42,16 @@ def atomic_directory(dest: str | Path) -> Iterator[Path]:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _apply_umask(root: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        base = 0o777 if path.is_dir() or os.access(path, os.X_OK) else 0o666
+        path.chmod(base & ~umask)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
