@@ -1,6 +1,6 @@
 """One labelled picture of a demo gallery (the README's): text to image, variations, an interpolation, a text diff.
 
-    python scripts/demo_sheet.py outputs/demo docs/bundle_demo.png
+python scripts/demo_sheet.py outputs/demo docs/bundle_demo.png
 """
 
 from __future__ import annotations

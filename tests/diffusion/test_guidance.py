@@ -58,6 +58,23 @@ def test_separate_scales_for_image_and_text_in_one_forward_pass():
     assert torch.allclose(guided(net, conds, [0.0, 0.0])(x, t).x0, net(x, t, conds[0]).x0, atol=1e-6)
 
 
+def test_all_scales_one_run_only_the_full_condition_branch():
+    """Scales (1, 1) telescope to the fully conditional branch: one forward of b, not one of 3b, and the same
+    x0, eps and variance as the three-branch sum (to rounding) and as the branch itself (exactly)."""
+    conds = branches()
+    x, t = torch.randn(3, 4), torch.full((3,), 10)
+    net = ShiftDenoiser()
+    one = guided(net, conds, [1.0, 1.0])(x, t)
+    assert net.batch_sizes == [3]
+    full = net(x, t, conds[2])
+    assert torch.equal(one.x0, full.x0) and torch.equal(one.eps, full.eps) and torch.equal(one.var_frac, full.var_frac)
+    near = guided(net, conds, [1.0, 1.0 + 1e-7])(x, t)  # the three-branch path, same value to first order
+    assert torch.allclose(one.x0, near.x0, atol=1e-5) and torch.allclose(one.eps, near.eps, atol=1e-5)
+    net.batch_sizes.clear()
+    guided(net, conds, [1.0, 3.0])(x, t)
+    assert net.batch_sizes == [9]  # any other scale keeps every branch
+
+
 def test_conditioned_binds_without_guidance():
     conds = branches()
     net = ShiftDenoiser()
