@@ -36,6 +36,18 @@ def iter_records(source: Source, limit: int | None) -> Iterator[Record]:
         yield source.get(i)
 
 
+def training_pair(record: Record, image_size: int) -> tuple[torch.Tensor, str] | None:
+    """The record's image as a training tensor and its caption, or None when it does not decode or has no
+    caption (the caller counts it as skipped)."""
+    try:
+        arr = decode_image(record)
+    except CorruptSample:
+        return None
+    if not record.caption or not record.caption.strip():
+        return None
+    return to_training_image(arr, image_size), record.caption
+
+
 class PairBatches:
     """Batches of (images, captions) from a source's records, for encoders that run once over a dataset.
 
@@ -62,15 +74,12 @@ class PairBatches:
         total = self.limit if self.limit is not None or isinstance(self.source, ShardSource) else self.source.size()
         records = iter_records(self.source, self.limit)
         for record in tqdm(records, total=total, desc=self.desc, disable=not self.progress):
-            try:
-                arr = decode_image(record)
-                if not record.caption or not record.caption.strip():
-                    raise CorruptSample(f"{record.key}: no caption")
-            except CorruptSample:
+            pair = training_pair(record, self.image_size)
+            if pair is None:
                 self.skipped += 1
                 continue
-            images.append(to_training_image(arr, self.image_size))
-            captions.append(record.caption)
+            images.append(pair[0])
+            captions.append(pair[1])
             if len(images) == self.batch_size:
                 yield torch.stack(images), captions
                 images, captions = [], []
@@ -104,16 +113,12 @@ class _ChunkReader(torch.utils.data.Dataset):
     def __getitem__(self, start: int) -> tuple[torch.Tensor, list[str], int]:
         images, captions, skipped = [], [], 0
         for i in range(start, min(start + self.batch_size, self.n)):
-            try:
-                record = self.source.get(i)
-                arr = decode_image(record)
-                if not record.caption or not record.caption.strip():
-                    raise CorruptSample(f"{record.key}: no caption")
-            except CorruptSample:
+            pair = training_pair(self.source.get(i), self.image_size)
+            if pair is None:
                 skipped += 1
                 continue
-            images.append(to_training_image(arr, self.image_size))
-            captions.append(record.caption)
+            images.append(pair[0])
+            captions.append(pair[1])
         empty = torch.zeros(0, 3, self.image_size, self.image_size)
         return (torch.stack(images) if images else empty), captions, skipped
 
