@@ -26,23 +26,29 @@ mkdir -p "$RUNS" "$MODELS"
 
 PARALLEL=0
 AR_PRIOR=0
+# The trained stacks' sampling defaults: DDPM for the image stages (DDIM leaves speckle on briefly trained
+# networks, docs/training.md) and the upsampler started from its noised bicubic input at 0.3 T (SDEdit): from pure
+# noise the mini upsampler left blotches (PSNR 18.0, FID 274 against the truth; 31.2 and 173 from 0.3 T;
+# docs/results.md).
+DDPM_SET=(--set decoder_sampler=ddpm --set decoder_steps=50 --set upsampler_sampler=ddpm
+          --set upsampler_steps=10 --set inversion_steps=50 --set prior_steps=25 --set upsampler_strength=0.3)
 case "$PROFILE" in
   bundle)
     # The bundled model (a GPU): the small CLIP and priors, a 32 px compact decoder (7M) and a compact 4x
     # upsampler to 128 px (2.6M). The decoder stays at 32 px so that `make demo` samples on 2 CPU cores in
-    # minutes: a 64 px small decoder costs about 1.1 s per guided step there (docs/training.md).
+    # minutes: a guided step of the 64 px small decoder costs about 2.2 s there (docs/training.md). The default
+    # budgets are the ones the bundle was trained with (18 minutes in all on one H100).
     CLIP_PRESET=small PRIOR_PRESET=small DECODER_PRESET=compact UPSAMPLER_PRESET=compact
     PARALLEL=1 AR_PRIOR=1
     BUDGET=(--set train.lr_schedule=constant --set train.mixed_precision=bf16)
-    CLIP_SET=("${BUDGET[@]}" --set "train.max_minutes=${CLIP_MINUTES:-7}" --set "train.num_workers=${WORKERS_CLIP:-10}")
-    PRIOR_SET=("${BUDGET[@]}" --set "train.max_minutes=${PRIOR_MINUTES:-6}")
-    DECODER_SET=("${BUDGET[@]}" --set "train.max_minutes=${DECODER_MINUTES:-12}"
+    CLIP_SET=("${BUDGET[@]}" --set "train.max_minutes=${CLIP_MINUTES:-6}" --set "train.num_workers=${WORKERS_CLIP:-10}")
+    PRIOR_SET=("${BUDGET[@]}" --set "train.max_minutes=${PRIOR_MINUTES:-5.5}")
+    DECODER_SET=("${BUDGET[@]}" --set "train.max_minutes=${DECODER_MINUTES:-11.5}"
                  --set "train.num_workers=${WORKERS_DECODER:-8}")
-    UPSAMPLER_SET=("${BUDGET[@]}" --set "train.max_minutes=${UPSAMPLER_MINUTES:-19}"
+    UPSAMPLER_SET=("${BUDGET[@]}" --set "train.max_minutes=${UPSAMPLER_MINUTES:-17.5}"
                    --set "train.num_workers=${WORKERS_UPSAMPLER:-4}")
     EXTRA=(--steps 1000000)  # the budgets end every stage
-    ASSEMBLE_SET=(--set decoder_sampler=ddpm --set decoder_steps=50 --set upsampler_sampler=ddpm
-                  --set upsampler_steps=10 --set inversion_steps=50 --set prior_steps=25 --set upsampler_strength=0.3)
+    ASSEMBLE_SET=("${DDPM_SET[@]}")
     EMBED_N=${EMBED_N:-100000}
     ;;
   small)
@@ -57,11 +63,7 @@ case "$PROFILE" in
     # (App. C's 4x step at a quarter of its scale), sized so the whole chain trains in about 1.5 hours on 2 CPU cores.
     CLIP_PRESET=mini PRIOR_PRESET=mini DECODER_PRESET=mini UPSAMPLER_PRESET=mini
     EXTRA=()
-    # DDPM for the image stages: DDIM leaves speckle on these briefly trained networks (docs/training.md).
-    # The upsampler starts from its noised bicubic input at 0.3 T (SDEdit): from pure noise this briefly trained
-    # network leaves blotches (PSNR 18.0, FID 274 against the truth; 31.2 and 173 from 0.3 T; docs/results.md).
-    ASSEMBLE_SET=(--set decoder_sampler=ddpm --set decoder_steps=50 --set upsampler_sampler=ddpm
-                  --set upsampler_steps=10 --set inversion_steps=50 --set prior_steps=25 --set upsampler_strength=0.3)
+    ASSEMBLE_SET=("${DDPM_SET[@]}")
     EMBED_N=${EMBED_N:-30000}
     ;;
   tiny)
