@@ -7,6 +7,8 @@
 #
 #   scripts/train_and_evaluate_bundle.sh OUT_DIR        # about 25 minutes on one H100
 #
+# Everything train_shapes_model.sh reads passes through: INIT_FROM=src/unclip/assets/shapes-model CLIP_NEGATIVES=5
+# trains the bundled stack further instead of from nothing. BENCH=0 skips step 2.
 # UNCLIP picks the command (default `unclip`); EVAL_MINUTES caps step 3 (default 6; with 3, the lease that made
 # the bundle ran out before manipulations and upsampler, which then ran on a CPU).
 set -uo pipefail
@@ -20,7 +22,9 @@ start=$(date +%s)
 HALF=1 UNCLIP_PROFILE=bundle bash "$HERE/train_shapes_model.sh" "$OUT" || { echo "training failed" >&2; exit 1; }
 echo "training wall time: $(( $(date +%s) - start )) s" | tee "$OUT/bench/train_time.txt"
 
-for variant in "fp32" "bf16" "bf16 --channels-last"; do
+variants=("fp32" "bf16" "bf16 --channels-last")
+[ "${BENCH:-1}" = 1 ] || variants=()
+for variant in "${variants[@]+"${variants[@]}"}"; do
   read -r precision extra <<< "$variant"
   # shellcheck disable=SC2086
   timeout 120 "$PY" "$HERE/../benchmarks/pipeline_stages.py" --model "$OUT/model" --device cuda --batch 16 \

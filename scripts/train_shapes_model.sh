@@ -15,6 +15,12 @@
 # The bundle profile trains on a wall-clock budget per stage (train.max_minutes, constant learning rate and EMA)
 # and runs independent stages side by side on the one GPU: the upsampler from the start, the decoder and both
 # priors once CLIP is done. *_MINUTES override the budgets; WORKERS_* the data-loading processes.
+#
+# INIT_FROM=STACK_DIR fine-tunes instead of starting fresh: each stage starts from the same part of an assembled
+# stack (clip, prior, decoder, upsampler0; train.init_from), e.g. INIT_FROM=src/unclip/assets/shapes-model to train
+# the bundled model further in another GPU lease. A part the stack lacks (the AR prior) starts fresh. The priors
+# refit their normalization to the new CLIP's embeddings. A fine-tune draws other scenes (DATA_SEED, default 1
+# with INIT_FROM, else 0). CLIP_NEGATIVES sets the hard negatives per caption.
 set -euo pipefail
 
 OUT=${1:?usage: scripts/train_shapes_model.sh OUT_DIR}
@@ -77,6 +83,11 @@ case "$PROFILE" in
     ;;
   *) echo "unknown UNCLIP_PROFILE '$PROFILE' (bundle, small, mini or tiny)" >&2; exit 2 ;;
 esac
+DATA_SEED=${DATA_SEED:-$([ -n "${INIT_FROM:-}" ] && echo 1 || echo 0)}
+SHAPES="shapes:seed=$DATA_SEED"
+# Fine-tuning: a stage starts from STACK/part when INIT_FROM names a stack that has it.
+init_from() { [ -n "${INIT_FROM:-}" ] && [ -d "$INIT_FROM/$1" ] && echo "--set train.init_from=$INIT_FROM/$1" || true; }
+[ -n "${CLIP_NEGATIVES:-}" ] && CLIP_SET+=(--set "model.negatives_per_caption=$CLIP_NEGATIVES")
 CLIP_SET=("${CLIP_SET[@]+"${CLIP_SET[@]}"}")
 PRIOR_SET=("${PRIOR_SET[@]+"${PRIOR_SET[@]}"}")
 DECODER_SET=("${DECODER_SET[@]+"${DECODER_SET[@]}"}")
@@ -93,21 +104,21 @@ logged() { local log=$1; shift; if [ "$PARALLEL" = 1 ]; then "$@" > "$log" 2>&1;
 
 train_upsampler() {
   # shellcheck disable=SC2046  # word splitting of $(steps ...) is intended
-  logged "$RUNS/upsampler.log" $UNCLIP train upsampler --preset "$UPSAMPLER_PRESET" --data shapes \
-    --out "$RUNS/upsampler" "${EXTRA[@]}" "${UPSAMPLER_SET[@]}" $(steps "${UPSAMPLER_STEPS:-}")
+  logged "$RUNS/upsampler.log" $UNCLIP train upsampler --preset "$UPSAMPLER_PRESET" --data "$SHAPES" \
+    --out "$RUNS/upsampler" "${EXTRA[@]}" "${UPSAMPLER_SET[@]}" $(steps "${UPSAMPLER_STEPS:-}") $(init_from upsampler0)
   $UNCLIP export "$RUNS/upsampler" --out "$MODELS/upsampler"
 }
 train_decoder() {
   # shellcheck disable=SC2046
-  logged "$RUNS/decoder.log" $UNCLIP train decoder --preset "$DECODER_PRESET" --data shapes --clip "$MODELS/clip" \
-    --out "$RUNS/decoder" "${EXTRA[@]}" "${DECODER_SET[@]}" $(steps "${DECODER_STEPS:-}")
+  logged "$RUNS/decoder.log" $UNCLIP train decoder --preset "$DECODER_PRESET" --data "$SHAPES" --clip "$MODELS/clip" \
+    --out "$RUNS/decoder" "${EXTRA[@]}" "${DECODER_SET[@]}" $(steps "${DECODER_STEPS:-}") $(init_from decoder)
   $UNCLIP export "$RUNS/decoder" --out "$MODELS/decoder"
 }
 train_prior() {  # $1: diffusion_prior or ar_prior; the prior reads the embedding shards, no image is rendered
   local name=prior; [ "$1" = ar_prior ] && name=ar_prior
   # shellcheck disable=SC2046
   logged "$RUNS/$name.log" $UNCLIP train "$1" --preset "$PRIOR_PRESET" --data "embeddings:$OUT/embeddings" \
-    --out "$RUNS/$name" "${EXTRA[@]}" "${PRIOR_SET[@]}" $(steps "${PRIOR_STEPS:-}")
+    --out "$RUNS/$name" "${EXTRA[@]}" "${PRIOR_SET[@]}" $(steps "${PRIOR_STEPS:-}") $(init_from "$name")
   $UNCLIP export "$RUNS/$name" --out "$MODELS/$name"
 }
 
@@ -115,12 +126,12 @@ mkdir -p "$RUNS"
 launch train_upsampler
 
 # shellcheck disable=SC2046
-logged "$RUNS/clip.log" $UNCLIP train clip --preset "$CLIP_PRESET" --data shapes --out "$RUNS/clip" "${EXTRA[@]}" \
-  "${CLIP_SET[@]}" $(steps "${CLIP_STEPS:-}")
+logged "$RUNS/clip.log" $UNCLIP train clip --preset "$CLIP_PRESET" --data "$SHAPES" --out "$RUNS/clip" "${EXTRA[@]}" \
+  "${CLIP_SET[@]}" $(steps "${CLIP_STEPS:-}") $(init_from clip)
 $UNCLIP export "$RUNS/clip" --out "$MODELS/clip"
 
 launch train_decoder
-$UNCLIP embed --model "$MODELS/clip" --data shapes:split=train --n "$EMBED_N" --out "$OUT/embeddings" \
+$UNCLIP embed --model "$MODELS/clip" --data "shapes:split=train,seed=$DATA_SEED" --n "$EMBED_N" --out "$OUT/embeddings" \
   --device "$DEVICE" --batch-size 256 --workers "${WORKERS_EMBED:-$([ "$PARALLEL" = 1 ] && echo 6 || echo 0)}"
 launch train_prior diffusion_prior
 [ "$AR_PRIOR" = 1 ] && launch train_prior ar_prior

@@ -42,6 +42,18 @@ def test_the_documented_script_trains_a_stack_from_nothing(tmp_path, parallel):
     assert main(["generate", "a red circle", "--n", "2", "--model", str(stack), "--out", str(tmp_path / "out")]) == 0
     # The tiny decoder draws 32 px and the upsampler takes it to 128 px.
     assert Image.open(tmp_path / "out" / "image_001.png").size == (128, 128)
+    if parallel:
+        # INIT_FROM fine-tunes every stage from the stack's parts; the AR prior, which a stack lacks, starts fresh.
+        env.update(INIT_FROM=str(stack), CLIP_NEGATIVES="3")
+        again = tmp_path / "again"
+        done = subprocess.run(["bash", str(script), str(again)], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs = {p.name: json.loads((p / "config.json").read_text()) for p in (again / "runs").iterdir() if p.is_dir()}
+        parts = {"clip": "clip", "prior": "prior", "decoder": "decoder", "upsampler": "upsampler0", "ar_prior": None}
+        for run, part in parts.items():
+            assert runs[run]["train"]["init_from"] == (str(stack / part) if part else ""), run
+        assert runs["clip"]["model"]["negatives_per_caption"] == 3
+        assert runs["decoder"]["data"] == "shapes:seed=1"  # a fine-tune sees scenes the first run did not
 
 
 def test_export_refuses_what_is_not_a_finished_run(tmp_path, capsys):

@@ -153,6 +153,19 @@ class ClipStage(Stage[ClipStageConfig]):
 
         return save_pretrained(model, folder)  # type: ignore[arg-type]
 
+    def check_init_from(self, config: ClipStageConfig, folder: Path) -> None:
+        # A token embedding row means a word only under the tokenizer that numbered it.
+        from unclip.clip.tokenizer import TOKENIZER_FILE
+
+        path = folder / TOKENIZER_FILE
+        if path.is_file():
+            theirs = Tokenizer.load(folder, {"context_length": config.clip.text.context_length})
+            if theirs.hf.get_vocab(with_added_tokens=True) != self.tokenizer(config).hf.get_vocab(with_added_tokens=True):
+                raise ValueError(
+                    f"train.init_from {str(folder)!r}: its tokenizer differs from model.tokenizer="
+                    f"{config.tokenizer!r}; fine-tune with --set model.tokenizer={path}"
+                )
+
     def resolution(self, config: ClipStageConfig) -> int:
         return config.clip.vision.image_size
 

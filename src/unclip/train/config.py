@@ -51,6 +51,9 @@ class TrainConfig:
     # if ``steps`` had been reached (0: no budget). Pair it with lr_schedule="constant": a cosine would stop
     # part-way down its decay.
     max_minutes: float = 0.0
+    # Fine-tuning: a model folder (``unclip export`` or a bundle's part, e.g. the bundled model's clip/) whose
+    # weights start the run instead of a fresh initialisation. A resumed run ignores it: its checkpoint wins.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]  # JSON gives a list
@@ -77,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"train.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio!r}")
         if not self.max_minutes >= 0:
             raise ValueError(f"train.max_minutes must be >= 0 (0: no budget), got {self.max_minutes!r}")
+        if not isinstance(self.init_from, str):
+            raise ValueError(f"train.init_from must be a model folder path or empty, got {self.init_from!r}")
         if self.grad_clip < 0:
             raise ValueError(f"train.grad_clip must be >= 0 (0 disables it), got {self.grad_clip!r}")
 

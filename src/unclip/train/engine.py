@@ -26,7 +26,7 @@ import torch
 from unclip.atomic import atomic_write_text
 from unclip.data.embedding_source import open_source, stream_type
 from unclip.data.loader import MicroBatch, make_loader, mix_seed
-from unclip.model_folder import load_weights
+from unclip.model_folder import load_weights, read_weights
 from unclip.models.memory_format import set_channels_last
 from unclip.train import checkpoint as ckpt
 from unclip.train.config import RunConfig, incompatibilities
@@ -109,19 +109,22 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     source = open_source(run.data, resolution, run.stage, model_cfg)
     torch.manual_seed(tc.seed)  # the same initial weights on every process
     net = _build(stage, model_cfg, tc.channels_last).to(accelerator.device)  # a non-conv net fails here, before work
+    if tc.init_from and not resume:  # checked before the run folder exists, so a bad folder leaves nothing behind
+        init_weights(stage, model_cfg, net, Path(tc.init_from))
     run_dir = Path(run_dir)
     if accelerator.is_main_process:
         prepare_run_dir(run, run_dir, resume)
     accelerator.wait_for_everyone()
 
+    step, skipped_local, restored = 0, 0, None
+    if resume:
+        restored = ckpt.latest_checkpoint(run_dir / CHECKPOINT_DIR)
+    if resume and restored is None and tc.init_from:  # a resumed run's checkpoint already holds its weights
+        init_weights(stage, model_cfg, net, Path(tc.init_from))
     ema = EMA(net, tc.ema_decay, tc.ema_power)
     optimizer = torch.optim.AdamW(
         net.parameters(), lr=tc.lr, betas=tc.adam_betas, eps=tc.adam_eps, weight_decay=tc.weight_decay
     )
-
-    step, skipped_local, restored = 0, 0, None
-    if resume:
-        restored = ckpt.latest_checkpoint(run_dir / CHECKPOINT_DIR)
     if restored is not None:
         st = restored.state
         load_weights(net, restored.tensors["model"], f"{restored.path} (model)")
@@ -269,6 +272,22 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
         run_dir, step, last_loss, skipped_total, (step - start_step) * tc.batch_size / max(elapsed, 1e-9), interrupted,
         accelerator.is_main_process,
     )  # fmt: skip
+
+
+def init_weights(stage: Stage[Any], model_cfg: Any, net: torch.nn.Module, folder: Path) -> None:
+    """Load a model folder's parameters into ``net`` (``train.init_from``). Every parameter's name and shape must
+    match, so a folder of another stage or size is refused with what does not fit; float16 folders load into
+    float32. Buffers stay as ``build`` made them: they are fixed by the config (noise schedules) or fitted to this
+    run's data (a prior's normalization, PCA and buckets), which must win over the folder's when the data or the
+    CLIP has changed since."""
+    where = f"train.init_from {str(folder)!r}"
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{where} does not exist (give a model folder from `unclip export`)")
+    stage.check_init_from(model_cfg, folder)
+    params = {name for name, _ in net.named_parameters()}
+    state = {k: v for k, v in net.state_dict().items() if k not in params}
+    state.update({k: v for k, v in read_weights(folder).items() if k not in state})
+    load_weights(net, state, f"{where} does not fit stage {stage.name!r} as configured")
 
 
 def _build(stage: Stage[Any], model_cfg: Any, channels_last: bool) -> torch.nn.Module:

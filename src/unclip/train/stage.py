@@ -105,6 +105,10 @@ class Stage(ABC, Generic[C]):
         """Write a trained network as a self-describing model folder (``unclip export``)."""
         raise ValueError(f"stage {self.name!r} has no model-folder format to export to")
 
+    def check_init_from(self, config: C, folder: Path) -> None:
+        """Refuse a ``train.init_from`` model folder whose weights would load but mean something else (a CLIP
+        whose tokenizer numbers the tokens differently); shapes and names are checked by the engine."""
+
     def resolution(self, config: C) -> int:
         """Side of the square images the data pipeline must deliver for this config."""
         return int(config.resolution)  # type: ignore[attr-defined]
