@@ -159,8 +159,8 @@ class ClipStage(Stage[ClipStageConfig]):
 
         path = folder / TOKENIZER_FILE
         if path.is_file():
-            theirs = Tokenizer.load(folder, {"context_length": config.clip.text.context_length})
-            if theirs.hf.get_vocab(with_added_tokens=True) != self.tokenizer(config).hf.get_vocab(with_added_tokens=True):
+            theirs = Tokenizer.load(folder, {"context_length": config.clip.text.context_length}).hf
+            if theirs.get_vocab(with_added_tokens=True) != self.tokenizer(config).hf.get_vocab(with_added_tokens=True):
                 raise ValueError(
                     f"train.init_from {str(folder)!r}: its tokenizer differs from model.tokenizer="
                     f"{config.tokenizer!r}; fine-tune with --set model.tokenizer={path}"
