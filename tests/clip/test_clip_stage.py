@@ -69,3 +69,20 @@ def test_engine_run_exports_a_model_folder(tmp_path):
     model = load_clip(folder)
     z, states, mask = model.encode_text(["a red circle"])
     assert z.shape == (1, 32) and states.shape == (1, 48, 64) and int(mask.sum()) >= 3
+
+
+def test_lock_image_trains_the_text_side_only():
+    stage = ClipStage()
+    config = replace(stage.presets()["tiny"].model, lock_image=True, pair_weight=1.0)
+    torch.manual_seed(0)
+    model = stage.build(config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    out = stage.loss(model, _batch(8, config.clip.vision.image_size), config)
+    out.loss.backward()
+    opt.step()
+    after = model.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith(("text.", "text_proj.", "logit_scale")) for k in moved), sorted(moved)
+    assert not any(k.startswith(("visual.", "visual_proj.")) for k in moved)
+    assert 0.0 <= out.metrics["pair_accuracy"] <= 1.0 and out.metrics["pairwise"] > 0

@@ -14,6 +14,9 @@ weakness, with exact ground truth from the Shapes world's scene graphs:
   Accuracy is the fraction of images whose true caption scores higher (cosine similarity); chance is 0.5.
   OpenAI's CLIP scores about 0.6 on ARO's relation and attribution tasks, NegCLIP about 0.7–0.8.
 
+* **swap probe** (``unclip.eval.binding_probe``): which tower loses the binding, from scenes rendered as drawn and
+  with their two colours exchanged.
+
 Both on the ``test`` split (compositions seen in training) and on ``heldout`` (every scene holds a colour–shape
 pair or relation triple that no training image contains; ``unclip.data.shapes.splits``).
 """
@@ -33,6 +36,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from unclip.data.negatives import KINDS, make_negative
+from unclip.eval.binding_probe import binding_probe
 from unclip.data.shapes import claims_hold, parse_caption
 from unclip.data.shapes.batch import render_batch
 
@@ -44,6 +48,7 @@ TIE_ATOL = 1e-6
 # Draws of an edit before giving up on a kind for an image: a changed relation is often true of another pair.
 _TRIES = 8
 REFERENCE_ARO = {"openai_clip": 0.6, "negclip": (0.7, 0.8)}
+PROBE_N = 300
 
 
 # ---------------------------------------------------------------- retrieval maths
@@ -168,9 +173,10 @@ def _encode(
 
 def evaluate_split(
     clip, split: str, *, n: int = 1000, seed: int = 0, batch_size: int = 64, kinds: Sequence[str] = KINDS,
-    progress: bool = False,
+    progress: bool = False, probe_n: int = PROBE_N,
 ) -> dict[str, Any]:  # fmt: skip
-    """Retrieval and binding of ``clip`` on the first ``n`` scenes of a Shapes-world ``split`` (world ``seed``)."""
+    """Retrieval and binding of ``clip`` on the first ``n`` scenes of a Shapes-world ``split`` (world ``seed``),
+    and the swap probe on ``min(n, probe_n)`` scene pairs (``probe_n=0``: none)."""
     if n < 2:
         raise ValueError(f"n must be >= 2 (retrieval needs candidates to choose from), got {n}")
     if batch_size < 1:
@@ -191,23 +197,26 @@ def evaluate_split(
         idx = [i for i, d in enumerate(negs) if kind in d]
         rows = [row[negs[i][kind]] for i in idx]
         s_neg[kind] = (torch.tensor(idx, dtype=torch.long), (z_i[idx] * z_t[rows]).sum(dim=1))
-    return {
+    out = {
         "split": split,
         "n": n,
         "retrieval": retrieval_scores(z_i, z_cap, relevance(captions, [s.scene for s in samples])),
         "binding": binding_scores(s_true, s_neg),
     }
+    if probe_n > 0:  # where binding is lost (unclip.eval.binding_probe)
+        out["swap_probe"] = binding_probe(clip, min(n, probe_n), split, seed, batch_size)
+    return out
 
 
 def evaluate_clip(
-    clip, *, n: int = 1000, seed: int = 0, batch_size: int = 64, progress: bool = False
+    clip, *, n: int = 1000, seed: int = 0, batch_size: int = 64, progress: bool = False, probe_n: int = PROBE_N
 ) -> dict[str, Any]:
     """:func:`evaluate_split` on seen (``test``) and held-out compositions, with the reference figures."""
     start = time.perf_counter()
     if hasattr(clip, "eval"):
         clip.eval()
     out: dict[str, Any] = {
-        name: evaluate_split(clip, split, n=n, seed=seed, batch_size=batch_size, progress=progress)
+        name: evaluate_split(clip, split, n=n, seed=seed, batch_size=batch_size, progress=progress, probe_n=probe_n)
         for name, split in SPLITS.items()
     }
     out.update({"n": n, "seed": seed, "reference_aro": REFERENCE_ARO, "seconds": time.perf_counter() - start})

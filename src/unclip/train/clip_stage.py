@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from unclip.clip.loss import contrastive_loss
@@ -33,6 +34,11 @@ class ClipStageConfig:
     hard_negatives: bool = True
     negatives_per_caption: int = 1
     negative_kinds: tuple[str, ...] = KINDS
+    # Weight of the pairwise term that ranks each image's caption above its own near misses (clip/loss.py).
+    pair_weight: float = 0.0
+    # Locked-image tuning (LiT's "Lu", Zhai et al. 2022): the image tower and its projection keep the weights they
+    # start with (train.init_from) and only the text side learns, here to bind the way the images already do.
+    lock_image: bool = False
 
     def __post_init__(self) -> None:
         self.negative_kinds = tuple(self.negative_kinds)
@@ -41,6 +47,8 @@ class ClipStageConfig:
             raise ValueError(f"negative_kinds must be some of {', '.join(KINDS)}, got {self.negative_kinds!r}")
         if self.negatives_per_caption < 1:
             raise ValueError(f"negatives_per_caption must be >= 1, got {self.negatives_per_caption}")
+        if not self.pair_weight >= 0:
+            raise ValueError(f"pair_weight must be >= 0, got {self.pair_weight!r}")
 
 
 def _scene_check(scene: dict[str, Any] | None):  # -> Callable[[str], bool] | None
@@ -67,13 +75,20 @@ def batch_negatives(
     captions: list[str], scenes: list[dict[str, Any] | None], seeds: list[int], kinds: tuple[str, ...], per_caption: int
 ) -> list[str]:
     """Up to ``per_caption`` hard negatives per caption, each of a different kind, false of its scene if known."""
+    return [text for _, text in owned_negatives(captions, scenes, seeds, kinds, per_caption)]
+
+
+def owned_negatives(
+    captions: list[str], scenes: list[dict[str, Any] | None], seeds: list[int], kinds: tuple[str, ...], per_caption: int
+) -> list[tuple[int, str]]:
+    """:func:`batch_negatives` as ``(index of the caption it was made from, negative)`` pairs."""
     out = []
-    for text, scene, seed in zip(captions, scenes, seeds, strict=True):
+    for i, (text, scene, seed) in enumerate(zip(captions, scenes, seeds, strict=True)):
         rng = np.random.default_rng([int(seed), 0x4E6567])  # sample i's own stream
         holds = _scene_check(scene)
         options = [neg for neg in hard_negatives(text, rng, kinds).values() if holds is None or not holds(neg)]
         order = rng.permutation(len(options))
-        out.extend(options[k] for k in order[:per_caption])
+        out.extend((i, options[k]) for k in order[:per_caption])
     return out
 
 
@@ -146,7 +161,11 @@ class ClipStage(Stage[ClipStageConfig]):
         return self._tokenizers[key]
 
     def build(self, config: ClipStageConfig) -> nn.Module:
-        return CLIP(config.clip, self.tokenizer(config))
+        model = CLIP(config.clip, self.tokenizer(config))
+        if config.lock_image:
+            model.visual.requires_grad_(False)
+            model.visual_proj.requires_grad_(False)
+        return model
 
     def export(self, model: nn.Module, config: ClipStageConfig, folder: str | Path) -> Path:
         from unclip.clip.checkpoint import save_pretrained
@@ -172,17 +191,17 @@ class ClipStage(Stage[ClipStageConfig]):
     def loss(self, model: nn.Module, batch: Batch, config: ClipStageConfig) -> StepOutput:
         tokenizer = self.tokenizer(config)
         captions = list(batch.caption)
-        negatives: list[str] = []
+        owned: list[tuple[int, str]] = []
         if config.hard_negatives:
             seeds = [int(s) for s in batch.seed]
-            negatives = batch_negatives(
-                captions, batch.scene, seeds, config.negative_kinds, config.negatives_per_caption
-            )
+            owned = owned_negatives(captions, batch.scene, seeds, config.negative_kinds, config.negatives_per_caption)
+        negatives = [text for _, text in owned]
         ids, _ = tokenizer(captions + negatives)
         # One forward over captions and negatives together (DDP needs a single call per step).
         z_i, z_all, scale = model(batch.image, ids.to(batch.image.device))
         n = len(captions)
-        out = contrastive_loss(z_i, z_all[:n], scale, z_all[n:] if negatives else None)
+        owners = torch.tensor([i for i, _ in owned], dtype=torch.long, device=z_i.device) if owned else None
+        out = contrastive_loss(z_i, z_all[:n], scale, z_all[n:] if owned else None, owners, config.pair_weight)
         metrics = {
             "image_to_text": float(out.image_to_text),
             "text_to_image": float(out.text_to_image),
@@ -190,6 +209,8 @@ class ClipStage(Stage[ClipStageConfig]):
             "logit_scale": float(scale.detach()),
             "negatives": float(len(negatives)),
         }
+        if out.pairwise is not None:  # how often an image prefers its caption to each near miss, during training
+            metrics.update(pairwise=float(out.pairwise), pair_accuracy=float(out.pair_accuracy))
         return StepOutput(out.loss, metrics)
 
 

@@ -1,0 +1,59 @@
+"""The swap probe: scene pairs that differ only in which object has which colour, and Winoground's scores."""
+
+import pytest
+import torch
+
+from unclip.data.shapes import claims_hold, parse_caption
+from unclip.eval.binding_probe import binding_probe, probe_scores, swapped_pairs
+
+
+def test_pairs_differ_only_in_the_binding():
+    for a, b, cap_a, cap_b in swapped_pairs(20, "test", seed=0):
+        assert [(o.shape, o.size, o.x, o.y) for o in a.objects] == [(o.shape, o.size, o.x, o.y) for o in b.objects]
+        assert [o.colour for o in a.objects] == [o.colour for o in reversed(b.objects)]
+        assert sorted(cap_a.split()) == sorted(cap_b.split())  # the same words: only a bag of words can't tell
+        assert claims_hold(parse_caption(cap_a), a) and not claims_hold(parse_caption(cap_a), b)
+        assert claims_hold(parse_caption(cap_b), b) and not claims_hold(parse_caption(cap_b), a)
+
+
+def _unit(*shape):
+    return torch.nn.functional.normalize(torch.randn(*shape, dtype=torch.float64), dim=-1)
+
+
+def test_scores_of_a_bag_of_words_text_tower():
+    torch.manual_seed(0)
+    z_a, z_b, t = _unit(50, 16), _unit(50, 16), _unit(50, 16)
+    out = probe_scores(z_a, z_b, t, t.clone())  # both captions embed identically
+    assert out["text_cosine"] == pytest.approx(1.0)
+    assert out["text_score"] == 0.0 and out["group_score"] == 0.0  # a tie is a failure
+    assert out["alignment"] == 0.0  # no text difference, no direction
+
+
+def test_scores_of_towers_that_agree_and_that_do_not():
+    torch.manual_seed(1)
+    q, _ = torch.linalg.qr(torch.randn(50, 16, 3, dtype=torch.float64))  # per row: 3 orthonormal directions
+    u, d, e = q[..., 0], 0.3 * q[..., 1], 0.3 * q[..., 2]
+    agree = probe_scores(u + d, u - d, u + d, u - d)
+    assert agree["text_score"] == agree["image_score"] == agree["group_score"] == 1.0
+    assert agree["alignment"] == pytest.approx(1.0)
+    # Both towers see the swap, along orthogonal directions: alignment 0 (the scores are ties, left to rounding).
+    apart = probe_scores(u + d, u - d, u + e, u - e)
+    assert apart["alignment"] == pytest.approx(0.0, abs=1e-12)
+    assert apart["image_cosine"] == pytest.approx(apart["text_cosine"]) and apart["text_cosine"] < 0.9
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_model():
+    from unclip.clip import CLIP, PRESETS, make_tokenizer
+
+    torch.manual_seed(0)
+    cfg = PRESETS["tiny"]
+    return CLIP(cfg, make_tokenizer("shapes-bpe", cfg.text.vocab_size, cfg.text.context_length)).eval()
+
+
+def test_probe_runs_on_a_clip_and_reports_chance(tiny_clip_model):
+    out = binding_probe(tiny_clip_model, n=12, batch_size=5)  # batches that do not divide n
+    assert out["n"] == 12 and out["chance"]["group_score"] == pytest.approx(1 / 6)
+    assert -1.0 <= out["alignment"] <= 1.0 and 0.0 <= out["group_score"] <= min(out["text_score"], out["image_score"])
+    with pytest.raises(ValueError, match="n must be"):
+        binding_probe(tiny_clip_model, n=0)
