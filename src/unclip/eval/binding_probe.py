@@ -31,7 +31,9 @@ TEMPLATE = "a {} {} and a {} {}"
 CHANCE = {"text_score": 0.25, "image_score": 0.25, "group_score": 1 / 6}
 
 
-def swapped_pairs(n: int, split: str = "test", seed: int = 0, max_scan: int = 200_000) -> list[tuple[Any, Any, str, str]]:
+def swapped_pairs(
+    n: int, split: str = "test", seed: int = 0, max_scan: int = 200_000
+) -> list[tuple[Any, Any, str, str]]:
     """``n`` tuples (scene A, scene B with the two colours exchanged, caption of A, caption of B)."""
     world = ShapesWorld(split=split, seed=seed)
     out = []

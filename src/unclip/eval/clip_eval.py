@@ -36,9 +36,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from unclip.data.negatives import KINDS, make_negative
-from unclip.eval.binding_probe import binding_probe
 from unclip.data.shapes import claims_hold, parse_caption
 from unclip.data.shapes.batch import render_batch
+from unclip.eval.binding_probe import binding_probe
 
 SPLITS = {"seen": "test", "held_out": "heldout"}
 KS = (1, 5)
