@@ -10,11 +10,12 @@ so every image must also rank its true caption above those near misses. They add
 direction: a negative caption has no image of its own.
 
 In that softmax a near miss is one column among N + M, and its gradient is shared with every other caption of the
-batch, so the few swap or relation negatives barely move the text tower: after 4,400 steps at batch 256 the small
-CLIP still gave "a red circle and a blue square" and "a blue circle and a red square" text embeddings of cosine
-0.998 (docs/clip.md). ``pair_weight`` adds a term aimed at exactly the binding comparison: for every negative, the
-logistic loss of preferring it to its own image's true caption, softplus(s·z_i·z_neg − s·z_i·z_t), as CE-CLIP's
-ranking loss does (Zhang et al. 2023, §3.2) without its margin.
+batch, so the few swap or relation negatives barely move the text tower: after 2,560 steps at batch 256 the
+bundled small CLIP gave "a red circle and a blue square" and "a blue circle and a red square" text embeddings of
+cosine 0.998, and 1,900 more steps with a negative of every kind brought them only to 0.973, still not aligned
+with the images' difference (docs/clip.md, "Binding"). ``pair_weight`` adds a term aimed at exactly the binding
+comparison: for every negative, the logistic loss of preferring it to its own image's true caption,
+softplus(s·z_i·z_neg − s·z_i·z_t), as CE-CLIP's ranking loss does (Zhang et al. 2023, §3.2) without its margin.
 """
 
 from __future__ import annotations

@@ -20,12 +20,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unclip.data.shapes import ShapesWorld, render
+from unclip.data.shapes import ShapesWorld
+from unclip.data.shapes.batch import scenes_tensor
 
 TEMPLATE = "a {} {} and a {} {}"
 CHANCE = {"text_score": 0.25, "image_score": 0.25, "group_score": 1 / 6}
@@ -80,18 +80,12 @@ def binding_probe(clip, n: int = 300, split: str = "test", seed: int = 0, batch_
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     pairs = swapped_pairs(n, split, seed)
-    size = clip.image_size
-
-    def images(scenes) -> Tensor:
-        x = torch.from_numpy(np.stack([render(s, max(32, size)) for s in scenes])).permute(0, 3, 1, 2).float()
-        x = x / 127.5 - 1
-        return F.interpolate(x, size=size, mode="area") if x.shape[-1] != size else x
 
     def encode(k: int, text: bool) -> Tensor:
         out = []
         for i in range(0, n, batch_size):
             chunk = [p[k] for p in pairs[i : i + batch_size]]
-            z = clip.encode_text(chunk).embedding if text else clip.encode_image(images(chunk))
+            z = clip.encode_text(chunk).embedding if text else clip.encode_image(scenes_tensor(chunk, clip.image_size))
             out.append(z.float().cpu())
         return torch.cat(out)
 

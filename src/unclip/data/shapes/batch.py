@@ -6,6 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .render import render
 from .world import ShapesWorld
 
 
@@ -21,7 +22,16 @@ def render_batch(n: int, resolution: int, split: str = "test", seed: int = 0) ->
 
 def images_tensor(samples: list, resolution: int) -> torch.Tensor:
     """The samples' images as (n, 3, resolution, resolution) float in [-1, 1] (area-downsampled if smaller)."""
-    x = torch.stack([torch.from_numpy(np.asarray(s.image).copy()) for s in samples]).permute(0, 3, 1, 2)
+    return _as_tensor([s.image for s in samples], resolution)
+
+
+def scenes_tensor(scenes: list, resolution: int) -> torch.Tensor:
+    """Scene graphs rendered as :func:`images_tensor` gives samples (below 32 px: rendered at 32, downsampled)."""
+    return _as_tensor([render(s, max(32, resolution)) for s in scenes], resolution)
+
+
+def _as_tensor(images: list, resolution: int) -> torch.Tensor:
+    x = torch.stack([torch.from_numpy(np.asarray(im).copy()) for im in images]).permute(0, 3, 1, 2)
     x = x.float() / 127.5 - 1
     if x.shape[-1] != resolution:
         x = F.interpolate(x, size=resolution, mode="area")
