@@ -7,6 +7,7 @@ import torch
 
 from unclip.data.shapes.batch import render_batch
 from unclip.eval import generation
+from unclip.eval.generation import to_uint8
 
 
 class StubStack:
@@ -68,6 +69,7 @@ class ChannelStats:
 def test_upsampler_fid_of_a_perfect_upsampler_is_zero_and_below_bicubic():
     scores = generation.upsampler_fidelity(_fresh_stack(), n=12, batch_size=4, features=ChannelStats())
     assert scores["fid"] == pytest.approx(0.0, abs=1e-8) and scores["bicubic_fid"] > 1e-6
+    assert {"kid", "kid_std", "bicubic_kid", "bicubic_kid_std"} <= set(scores)
     assert "fid" not in generation.upsampler_fidelity(_fresh_stack(), n=12, batch_size=4)  # no features, no FID
 
 
@@ -84,7 +86,15 @@ def test_decoder_fid_is_zero_for_exact_reconstructions_and_positive_for_blanks()
     exact._served = 0
     assert generation.decoder_reconstruction(exact, n=6, features=ChannelStats())["fid"] == pytest.approx(0, abs=1e-8)
     blank = StubStack(answer="blank")
-    assert generation.decoder_reconstruction(blank, n=6, features=ChannelStats())["fid"] > 0.01
+    scores = generation.decoder_reconstruction(blank, n=6, features=ChannelStats())
+    assert scores["fid"] > 0.01
+    # KID: the unbiased MMD² of the same features, over 50 half-size subsets (3 of 6) of each side
+    from unclip.eval.kid import kid
+
+    _, real = render_batch(6, 64)
+    expected = kid(ChannelStats()(to_uint8(real)), ChannelStats()(to_uint8(torch.zeros_like(real))), subsets=50,
+                   subset_size=3)  # fmt: skip
+    assert (scores["kid"], scores["kid_std"]) == pytest.approx(expected, rel=1e-9)
 
 
 def test_compositional_on_a_tiny_stack_counts_every_category():

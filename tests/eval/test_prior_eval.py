@@ -155,3 +155,30 @@ def test_cli_bad_input(stack, tmp_path, capsys):
     assert code == 2 and "missing" in err
     code, _, err = _run(["--model", str(stack), "--n", "1"], capsys)
     assert code == 2 and "n must be an integer >= 2" in err
+
+
+def test_cli_ceiling_rescores_the_prior_and_baselines_on_the_covered_captions(stack, capsys):
+    from unclip.clip import load_clip
+    from unclip.data.shapes.batch import render_batch
+    from unclip.eval.prior_ceiling import same_claims_pool
+
+    code, out, _ = _run(["--model", str(stack), "--n", "40", "--pool", "8", "--ceiling-pool", "4000", "--json"],
+                        capsys)  # fmt: skip
+    assert code == 0
+    c = json.loads(out)["ceiling"]
+    samples, images = render_batch(40, load_clip(stack / "clip").image_size)
+    covered = sorted(same_claims_pool([s.caption for s in samples], 4000, min_matches=4, max_matches=8))
+    assert c["pool"] == 4000 and c["covered"] == len(covered) > 0 and c["coverage"] == len(covered) / 40
+    assert -1 <= c["perfect_sampler"] <= 1 and 0 <= c["best_prediction"] <= 1
+    assert set(c["cosine_on_covered"]) == {"prior", "baseline_z_t", "baseline_nearest_caption"}
+    clip = load_clip(stack / "clip")
+    with torch.no_grad():
+        z_i = clip.encode_image(images[covered])
+        z_t = clip.encode_text([samples[i].caption for i in covered]).embedding
+    expected = F.cosine_similarity(z_t, z_i).mean().item()
+    assert c["cosine_on_covered"]["baseline_z_t"] == pytest.approx(expected, abs=1e-5)
+
+    code, out, _ = _run(["--model", str(stack), "--n", "4", "--pool", "8", "--ceiling-pool", "5"], capsys)
+    assert code == 0 and "no caption's claims recur often enough in 5 training captions" in out
+    code, _, err = _run(["--model", str(stack), "--n", "4", "--ceiling-pool", "-1"], capsys)
+    assert code == 2 and "ceiling_pool must be a non-negative integer" in err

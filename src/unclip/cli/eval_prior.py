@@ -25,6 +25,11 @@ def register_prior(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=1000, help="held-out (caption, image) pairs; retrieval is among these")
     p.add_argument("--samples-per-caption", type=int, default=1, help="prior draws per caption, all scored")
     p.add_argument("--pool", type=int, default=5000, help="training pairs searched by the nearest-caption baseline")
+    p.add_argument(
+        "--ceiling-pool", type=int, default=0,
+        help="also estimate the ceiling the captions put on the cosine, from same-claims images among this many "
+        "training captions (0: skip; 200000 covers about a third of test captions)",
+    )  # fmt: skip
     p.add_argument("--split", default="test", choices=("test", "val", "heldout"), help="Shapes-world split evaluated")
     p.add_argument("--steps", type=int, help="prior sampling steps (default: as stored)" + _NO_DEFAULT)
     p.add_argument("--guidance", type=float, help="prior guidance scale (default: as stored)" + _NO_DEFAULT)
@@ -50,7 +55,7 @@ def run_prior(args: argparse.Namespace) -> int:
     )
     report = prior_eval.evaluate_prior(
         prior, clip, n=args.n, samples_per_caption=args.samples_per_caption, pool=args.pool, seed=args.seed,
-        split=args.split, settings=settings, batch_size=args.batch_size, progress=True,
+        split=args.split, settings=settings, batch_size=args.batch_size, ceiling_pool=args.ceiling_pool, progress=True,
     )  # fmt: skip
     report = {"model": args.model, "clip": args.clip, **report}
     if args.json:
@@ -66,6 +71,15 @@ def run_prior(args: argparse.Namespace) -> int:
         r = report[key]
         print(f"{label:<32}{r['cosine']:>8.4f}{r['r_at_1']:>8.4f}{r['r_at_10']:>8.4f}")
     print(f"{'chance':<32}{'':>8}{report['chance']['r_at_1']:>8.4f}{report['chance']['r_at_10']:>8.4f}")
+    c = report.get("ceiling")
+    if c is not None and c["covered"] == 0:
+        print(f"ceiling: no caption's claims recur often enough in {c['pool']:,} training captions (raise it)")
+    elif c is not None:
+        print(f"ceiling on the {c['covered']} captions ({c['coverage']:.0%}) whose claims recur in {c['pool']:,} "
+              f"training captions: perfect sampler {c['perfect_sampler']:.4f}, best prediction "
+              f"{c['best_prediction']:.4f}; there the prior scores {c['cosine_on_covered']['prior']:.4f}, z_t "
+              f"{c['cosine_on_covered']['baseline_z_t']:.4f}, nearest caption "
+              f"{c['cosine_on_covered']['baseline_nearest_caption']:.4f}")  # fmt: skip
     print(f"sampling {report['seconds_per_embedding']:.4f} s per embedding (batch {report['batch_size']}, "
           f"{report['device']}); total {report['seconds']:.1f} s")  # fmt: skip
     return 0

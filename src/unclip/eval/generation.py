@@ -98,15 +98,25 @@ def compositional(
     return result
 
 
-def _fid(features, real: torch.Tensor, fake: torch.Tensor) -> float:
-    """FID between two sets of [-1, 1] images in ``features``' space."""
+def _distances(features, real: np.ndarray, fake: torch.Tensor, prefix: str = "") -> dict[str, float]:
+    """FID and KID between ``real`` features and a set of [-1, 1] images in ``features``' space.
+
+    FID's plug-in estimate is biased upwards at small n (compare at equal n only); KID (Bińkowski et al. 2018) is
+    unbiased at any n, so it is the one to read at a few hundred images. Its mean and standard deviation are over
+    50 random half-size subsets of each side.
+    """
     import warnings
 
     from unclip.eval.fid import fid_from_features
+    from unclip.eval.kid import kid
 
+    fake_features = image_features(features, fake)
     with warnings.catch_warnings():  # small-sample bias: the same n on both sides, compared side by side only
         warnings.simplefilter("ignore")
-        return fid_from_features(image_features(features, real), image_features(features, fake))
+        fid = fid_from_features(real, fake_features)
+    size = max(2, min(len(real), len(fake_features)) // 2)
+    kid_mean, kid_std = kid(real, fake_features, subsets=50, subset_size=size)
+    return {f"{prefix}fid": fid, f"{prefix}kid": kid_mean, f"{prefix}kid_std": kid_std}
 
 
 @torch.no_grad()
@@ -117,8 +127,8 @@ def decoder_reconstruction(
 
     ``faithful`` is the fraction of scenes whose reconstruction satisfies every requirement the scene
     supports (objects, colours, counts, relations, colour binding); per-category accuracies come with it.
-    With ``features`` (e.g. :class:`unclip.eval.InceptionFeatures`), ``fid`` of the reconstructions against their
-    sources (biased upwards at small ``n``: compare at equal ``n`` only).
+    With ``features`` (e.g. :class:`unclip.eval.InceptionFeatures`), ``fid`` and ``kid`` of the reconstructions
+    against their sources (FID is biased upwards at small ``n``: compare at equal ``n`` only).
     """
     from unclip.data.shapes import judge
     from unclip.data.shapes.requirements import requirements_for_scene
@@ -144,14 +154,15 @@ def decoder_reconstruction(
     result = _summary(hits)
     result.update({"faithful": float(np.mean(faithful)), "n": n, "seconds": time.perf_counter() - start})
     if features is not None and n >= 2:
-        result["fid"] = _fid(features, real, torch.cat(decoded))
+        result.update(_distances(features, image_features(features, real), torch.cat(decoded)))
     return result
 
 
 @torch.no_grad()
 def upsampler_fidelity(pipe, *, n: int = 64, seed: int = 0, batch_size: int = 8, features=None) -> dict[str, Any]:
     """PSNR and SSIM of the pipeline's upsampler(s) against the true high-resolution image, next to bicubic; with
-    ``features`` (e.g. :class:`unclip.eval.InceptionFeatures`), ``fid`` and ``bicubic_fid`` against the truth."""
+    ``features`` (e.g. :class:`unclip.eval.InceptionFeatures`), ``fid``, ``kid`` and ``kid_std`` against the truth,
+    and the same for bicubic (``bicubic_fid``, ...)."""
     from unclip.diffusion import generators_from_seeds
     from unclip.eval.image_quality import psnr, ssim
 
@@ -173,6 +184,7 @@ def upsampler_fidelity(pipe, *, n: int = 64, seed: int = 0, batch_size: int = 8,
             images[name].append(y)
     result: dict[str, Any] = {k: float(np.mean(v)) for k, v in scores.items()} | {"n": n}
     if features is not None and n >= 2:
+        real = image_features(features, high)  # once, for both
         for name, fake in images.items():
-            result[f"{name}fid"] = _fid(features, high, torch.cat(fake))
+            result.update(_distances(features, real, torch.cat(fake), prefix=name))
     return result

@@ -260,18 +260,23 @@ def sample_prior(
 def evaluate_prior(
     prior: nn.Module, clip: nn.Module, *, n: int = 1000, samples_per_caption: int = 1, pool: int = 5000,
     seed: int = 0, split: str = "test", settings: dict[str, Any] | None = None, batch_size: int = 64,
-    progress: bool = False,
+    ceiling_pool: int = 0, progress: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """The prior and both baselines on the first ``n`` pairs of ``split``; the nearest-caption baseline searches
     the first ``pool`` pairs of the training split. Sample j of caption i uses seed ``seed + j * n + i``.
 
-    ``settings`` as :func:`sampling_settings` returns (default: the prior's own). Returns a JSON-ready dict.
+    ``settings`` as :func:`sampling_settings` returns (default: the prior's own). With ``ceiling_pool`` > 0, also
+    the ceiling that the captions put on the cosine (:mod:`unclip.eval.prior_ceiling`), estimated from same-claims
+    images among the first ``ceiling_pool`` training captions, with the prior and baselines rescored on the
+    captions it covers. Returns a JSON-ready dict.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2 (retrieval among n held-out images), got {n!r}")
     for name, v in (("samples_per_caption", samples_per_caption), ("pool", pool), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if isinstance(ceiling_pool, bool) or not isinstance(ceiling_pool, int) or ceiling_pool < 0:
+        raise ValueError(f"ceiling_pool must be a non-negative integer (0: no ceiling), got {ceiling_pool!r}")
     if split == "train":
         raise ValueError("split 'train' is what the prior learned from; evaluate on test, val or heldout")
     check_compatible(prior, clip)
@@ -293,6 +298,10 @@ def evaluate_prior(
     scores = score_embeddings(torch.cat(z_i), held.z_i, truth)
     nearest, _ = nearest_caption(held.z_t, train.z_t, train.z_i)
     draws = n * samples_per_caption
+    extra = {}
+    if ceiling_pool:
+        predictions = {"prior": torch.cat(z_i), "baseline_z_t": held.z_t, "baseline_nearest_caption": nearest}
+        extra["ceiling"] = _ceiling_report(clip, held, predictions, ceiling_pool, batch_size, progress)
     return {
         "metric": "prior",
         "kind": kind,
@@ -313,4 +322,27 @@ def evaluate_prior(
         "device": str(next(prior.parameters()).device),
         "seconds": time.perf_counter() - start,
         "anchor_laion_vit_l14_cosine": LAION_PRIOR_COSINE,
+        **extra,
     }
+
+
+def _ceiling_report(
+    clip: nn.Module, held: Pairs, predictions: dict[str, Tensor], pool: int, batch_size: int, progress: bool
+) -> dict[str, Any]:  # fmt: skip
+    """The caption-imposed ceilings, and each prediction's mean cosine on the held-out captions they cover
+    (a prediction set may hold several draws per caption, stacked draw after draw)."""
+    from unclip.eval.prior_ceiling import estimate_ceiling
+
+    ceiling, covered = estimate_ceiling(clip, held.captions, held.z_i, pool=pool, batch_size=batch_size,
+                                        progress=progress)  # fmt: skip
+    n = held.z_i.shape[0]
+    report: dict[str, Any] = {"pool": pool, "covered": int(covered.numel()), "coverage": covered.numel() / n}
+    if ceiling is None:
+        return report | {"perfect_sampler": None, "best_prediction": None, "cosine_on_covered": None}
+    on_covered = {}
+    for name, z in predictions.items():
+        draws = z.shape[0] // n
+        rows = (covered[None, :] + n * torch.arange(draws)[:, None]).flatten()
+        truth = held.z_i[covered].repeat(draws, 1)
+        on_covered[name] = float(F.cosine_similarity(z[rows].double(), truth.double(), dim=1).mean())
+    return report | ceiling.to_dict() | {"cosine_on_covered": on_covered}
