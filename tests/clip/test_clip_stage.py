@@ -86,3 +86,29 @@ def test_lock_image_trains_the_text_side_only():
     assert moved and all(k.startswith(("text.", "text_proj.", "logit_scale")) for k in moved), sorted(moved)
     assert not any(k.startswith(("visual.", "visual_proj.")) for k in moved)
     assert 0.0 <= out.metrics["pair_accuracy"] <= 1.0 and out.metrics["pairwise"] > 0
+
+
+def test_trimmed_ids_change_no_embedding_and_no_gradient():
+    """Training cuts the context after the longest caption: a causal tower pooled at EOT must not notice."""
+    stage = ClipStage()
+    config = stage.presets()["tiny"].model
+    torch.manual_seed(0)
+    model = stage.build(config)
+    tokenizer = stage.tokenizer(config)
+    captions = ["a red circle", "two blue squares and a small green star to the left of a heart", "a cross"]
+    full, mask = tokenizer(captions)
+    trimmed = tokenizer.trimmed(captions)
+    assert trimmed.shape == (3, int(mask[1].sum())) and trimmed.shape[1] < full.shape[1]
+    assert torch.equal(trimmed, full[:, : trimmed.shape[1]])
+    grads = []
+    for ids in (full, trimmed):
+        model.zero_grad()
+        z, states = model.text_features(ids)
+        z.square().sum().backward()  # any function of the pooled embedding
+        grads.append(torch.cat([p.grad.flatten() for p in model.text.parameters() if p.grad is not None]))
+        if ids is full:
+            z_full, states_full = z.detach(), states.detach()
+    torch.testing.assert_close(z.detach(), z_full, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(states.detach(), states_full[:, : trimmed.shape[1]], atol=1e-6, rtol=1e-5)
+    # The position table's rows past the longest caption get no gradient in either case, so the two match.
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)

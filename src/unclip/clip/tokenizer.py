@@ -91,6 +91,16 @@ class Tokenizer:
             mask[i, : len(s)] = True
         return ids, mask
 
+    def trimmed(self, captions: Sequence[str]) -> torch.Tensor:
+        """``ids`` cut after the batch's longest caption: ``(B, L)`` with L = the longest sequence (BOS..EOT).
+
+        For a causal text tower pooled at EOT this changes no output: no state up to a caption's EOT attends to
+        the padding after it. Training uses it, since the fixed context is mostly padding (Shapes-world captions
+        take 8-20 of 64 positions) and text-tower cost grows with L, faster than linearly through attention.
+        """
+        ids, mask = self(captions)
+        return ids[:, : int(mask.sum(1).max())]
+
     def decode(self, ids: Iterable[int]) -> str:
         return self.hf.decode([int(i) for i in ids], skip_special_tokens=True)
 
