@@ -40,9 +40,13 @@ def test_a_faithful_variation_counts_only_when_it_differs_in_pixels(monkeypatch)
     _serve(monkeypatch, (truth + noise).clamp(-1, 1))
     varied = m.variation_rate(STACK, n=6, per_image=2, batch_size=4, min_change=0.01)
     assert varied["keeps_scene"] == 1.0 and varied["differs"] == 1.0 and varied["rate"] == 1.0
+    # mean |change| in [0, 1] units: the ±0.04 noise in [-1, 1] units is 0.02 (a little less where clamped)
+    expected = float(((truth + noise).clamp(-1, 1) - truth).abs().mean() / 2)
+    assert varied["mean_change"] == pytest.approx(expected, rel=1e-4) and expected == pytest.approx(0.02, abs=1e-3)
     _serve(monkeypatch, truth)  # exact copies keep the scene but are not variations
     copies = m.variation_rate(STACK, n=6, per_image=2, batch_size=4, min_change=0.01)
     assert copies["keeps_scene"] == 1.0 and copies["differs"] == 0.0 and copies["rate"] == 0.0
+    assert copies["mean_change"] == 0.0
 
 
 def test_variations_of_other_scenes_lose_the_scene_graph(monkeypatch):
@@ -88,6 +92,8 @@ def test_bad_arguments_are_refused():
         m.text_diff_rate(STACK, n=2, max_theta=0.0)
     with pytest.raises(ValueError, match="per_image"):
         m.variation_rate(STACK, n=2, per_image=0)
+    with pytest.raises(ValueError, match="eta must be in"):
+        m.manipulations(STACK, n=2, eta=1.5)
 
 
 def test_eval_manipulations_command_on_a_tiny_stack(tmp_path, capsys):
@@ -100,8 +106,10 @@ def test_eval_manipulations_command_on_a_tiny_stack(tmp_path, capsys):
     fast = dataclasses.replace(FAST, inversion_steps=3, inversion_refine=0, decoder_steps=3)
     tiny_pipeline(settings=fast).save_pretrained(tmp_path / "m")
     assert (
-        main(["eval", "manipulations", "--model", str(tmp_path / "m"), "--n", "2", "--per-image", "1", "--json"]) == 0
-    )
+        main(["eval", "manipulations", "--model", str(tmp_path / "m"), "--n", "2", "--per-image", "1", "--eta", "0.5",
+              "--min-change", "0.1", "--json"]) == 0
+    )  # fmt: skip
     out = json.loads(capsys.readouterr().out)
+    assert out["variations"]["eta"] == 0.5 and out["variations"]["min_change"] == 0.1
     assert out["variations"]["n_images"] == 2 and 0.0 <= out["variations"]["rate"] <= 1.0
     assert out["text_diffs"]["n"] == 2 and out["targets"] == {"variations": 0.9, "text_diffs": 0.7}

@@ -122,6 +122,10 @@ def _register_generation(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--n", type=int, default=50, help="source images for each manipulation")
     m.add_argument("--per-image", type=int, default=2, help="variations per source image")
     m.add_argument("--max-theta", type=float, default=0.5, help="text-diff slerp angle of the judged frame")
+    m.add_argument("--eta", type=float, default=1.0, help="DDIM eta of the variations (0 reconstructs the source)")
+    m.add_argument(
+        "--min-change", type=float, default=0.02, help="mean absolute pixel change ([0, 1] units) a variation needs"
+    )
     _model_options(m)
     m.set_defaults(func=run_generation, evaluation="manipulations")
     a = sub.add_parser(
@@ -162,7 +166,10 @@ def run_generation(args: argparse.Namespace) -> int:
     elif args.evaluation == "manipulations":
         from unclip.eval.manipulations import manipulations
 
-        result = manipulations(pipe, n=args.n, per_image=args.per_image, max_theta=args.max_theta, seed=args.seed)
+        result = manipulations(
+            pipe, n=args.n, per_image=args.per_image, max_theta=args.max_theta, eta=args.eta,
+            min_change=args.min_change, seed=args.seed,
+        )  # fmt: skip
     else:
         from unclip.eval.inception import InceptionFeatures
 
