@@ -1,6 +1,7 @@
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from unclip.clip import load_clip
@@ -112,3 +113,10 @@ def test_trimmed_ids_change_no_embedding_and_no_gradient():
     torch.testing.assert_close(states.detach(), states_full[:, : trimmed.shape[1]], atol=1e-6, rtol=1e-5)
     # The position table's rows past the longest caption get no gradient in either case, so the two match.
     torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=1e-5)
+
+
+def test_negative_kinds_from_the_command_line_are_comma_separated():
+    config = replace(ClipStage().presets()["tiny"].model, negative_kinds="swap, relation")
+    assert config.negative_kinds == ("swap", "relation")
+    with pytest.raises(ValueError, match="negative_kinds must be some of"):
+        replace(config, negative_kinds="swap,colours")

@@ -41,7 +41,8 @@ class ClipStageConfig:
     lock_image: bool = False
 
     def __post_init__(self) -> None:
-        self.negative_kinds = tuple(self.negative_kinds)
+        kinds = self.negative_kinds  # "swap,relation" from the command line is two kinds, not 13 letters
+        self.negative_kinds = tuple(k.strip() for k in kinds.split(",")) if isinstance(kinds, str) else tuple(kinds)
         unknown = [k for k in self.negative_kinds if k not in KINDS]
         if unknown or not self.negative_kinds:
             raise ValueError(f"negative_kinds must be some of {', '.join(KINDS)}, got {self.negative_kinds!r}")
