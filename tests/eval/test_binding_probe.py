@@ -52,8 +52,60 @@ def tiny_clip_model():
 
 
 def test_probe_runs_on_a_clip_and_reports_chance(tiny_clip_model):
-    out = binding_probe(tiny_clip_model, n=12, batch_size=5)  # batches that do not divide n
+    out = binding_probe(tiny_clip_model, n=12, batch_size=5, layouts=16)  # batches that do not divide n
     assert out["n"] == 12 and out["chance"]["group_score"] == pytest.approx(1 / 6)
+    assert out["image_decodability_detail"]["n_train"] == 10 and 0 <= out["image_decodability"] <= 1
+    assert out["chance"]["image_decodability"] == 0.5 and len(out["image_decodability_detail"]["per_combo"]) == 6
     assert -1.0 <= out["alignment"] <= 1.0 and 0.0 <= out["group_score"] <= min(out["text_score"], out["image_score"])
     with pytest.raises(ValueError, match="n must be"):
         binding_probe(tiny_clip_model, n=0)
+
+
+def _detections(images: torch.Tensor, bound: bool) -> torch.Tensor:
+    """Stand-in image towers from the judge's detections: counts of (shape, colour) pairs (bound) or of shapes and
+    colours separately (a bag of words, blind to which colour is on which shape)."""
+    from unclip.data.shapes import detect
+    from unclip.data.shapes.scene import COLOURS, SHAPES
+    from unclip.eval.generation import to_uint8
+
+    rows = []
+    for image in to_uint8(images):
+        found = detect(image)
+        if bound:
+            rows.append([sum(d.shape == s and d.colour == c for d in found) for s in SHAPES for c in COLOURS])
+        else:
+            rows.append([sum(d.shape == s for d in found) for s in SHAPES] + [sum(d.colour == c for d in found)
+                                                                             for c in COLOURS])  # fmt: skip
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_image_decodability_tells_a_binding_tower_from_a_bag_of_words():
+    from unclip.eval.binding_probe import PROBE_COMBOS, bound_and_swapped, image_decodability, two_object_layouts
+
+    layouts = two_object_layouts(3)
+    bound, swapped = bound_and_swapped(layouts, PROBE_COMBOS[0])  # red circle + blue square
+    for a, b, scene in zip(bound, swapped, layouts, strict=True):
+        assert [(o.shape, o.colour) for o in a.objects] == [("circle", "red"), ("square", "blue")]
+        assert [(o.shape, o.colour) for o in b.objects] == [("circle", "blue"), ("square", "red")]
+        assert [(o.x, o.y, o.size) for o in a.objects] == [(o.x, o.y, o.size) for o in scene.objects]
+        assert a.background == b.background == scene.background
+
+    args = dict(resolution=64, n=30, n_train=20, combos=PROBE_COMBOS[:2], batch_size=16)
+    binding = image_decodability(lambda x: _detections(x, bound=True), **args)
+    blind = image_decodability(lambda x: _detections(x, bound=False), **args)
+    assert binding["accuracy"] >= 0.95 and set(binding["per_combo"]) == {"red circle + blue square",
+                                                                          "green star + purple heart"}  # fmt: skip
+    assert blind["accuracy"] == 0.5  # identical features: one class predicted for all
+
+
+def test_linear_probe_accuracy_on_separable_and_identical_gaussians():
+    from unclip.eval.binding_probe import linear_probe_accuracy
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 10, generator=g)
+    shift = torch.zeros(10)
+    shift[3] = 4.0
+    assert linear_probe_accuracy(x[:100] + shift, x[100:], n_train=60) >= 0.97
+    assert 0.3 < linear_probe_accuracy(x[:100], x[100:], n_train=60) < 0.7  # the same distribution: chance
+    with pytest.raises(ValueError, match="n_train"):
+        linear_probe_accuracy(x[:10], x[10:20], n_train=10)

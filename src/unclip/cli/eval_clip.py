@@ -77,7 +77,8 @@ def format_table(result: dict) -> str:
     probe = [result[c].get("swap_probe") for c in cols]
     if probe[0] is not None:  # where binding is lost (unclip.eval.binding_probe)
         chance = probe[0]["chance"]
-        for key in ("image_cosine", "text_cosine", "alignment", "text_score", "image_score", "group_score"):
+        keys = ("image_cosine", "text_cosine", "alignment", "text_score", "image_score", "group_score")
+        for key in keys + (("image_decodability",) if "image_decodability" in probe[0] else ()):
             lines.append(f"{'swap probe ' + key:<32}{_cell(probe[0][key])}{_cell(probe[1][key])}"
                          f"{_cell(chance[key]) if key in chance else ''}")  # fmt: skip
     lines.append("reference (ARO relation/attribution): OpenAI CLIP ~0.6, NegCLIP ~0.7-0.8")

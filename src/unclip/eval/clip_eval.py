@@ -45,6 +45,7 @@ KS = (1, 5)
 # Two cosine similarities closer than this are a tie (float32 noise): a bag-of-words encoder gives a swap
 # distractor the same embedding as the true caption, and a tie is half right, not a coin flip of rounding.
 TIE_ATOL = 1e-6
+PROBE_LAYOUTS = 160  # layouts per combo of the swap probe's image-decodability test (binding_probe)
 # Draws of an edit before giving up on a kind for an image: a changed relation is often true of another pair.
 _TRIES = 8
 REFERENCE_ARO = {"openai_clip": 0.6, "negclip": (0.7, 0.8)}
@@ -204,7 +205,9 @@ def evaluate_split(
         "binding": binding_scores(s_true, s_neg),
     }
     if probe_n > 0:  # where binding is lost (unclip.eval.binding_probe)
-        out["swap_probe"] = binding_probe(clip, min(n, probe_n), split, seed, batch_size)
+        # the decodability probe's layouts shrink with n too (160 at the 1,000), never below 16
+        layouts = min(PROBE_LAYOUTS, max(16, n))
+        out["swap_probe"] = binding_probe(clip, min(n, probe_n), split, seed, batch_size, layouts=layouts)
     return out
 
 
