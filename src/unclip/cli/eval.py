@@ -161,7 +161,11 @@ def run_generation(args: argparse.Namespace) -> int:
         return 0
     if args.evaluation == "compositional":
         result = generation.compositional(
-            pipe, per_category=args.per_category, images_per_prompt=args.images_per_prompt, seed=args.seed
+            pipe,
+            per_category=args.per_category,
+            images_per_prompt=args.images_per_prompt,
+            seed=args.seed,
+            progress=True,
         )
     elif args.evaluation == "manipulations":
         from unclip.eval.manipulations import manipulations

@@ -58,15 +58,21 @@ def suite_jobs(per_category: int | None = None, images_per_prompt: int = 4) -> l
 
 
 @torch.no_grad()
-def generate_jobs(pipe, jobs: list, *, seed: int = 0, batch_size: int = 16, **overrides: Any) -> torch.Tensor:
+def generate_jobs(
+    pipe, jobs: list, *, seed: int = 0, batch_size: int = 16, progress: bool = False, **overrides: Any
+) -> torch.Tensor:  # fmt: skip
     """The pipeline's images for ``jobs`` (from :func:`suite_jobs`), job i with seed ``seed + i``: (N, 3, H, W)."""
+    from tqdm.auto import tqdm
+
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     out = []
-    for i in range(0, len(jobs), batch_size):
-        part = jobs[i : i + batch_size]
-        result = pipe([p.text for p, _ in part], seed=[seed + i + j for j in range(len(part))], **overrides)
-        out.append(result.tensors.float().cpu())
+    with tqdm(total=len(jobs), desc="generate", unit="image", disable=not progress) as bar:
+        for i in range(0, len(jobs), batch_size):
+            part = jobs[i : i + batch_size]
+            result = pipe([p.text for p, _ in part], seed=[seed + i + j for j in range(len(part))], **overrides)
+            out.append(result.tensors.float().cpu())
+            bar.update(len(part))
     return torch.cat(out)
 
 
@@ -90,7 +96,7 @@ def compositional(
 
     jobs = suite_jobs(per_category, images_per_prompt)
     start = time.perf_counter()
-    result = judge_jobs(jobs, generate_jobs(pipe, jobs, seed=seed, batch_size=batch_size))
+    result = judge_jobs(jobs, generate_jobs(pipe, jobs, seed=seed, batch_size=batch_size, progress=progress))
     result.update({
         "suite": PROMPT_SUITE_VERSION, "images": len(jobs), "images_per_prompt": images_per_prompt,
         "seconds": time.perf_counter() - start, "reference_dalle2_geneval": DALLE2_GENEVAL,
