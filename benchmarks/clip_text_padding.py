@@ -18,13 +18,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import timed
 from unclip.clip.loss import contrastive_loss
-from unclip.data.shapes import ShapesWorld
+from unclip.data.shapes.batch import render_batch
 from unclip.train.clip_stage import ClipStage, owned_negatives
 
 
@@ -43,9 +42,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = stage.build(config).to(device).train()
     tokenizer = stage.tokenizer(config)
-    world = ShapesWorld(split="train", resolution=config.clip.vision.image_size)
-    samples = [world[i] for i in range(args.batch_size)]
-    images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    samples, images = render_batch(args.batch_size, config.clip.vision.image_size, split="train")
     images = images.to(device)
     captions = [s.caption for s in samples]
     owned = owned_negatives(captions, [s.scene.to_json() for s in samples], list(range(len(samples))),

@@ -42,6 +42,7 @@ PROBE_COMBOS = (
     ("triangle", "hexagon", "yellow", "cyan"), ("cross", "diamond", "orange", "pink"),
     ("square", "star", "blue", "yellow"), ("heart", "circle", "cyan", "red"),
 )  # fmt: skip
+PROBE_LAYOUTS = 160  # layouts per combo of image_decodability at full size
 CHANCE = {"text_score": 0.25, "image_score": 0.25, "group_score": 1 / 6}
 
 
@@ -90,7 +91,7 @@ def probe_scores(z_a: Tensor, z_b: Tensor, t_a: Tensor, t_b: Tensor) -> dict[str
 
 @torch.no_grad()
 def binding_probe(
-    clip, n: int = 300, split: str = "test", seed: int = 0, batch_size: int = 64, layouts: int = 160
+    clip, n: int = 300, split: str = "test", seed: int = 0, batch_size: int = 64, layouts: int = PROBE_LAYOUTS
 ) -> dict[str, Any]:  # fmt: skip
     """Run the probe on ``n`` scene pairs of ``split`` with ``clip`` (anything with encode_image / encode_text),
     and :func:`image_decodability` on ``layouts`` layouts (0: skip it)."""

@@ -38,14 +38,13 @@ from tqdm.auto import tqdm
 from unclip.data.negatives import KINDS, make_negative
 from unclip.data.shapes import claims_hold, parse_caption
 from unclip.data.shapes.batch import render_batch
-from unclip.eval.binding_probe import binding_probe
+from unclip.eval.binding_probe import PROBE_LAYOUTS, binding_probe
 
 SPLITS = {"seen": "test", "held_out": "heldout"}
 KS = (1, 5)
 # Two cosine similarities closer than this are a tie (float32 noise): a bag-of-words encoder gives a swap
 # distractor the same embedding as the true caption, and a tie is half right, not a coin flip of rounding.
 TIE_ATOL = 1e-6
-PROBE_LAYOUTS = 160  # layouts per combo of the swap probe's image-decodability test (binding_probe)
 # Draws of an edit before giving up on a kind for an image: a changed relation is often true of another pair.
 _TRIES = 8
 REFERENCE_ARO = {"openai_clip": 0.6, "negclip": (0.7, 0.8)}

@@ -104,8 +104,8 @@ def compositional(
     return result
 
 
-def _distances(features, real: np.ndarray, fake: torch.Tensor, prefix: str = "") -> dict[str, float]:
-    """FID and KID between ``real`` features and a set of [-1, 1] images in ``features``' space.
+def _distances(real: np.ndarray, fake: np.ndarray, prefix: str = "") -> dict[str, float]:
+    """FID and KID between two feature sets (from :func:`image_features`).
 
     FID's plug-in estimate is biased upwards at small n (compare at equal n only); KID (Bińkowski et al. 2018) is
     unbiased at any n, so it is the one to read at a few hundred images. Its mean and standard deviation are over
@@ -116,12 +116,10 @@ def _distances(features, real: np.ndarray, fake: torch.Tensor, prefix: str = "")
     from unclip.eval.fid import fid_from_features
     from unclip.eval.kid import kid
 
-    fake_features = image_features(features, fake)
     with warnings.catch_warnings():  # small-sample bias: the same n on both sides, compared side by side only
         warnings.simplefilter("ignore")
-        fid = fid_from_features(real, fake_features)
-    size = max(2, min(len(real), len(fake_features)) // 2)
-    kid_mean, kid_std = kid(real, fake_features, subsets=50, subset_size=size)
+        fid = fid_from_features(real, fake)
+    kid_mean, kid_std = kid(real, fake, subsets=50, subset_size=max(2, min(len(real), len(fake)) // 2))
     return {f"{prefix}fid": fid, f"{prefix}kid": kid_mean, f"{prefix}kid_std": kid_std}
 
 
@@ -160,7 +158,7 @@ def decoder_reconstruction(
     result = _summary(hits)
     result.update({"faithful": float(np.mean(faithful)), "n": n, "seconds": time.perf_counter() - start})
     if features is not None and n >= 2:
-        result.update(_distances(features, image_features(features, real), torch.cat(decoded)))
+        result.update(_distances(image_features(features, real), image_features(features, torch.cat(decoded))))
     return result
 
 
@@ -192,5 +190,5 @@ def upsampler_fidelity(pipe, *, n: int = 64, seed: int = 0, batch_size: int = 8,
     if features is not None and n >= 2:
         real = image_features(features, high)  # once, for both
         for name, fake in images.items():
-            result.update(_distances(features, real, torch.cat(fake), prefix=name))
+            result.update(_distances(real, image_features(features, torch.cat(fake)), prefix=name))
     return result

@@ -52,7 +52,7 @@ def variation_rate(
         raise ValueError(f"n and per_image must be >= 1, got {n} and {per_image}")
     samples, x = render_batch(n, pipe.decoder.config.resolution, split, seed)
     _, full = render_batch(n, pipe.resolution, split, seed)  # the same scenes at the output size
-    kept, changed, good, changes, per_cat = [], [], [], [], {}
+    kept, changes, per_cat = [], [], {}
     for i in range(0, n, batch_size):
         z_i, x_T = invert(pipe, x[i : i + batch_size])
         z_i, x_T = z_i.repeat_interleave(per_image, 0), x_T.repeat_interleave(per_image, 0)
@@ -61,17 +61,17 @@ def variation_rate(
         src = full[i : i + batch_size].repeat_interleave(per_image, 0)
         diffs = ((out.clamp(-1, 1) - src).abs().mean(dim=(1, 2, 3)) / 2).tolist()
         changes += diffs
-        for j, (image, diff) in enumerate(zip(judge_ready(out), diffs, strict=True)):
+        for j, image in enumerate(judge_ready(out)):
             verdicts = {
                 c: bool(judge(image, r)) for c, r in requirements_for_scene(samples[i + j // per_image].scene).items()
             }
             for c, ok in verdicts.items():
                 per_cat.setdefault(c, []).append(ok)
             kept.append(all(verdicts.values()))
-            changed.append(diff > min_change)
-            good.append(kept[-1] and changed[-1])
+    changed = np.array(changes) > min_change
     return {
-        "rate": float(np.mean(good)), "keeps_scene": float(np.mean(kept)), "differs": float(np.mean(changed)),
+        "rate": float(np.mean(changed & np.array(kept))), "keeps_scene": float(np.mean(kept)),
+        "differs": float(np.mean(changed)),
         "mean_change": float(np.mean(changes)), "categories": {c: float(np.mean(v)) for c, v in per_cat.items()},
         "n_images": n, "per_image": per_image, "eta": eta, "min_change": min_change,
     }  # fmt: skip
