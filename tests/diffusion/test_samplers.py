@@ -205,3 +205,37 @@ def test_bad_inputs_raise_value_errors(denoiser):
         sample_ddpm(denoiser, torch.zeros(2, 8), grid, variance="medium")
     with pytest.raises(ValueError, match=r"x0 \(2, 4\).*x \(2, 8\)"):
         sample_ddim(lambda x, t: denoiser(x, t)._replace(x0=x[:, :4]), torch.zeros(2, 8), grid)
+
+
+def _with_eps_error(denoiser, size: float):
+    """The exact denoiser with a small smooth error added to eps (x0 re-derived), as a trained eps-model has."""
+    from unclip.diffusion import Denoised
+
+    def den(x, t):
+        eps = denoiser(x, t).eps + size * torch.sin(3 * x)
+        a = SCHED.alpha_bar[t].to(x.dtype).reshape(-1, *[1] * (x.ndim - 1))
+        return Denoised((x - (1 - a).sqrt() * eps) / a.sqrt(), eps, None)
+
+    return den
+
+
+@pytest.mark.parametrize("eps_error", [0.0, 1e-3])
+def test_inversion_stops_short_of_the_terminal_step_where_x0_estimates_blow_up(denoiser, eps_error):
+    # At T - 1 the cosine schedule has alpha_bar = 2e-9: x0 = (x - sigma eps) / alpha multiplies an eps error
+    # of 1e-3 by 2e4, the clamp saturates it, and the first DDIM step is many-to-one, so no inversion undoes it
+    # (the bundled decoder's case; SamplingSettings.inversion_strength). Stopping at 0.95 T it inverts exactly.
+    from unclip.diffusion import clamp_x0
+
+    x0 = exact_samples(MU, SIGMA, 256, seed=5)
+    lim = 1.5 * x0.abs().max().item()  # a data range that holds every sample, like [-1, 1] for images
+    den = clamp_x0(_with_eps_error(denoiser, eps_error), SCHED, -lim, lim)
+    errors = {}
+    for strength in (1.0, 0.95):
+        grid = SCHED.grid_below(50, strength)
+        rec = sample_ddim(den, invert_ddim(den, x0, grid, refine=4), grid)
+        errors[strength] = ((rec - x0).norm() / x0.norm()).item()
+    assert errors[0.95] < 1e-5, errors
+    if eps_error:
+        assert errors[1.0] > 0.03, errors
+    else:  # the exact denoiser's x0 is exact even there: the terminal step alone is harmless
+        assert errors[1.0] < 1e-5, errors

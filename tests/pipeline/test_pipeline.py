@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -107,6 +108,24 @@ def test_eta_zero_variation_reconstructs_its_input():
     varied = variations(pipe, source, n=3, eta=1.0, seed=7)
     assert varied.shape == (3, 3, 16, 16)
     assert ((varied[0] - target).norm() / target.norm()).item() > 100 * refined  # eta > 0 really varies
+
+
+def test_inversion_strength_sets_where_the_latent_sits():
+    # Variations decode from the timestep the inversion stopped at, so eta = 0 reconstructs at any strength,
+    # though the latents differ.
+    pipe = analytic_pipeline()
+    source = to_pil(pipe("a yellow heart", seed=5).tensors)[0]
+    target = torch.from_numpy(np.asarray(source, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
+    pipe.settings.inversion_steps, pipe.settings.inversion_refine = 16, 4
+    latents = {}
+    for strength in (1.0, 0.5):
+        pipe.settings.inversion_strength = strength
+        rec = variations(pipe, source, n=1, eta=0.0)[0]
+        assert ((rec - target).norm() / target.norm()).item() < 1e-3, strength
+        latents[strength] = invert(pipe, [source])[1]
+    assert ((latents[0.5] - latents[1.0]).norm() / latents[1.0].norm()).item() > 0.1
+    with pytest.raises(ValueError, match="inversion_strength must be a number in"):
+        dataclasses.replace(pipe.settings, inversion_strength=0.0)
 
 
 def test_interpolation_and_text_diff_start_from_the_source():

@@ -63,7 +63,8 @@ def invert(
     with pipe.autocast():
         z_i = pipe.clip.encode_image(x).float()
         den, schedule = pipe.decoder_denoiser(z_i)
-        x_T = invert_ddim(den, x, schedule.grid(s.inversion_steps), refine=s.inversion_refine, progress=progress)
+        grid = schedule.grid_below(s.inversion_steps, s.inversion_strength)
+        x_T = invert_ddim(den, x, grid, refine=s.inversion_refine, progress=progress)
     return z_i, x_T.float()
 
 
@@ -75,7 +76,8 @@ def decode_latents(pipe: UnCLIPPipeline, z_i: Tensor, x_T: Tensor, seeds: Sequen
     )
     gens = generators_from_seeds(seeds)
     with pipe.autocast():
-        return pipe.upsample(pipe.decode(z_i, gens, x_T=x_T, s=s).float(), gens, s).float()
+        decoded = pipe.decode(z_i, gens, x_T=x_T, s=s, strength=s.inversion_strength).float()
+        return pipe.upsample(decoded, gens, s).float()
 
 
 @torch.no_grad()

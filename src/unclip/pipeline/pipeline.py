@@ -244,8 +244,10 @@ class UnCLIPPipeline:
 
     def decode(
         self, z_i: Tensor, generators: list[torch.Generator], *, text=None, drop_text: Tensor | None = None,
-        x_T: Tensor | None = None, s: SamplingSettings | None = None, progress: bool = False,
+        x_T: Tensor | None = None, s: SamplingSettings | None = None, progress: bool = False, strength: float = 1.0,
     ) -> Tensor:  # fmt: skip
+        """Decoder samples from z_i; ``x_T`` (default: noise from ``generators``) sits at ``strength`` × T, the
+        first timestep of the grid (below 1 for latents from :func:`unclip.pipeline.manipulations.invert`)."""
         s = s or self.settings
         res = self.decoder.config.resolution
         den, schedule = self.decoder_denoiser(z_i, text, drop_text, s)
@@ -253,7 +255,8 @@ class UnCLIPPipeline:
             x_T = randn((z_i.shape[0], 3, res, res), generators, device=self.device)
         options = {"eta": s.decoder_eta} if s.decoder_sampler == "ddim" else {}
         sampler = get_sampler(s.decoder_sampler)
-        return sampler(den, x_T, schedule.grid(s.decoder_steps), generator=generators, progress=progress, **options)
+        grid = schedule.grid_below(s.decoder_steps, strength)  # strength 1: schedule.grid(steps)
+        return sampler(den, x_T, grid, generator=generators, progress=progress, **options)
 
     def upsample(self, images: Tensor, generators: list[torch.Generator], s: SamplingSettings | None = None) -> Tensor:
         s = s or self.settings

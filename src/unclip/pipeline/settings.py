@@ -35,6 +35,14 @@ class SamplingSettings:
     # img2img ``strength``). The high-noise steps are the ones a briefly trained upsampler has learned least.
     upsampler_strength: float = 1.0
     inversion_steps: int = 50
+    # How far DDIM inversion runs (§3's x_T), as a fraction of the schedule, like ``upsampler_strength``; variations,
+    # interpolations and text diffs decode from the same timestep. 1 runs to the last timestep, where the cosine
+    # schedule leaves alpha_bar = 2e-9: there an eps-model's x0 estimate (x - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)
+    # multiplies eps's error by 2e4, the clamp saturates it to ±1, and DDIM's first step adds that as noise the
+    # inversion cannot undo (the bundled decoder's round trip: 0.079 mean error at 1, 0.017 at 0.95, 0.001 at
+    # 0.95 with ``inversion_refine=2``; docs/results.md). At 0.95 (t = 949, alpha_bar = 6e-3) x_T is still noise:
+    # its cosine with the image is 0.09.
+    inversion_strength: float = 0.95
     # Fixed-point refinement of DDIM inversion (unclip.diffusion.invert_ddim). Off by default, as in the paper:
     # it solves each step exactly for smooth denoisers, but where clamped x0 estimates saturate the step is
     # many-to-one and exact per-step inverses can drift onto another trajectory (seen on untrained decoders).
@@ -55,9 +63,10 @@ class SamplingSettings:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 100.0:
                 raise ValueError(f"{name} must be a number from 0 to 100, got {v!r}")
-        v = self.upsampler_strength
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
-            raise ValueError(f"upsampler_strength must be a number in (0, 1], got {v!r}")
+        for name in ("upsampler_strength", "inversion_strength"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
+                raise ValueError(f"{name} must be a number in (0, 1], got {v!r}")
         if self.z_source not in Z_SOURCES:
             raise ValueError(f"z_source must be one of {', '.join(Z_SOURCES)}, got {self.z_source!r}")
         if not isinstance(self.inversion_refine, int) or not 0 <= self.inversion_refine <= 50:
