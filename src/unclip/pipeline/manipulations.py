@@ -68,6 +68,7 @@ def invert(
     return z_i, x_T.float()
 
 
+@torch.no_grad()
 def decode_latents(pipe: UnCLIPPipeline, z_i: Tensor, x_T: Tensor, seeds: Sequence[int], eta: float) -> Tensor:
     """Decode bipartite latents (z_i, x_T) with DDIM(eta) and upsample; one seed per row."""
     # Decoding uses the same grid as the inversion, so eta = 0 returns the inverted image.
