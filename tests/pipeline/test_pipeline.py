@@ -7,6 +7,8 @@ import torch
 from tiny_stack import analytic_pipeline, tiny_pipeline
 
 from unclip.pipeline import UnCLIPPipeline, interpolate, invert, slerp, text_diff, to_pil, variations
+from unclip.pipeline.manipulations import decode_latents
+from unclip.pipeline.pipeline import from_pil
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +126,9 @@ def test_inversion_strength_sets_where_the_latent_sits():
         assert ((rec - target).norm() / target.norm()).item() < 1e-3, strength
         latents[strength] = invert(pipe, [source])[1]
     assert ((latents[0.5] - latents[1.0]).norm() / latents[1.0].norm()).item() > 0.1
+    z_i = pipe.clip.encode_image(from_pil([source], pipe.decoder.config.resolution))
+    with torch.enable_grad():  # a direct call must not build the graph of every sampling step
+        assert not decode_latents(pipe, z_i, latents[0.5], [0], 0.0).requires_grad
     with pytest.raises(ValueError, match="inversion_strength must be a number in"):
         dataclasses.replace(pipe.settings, inversion_strength=0.0)
 
