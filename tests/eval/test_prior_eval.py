@@ -78,10 +78,14 @@ def test_settings_come_from_the_pipeline_else_the_prior_then_the_overrides():
     own = sampling_settings(prior)
     assert (own["steps"], own["best_of"], own["guidance"]) == (7, 3, SamplingSettings().prior_guidance)
     stored = SamplingSettings(prior_steps=5, prior_guidance=2.0, prior_best_of=1, prior_sampler="ddpm")
-    assert sampling_settings(prior, stored) == {"sampler": "ddpm", "steps": 5, "guidance": 2.0, "best_of": 1}
+    expected = {"sampler": "ddpm", "steps": 5, "guidance": 2.0, "best_of": 1, "combine": "best"}
+    assert sampling_settings(prior, stored) == expected
     assert sampling_settings(prior, stored, steps=2, best_of=4)["steps"] == 2
+    assert sampling_settings(prior, stored, combine="mean")["combine"] == "mean"
     with pytest.raises(ValueError, match="prior_best_of"):
         sampling_settings(prior, best_of=0)
+    with pytest.raises(ValueError, match="prior_combine must be one of"):
+        sampling_settings(prior, combine="median")
     ar = ARPrior(ar_prior_config("tiny"))
     assert sampling_settings(ar) == {"dot_percentile": 0.5}
     with pytest.raises(ValueError, match="--steps, --guidance only apply to a diffusion prior"):
@@ -112,7 +116,7 @@ def test_cli_json_on_a_tiny_pipeline(stack, capsys):
     assert code == 0
     report = json.loads(out)
     assert report["kind"] == "diffusion" and report["n"] == 12 and report["pool"] == 20
-    assert report["settings"] == {"sampler": "ddim", "steps": 3, "guidance": 4.0, "best_of": 2}  # the stack's FAST
+    assert report["settings"] == {"sampler": "ddim", "steps": 3, "guidance": 4.0, "best_of": 2, "combine": "best"}
     for key in ("prior", "baseline_z_t", "baseline_nearest_caption"):
         assert set(report[key]) == {"cosine", "r_at_1", "r_at_10"}
         assert -1 <= report[key]["cosine"] <= 1 and report[key]["r_at_10"] >= report[key]["r_at_1"]
@@ -125,6 +129,23 @@ def test_cli_json_on_a_tiny_pipeline(stack, capsys):
     with torch.no_grad():
         z_i, z_t = clip.encode_image(images), clip.encode_text([s.caption for s in samples]).embedding
     assert report["baseline_z_t"]["cosine"] == pytest.approx(F.cosine_similarity(z_t, z_i).mean().item(), abs=1e-5)
+
+
+def test_cli_combine_mean_scores_the_mean_of_the_candidates(stack, capsys):
+    # The same seeds draw the same candidates; --combine mean scores their mean direction (unclip.prior.mean_of_n).
+    from unclip.eval.prior_eval import encode_shapes, load_prior_and_clip, sample_prior
+
+    args = ["--model", str(stack), "--n", "6", "--pool", "8", "--best-of", "3", "--json"]
+    code, out, _ = _run([*args, "--combine", "mean"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    assert report["settings"]["combine"] == "mean" and report["settings"]["best_of"] == 3
+    prior, clip, _ = load_prior_and_clip(stack)
+    held = encode_shapes(clip, "test", 6)
+    z_i, _ = sample_prior(prior, held, report["settings"], list(range(6)))
+    assert report["prior"]["cosine"] == pytest.approx(F.cosine_similarity(z_i, held.z_i).mean().item(), abs=1e-5)
+    best, _ = sample_prior(prior, held, {**report["settings"], "combine": "best"}, list(range(6)))
+    assert not torch.allclose(best, z_i)
 
 
 def test_cli_on_an_ar_prior_folder_with_its_clip(stack, tmp_path, capsys):

@@ -81,3 +81,21 @@ def test_z_source_text_keeps_the_unconditional_sample_for_an_empty_prompt():
     prior = pipe.sample_z_i(enc, empty, gens, pipe.settings)
     assert torch.allclose(z[1], prior[1])  # not the z_t of the placeholder text: the prior's unconditional draw
     assert not torch.allclose(z[1], enc.embedding[1], atol=1e-3)
+
+
+def test_prior_combine_mean_gives_the_mean_of_the_candidates_the_pipeline_draws():
+    from unclip.prior import mean_of_n, sample_diffusion_prior
+    from unclip.prior.caption_tokens import fit_tokens
+
+    pipe = tiny_pipeline(upsampler=False)
+    enc, empty = pipe.encode_text(["a red circle", "two blue squares"])
+    s = dataclasses.replace(pipe.settings, prior_best_of=4, prior_combine="mean")
+    z = pipe.sample_z_i(enc, empty, [torch.Generator().manual_seed(k) for k in (0, 1)], s)
+    tokens, mask = fit_tokens(enc.token_states, enc.mask, pipe.prior.config.text_len)
+    draws = sample_diffusion_prior(
+        pipe.prior, enc.embedding, tokens, mask, guidance_scale=s.prior_guidance, steps=s.prior_steps,
+        sampler=s.prior_sampler, best_of=4, generator=[torch.Generator().manual_seed(k) for k in (0, 1)],
+    )  # fmt: skip
+    torch.testing.assert_close(z, mean_of_n(draws.candidates))
+    with pytest.raises(ValueError, match="prior_combine must be one of best, mean"):
+        pipe("a star", prior_combine="median")

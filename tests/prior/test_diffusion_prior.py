@@ -15,6 +15,7 @@ from unclip.prior import (
     DiffusionPriorConfig,
     best_of_n,
     diffusion_prior_loss,
+    mean_of_n,
     sample_diffusion_prior,
 )
 from unclip.prior.diffusion_prior import draw_keep
@@ -93,6 +94,27 @@ def test_best_of_n_picks_largest_dot_product():
     assert ((z * z_t).sum(1)[:, None] >= dots - 1e-6).all()
 
 
+def test_mean_of_n_estimates_the_mean_direction():
+    g = torch.Generator().manual_seed(0)
+    cand = torch.randn(3, 5, 8, generator=g) * torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])[None, :, None]
+    z = mean_of_n(cand)
+    unit = cand / cand.norm(dim=2, keepdim=True)
+    expected_dir = unit.mean(1) / unit.mean(1).norm(dim=1, keepdim=True)
+    torch.testing.assert_close(z / z.norm(dim=1, keepdim=True), expected_dir)  # candidates' norms do not weigh
+    torch.testing.assert_close(z.norm(dim=1), cand.norm(dim=2).mean(1))
+    torch.testing.assert_close(mean_of_n(cand[:, :1]), cand[:, 0])
+    # Draws scattered around a direction mu: the mean of N points closer to mu than a single draw, more so with N,
+    # as 1 / sqrt(1 + (1 - |E u|^2) / (N |E u|^2)) predicts for unit draws u.
+    mu = F.normalize(torch.randn(64, generator=g), dim=0)
+    draws = mu + 0.15 * torch.randn(400, 32, 64, generator=g)
+    cos = {n: F.cosine_similarity(mean_of_n(draws[:, :n]), mu[None]).mean().item() for n in (1, 4, 32)}
+    assert cos[1] < cos[4] < cos[32]
+    u = F.normalize(draws, dim=2)
+    m2 = u.mean((0, 1)).norm().item() ** 2
+    for n in (4, 32):
+        assert abs(cos[n] - cos[1] / (m2 + (1 - m2) / n) ** 0.5) < 0.01, (n, cos)
+
+
 def test_sampling_reranks_and_each_caption_depends_on_its_seed_only():
     m = fitted()
     _, z_t, tokens, mask = synthetic_pairs(3)
@@ -106,6 +128,15 @@ def test_sampling_reranks_and_each_caption_depends_on_its_seed_only():
         generator=[torch.Generator().manual_seed(8)],
     )  # fmt: skip
     torch.testing.assert_close(single.z_i[0], out.z_i[1], atol=1e-5, rtol=1e-5)
+    gens = [torch.Generator().manual_seed(s) for s in (7, 8, 9)]
+    mean = sample_diffusion_prior(
+        m, z_t, tokens, mask, best_of=3, steps=8, guidance_scale=2.0, generator=gens, combine="mean"
+    )  # fmt: skip
+    torch.testing.assert_close(mean.candidates, out.candidates)  # the same draws, combined otherwise
+    torch.testing.assert_close(mean.z_i, mean_of_n(out.candidates))
+    assert (mean.chosen == -1).all()
+    with pytest.raises(ValueError, match="combine must be one of"):
+        sample_diffusion_prior(m, z_t, tokens, mask, combine="median")
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp_2m"])

@@ -36,6 +36,11 @@ def register_prior(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--best-of", type=int, help="candidates per caption, best z_i . z_t kept (default: as stored)" + _NO_DEFAULT
     )
+    p.add_argument(
+        "--combine", choices=("best", "mean"),
+        help="best: keep the candidate closest to z_t (§2.2); mean: their mean direction, a point estimate "
+        "(default: as stored)" + _NO_DEFAULT,
+    )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=64, help="captions per prior call (timings depend on it)")
     p.add_argument("--seed", type=int, default=0, help="seed of caption 0's first draw")
     p.add_argument("--device", default="cpu", help="torch device")
@@ -51,7 +56,7 @@ def run_prior(args: argparse.Namespace) -> int:
     prior, clip, stored = prior_eval.load_prior_and_clip(args.model, args.clip, args.device)
     prior_eval.check_compatible(prior, clip)  # before any work
     settings = prior_eval.sampling_settings(
-        prior, stored, steps=args.steps, guidance=args.guidance, best_of=args.best_of
+        prior, stored, steps=args.steps, guidance=args.guidance, best_of=args.best_of, combine=args.combine
     )
     report = prior_eval.evaluate_prior(
         prior, clip, n=args.n, samples_per_caption=args.samples_per_caption, pool=args.pool, seed=args.seed,

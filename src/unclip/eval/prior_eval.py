@@ -151,7 +151,7 @@ def prior_kind(prior: nn.Module) -> str:
 
 def sampling_settings(
     prior: nn.Module, stored=None, *, steps: int | None = None, guidance: float | None = None,
-    best_of: int | None = None,
+    best_of: int | None = None, combine: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The settings the prior is sampled with: the pipeline's stored ones, else the prior's own config (steps,
     best-of; guidance is not part of a prior folder, so the pipeline default), then the given overrides.
@@ -161,7 +161,7 @@ def sampling_settings(
     """
     from unclip.pipeline.settings import SamplingSettings
 
-    overrides = {"prior_steps": steps, "prior_guidance": guidance, "prior_best_of": best_of}
+    overrides = {"prior_steps": steps, "prior_guidance": guidance, "prior_best_of": best_of, "prior_combine": combine}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if prior_kind(prior) == "ar":
         if overrides:
@@ -177,6 +177,7 @@ def sampling_settings(
         "steps": s.prior_steps,
         "guidance": s.prior_guidance,
         "best_of": s.prior_best_of,
+        "combine": s.prior_combine,
     }
 
 
@@ -248,6 +249,7 @@ def sample_prior(
                 out = sample_diffusion_prior(
                     prior, *args, guidance_scale=settings["guidance"], steps=settings["steps"],
                     sampler=settings["sampler"], best_of=settings["best_of"], generator=gens,
+                    combine=settings.get("combine", "best"),
                 ).z_i  # fmt: skip
             z_i.append(out.float().cpu())  # the copy waits for the device, so the time is the real one
             seconds += time.perf_counter() - start

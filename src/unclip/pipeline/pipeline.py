@@ -227,7 +227,8 @@ class UnCLIPPipeline:
             return sample_ar_prior(self.prior, enc.embedding, tokens, mask, generator=generators).z_i
         out = sample_diffusion_prior(
             self.prior, enc.embedding, tokens, mask, keep=~empty, guidance_scale=s.prior_guidance,
-            steps=s.prior_steps, sampler=s.prior_sampler, best_of=s.prior_best_of, generator=generators,
+            steps=s.prior_steps, sampler=s.prior_sampler, best_of=s.prior_best_of, combine=s.prior_combine,
+            generator=generators,
         )  # fmt: skip
         if s.z_source == "text":  # an empty prompt has no z_t: its sample stays the prior's unconditional one
             return torch.where(empty[:, None], out.z_i.to(enc.embedding.dtype), enc.embedding)

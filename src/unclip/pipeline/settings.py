@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from unclip.diffusion import SAMPLERS
+from unclip.prior.sampling import COMBINES
 
 Z_SOURCES = ("prior", "text")
 
@@ -23,6 +24,9 @@ class SamplingSettings:
     prior_sampler: str = "ddim"
     prior_guidance: float = 4.0
     prior_best_of: int = 2  # §2.2: draw two z_i, keep the one closer to z_t
+    # "best" keeps the candidate closest to z_t (§2.2); "mean" averages the candidates' directions, a point
+    # estimate that scores higher cosine with the true z_i at the cost of diversity (unclip.prior.mean_of_n).
+    prior_combine: str = "best"
     decoder_steps: int = 50
     decoder_sampler: str = "ddim"
     decoder_guidance_image: float = 3.0  # separate scales for z_i and the caption (DESIGN.md §1)
@@ -67,6 +71,8 @@ class SamplingSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
                 raise ValueError(f"{name} must be a number in (0, 1], got {v!r}")
+        if self.prior_combine not in COMBINES:
+            raise ValueError(f"prior_combine must be one of {', '.join(COMBINES)}, got {self.prior_combine!r}")
         if self.z_source not in Z_SOURCES:
             raise ValueError(f"z_source must be one of {', '.join(Z_SOURCES)}, got {self.z_source!r}")
         if not isinstance(self.inversion_refine, int) or not 0 <= self.inversion_refine <= 50:

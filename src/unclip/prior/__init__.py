@@ -23,7 +23,7 @@ from unclip.prior.diffusion_prior import (
 )
 from unclip.prior.normalize import EmbeddingNorm
 from unclip.prior.pca import PCAQuantizer, pca_components
-from unclip.prior.sampling import PriorSample, best_of_n, sample_diffusion_prior
+from unclip.prior.sampling import PriorSample, best_of_n, mean_of_n, sample_diffusion_prior
 
 __all__ = [
     "AR_PRIOR_PRESETS",
@@ -43,6 +43,7 @@ __all__ = [
     "diffusion_prior_config",
     "diffusion_prior_loss",
     "from_pretrained",
+    "mean_of_n",
     "pca_components",
     "sample_ar_prior",
     "sample_diffusion_prior",

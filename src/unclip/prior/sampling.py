@@ -36,11 +36,28 @@ def best_of_n(candidates: Tensor, z_t: Tensor) -> tuple[Tensor, Tensor]:
     return candidates[torch.arange(candidates.shape[0]), idx], idx
 
 
+def mean_of_n(candidates: Tensor) -> Tensor:
+    """The mean direction of ``candidates`` (B, N, D), at their mean norm: (B, D).
+
+    The best point estimate of the true z_i direction is the mean of p(z_i | caption) on the sphere, and the
+    mean of N draws estimates it (docs/prior.md, "How high the cosine can go"). It trades the diversity of single
+    draws for cosine with the true z_i: a mode-seeking alternative to §2.2's best-of-N, not in the paper.
+    """
+    if candidates.ndim != 3:
+        raise ValueError(f"mean_of_n needs candidates (B, N, D), got {tuple(candidates.shape)}")
+    norms = candidates.norm(dim=2, keepdim=True)
+    direction = (candidates / norms.clamp_min(1e-12)).mean(dim=1)
+    return direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12) * norms.mean(dim=1)
+
+
+COMBINES = ("best", "mean")
+
+
 @dataclass
 class PriorSample:
     z_i: Tensor  # (B, D) the chosen image embeddings, in CLIP's (un-normalized) space
     candidates: Tensor  # (B, N, D) every candidate, same space
-    chosen: Tensor  # (B,) index of the chosen candidate
+    chosen: Tensor  # (B,) index of the chosen candidate; -1 where the candidates were averaged (combine="mean")
     seconds: float  # wall time of the whole call
 
 
@@ -68,13 +85,15 @@ def sample_diffusion_prior(
     steps: int | None = None,
     sampler: str = "ddim",
     best_of: int | None = None,
+    combine: str = "best",
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     callback: Callback | None = None,
     progress: bool = False,
     **sampler_options: object,
 ) -> PriorSample:
     """Draw z_i for each caption: ``best_of`` candidates (default ``config.best_of``) with ``sampler`` over
-    ``steps`` (default ``config.sample_steps``), keep the one with the largest z_i . z_t.
+    ``steps`` (default ``config.sample_steps``), keep the one with the largest z_i . z_t (``combine="best"``,
+    §2.2) or their mean direction (``"mean"``, :func:`mean_of_n`).
 
     ``guidance_scale`` s gives ``D(∅) + s (D(c) - D(∅))`` (1: plain conditional, one branch only). ``keep``
     (B,) bool marks captions to treat as unconditional (e.g. empty captions); their candidates are ranked
@@ -87,6 +106,8 @@ def sample_diffusion_prior(
     n = c.best_of if best_of is None else best_of
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"best_of must be a positive integer, got {best_of!r}")
+    if combine not in COMBINES:
+        raise ValueError(f"combine must be one of {', '.join(COMBINES)}, got {combine!r}")
     if not guidance_scale >= 0:
         raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
     b = z_t.shape[0]
@@ -112,5 +133,8 @@ def sample_diffusion_prior(
     x_T = randn((b * n, c.embed_dim), gens).to(device)
     x0 = get_sampler(sampler)(d, x_T, grid, generator=gens, callback=callback, progress=progress, **sampler_options)
     candidates = model.norm.denormalize(x0).view(b, n, c.embed_dim)
-    z_i, chosen = best_of_n(candidates, z_t.to(device, candidates.dtype))
+    if combine == "mean":
+        z_i, chosen = mean_of_n(candidates), torch.full((b,), -1, dtype=torch.int64, device=device)
+    else:
+        z_i, chosen = best_of_n(candidates, z_t.to(device, candidates.dtype))
     return PriorSample(z_i, candidates, chosen, time.perf_counter() - start)
