@@ -248,8 +248,8 @@ def sample_prior(
             else:
                 out = sample_diffusion_prior(
                     prior, *args, guidance_scale=settings["guidance"], steps=settings["steps"],
-                    sampler=settings["sampler"], best_of=settings["best_of"], generator=gens,
-                    combine=settings.get("combine", "best"),
+                    sampler=settings["sampler"], best_of=settings["best_of"], combine=settings["combine"],
+                    generator=gens,
                 ).z_i  # fmt: skip
             z_i.append(out.float().cpu())  # the copy waits for the device, so the time is the real one
             seconds += time.perf_counter() - start

@@ -40,7 +40,7 @@ def mean_of_n(candidates: Tensor) -> Tensor:
     """The mean direction of ``candidates`` (B, N, D), at their mean norm: (B, D).
 
     The best point estimate of the true z_i direction is the mean of p(z_i | caption) on the sphere, and the
-    mean of N draws estimates it (docs/prior.md, "How high the cosine can go"). It trades the diversity of single
+    mean of N draws estimates it (docs/prior.md, "How high can the cosine go?"). It trades the diversity of single
     draws for cosine with the true z_i: a mode-seeking alternative to §2.2's best-of-N, not in the paper.
     """
     if candidates.ndim != 3:
