@@ -47,8 +47,8 @@ def main() -> None:
     captions = [s.caption for s in samples]
     owned = owned_negatives(captions, [s.scene.to_json() for s in samples], list(range(len(samples))),
                            config.negative_kinds, config.negatives_per_caption)  # fmt: skip
-    texts = captions + [t for _, t in owned]
-    owners = torch.tensor([i for i, _ in owned], dtype=torch.long, device=device)
+    texts = captions + [t for _, _, t in owned]
+    owners = torch.tensor([i for i, _, _ in owned], dtype=torch.long, device=device)
     full, _ = tokenizer(texts)
     variants = {"full context": full.to(device), "trimmed": tokenizer.trimmed(texts).to(device)}
 

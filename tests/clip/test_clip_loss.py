@@ -90,3 +90,42 @@ def test_pairwise_gradient_pushes_each_negative_away_from_its_own_image():
         margin = 10.0 * float((z_i[o] @ z_neg[k] - z_i[o] @ z_t[o]).detach())
         expected = 0.7 * torch.sigmoid(torch.tensor(margin)) * 10.0 * z_i[o] / 2
         assert torch.allclose(extra[k], expected.to(extra.dtype), atol=1e-12)
+
+
+def test_pair_terms_score_each_pair_like_winoground_by_hand():
+    from unclip.clip.loss import pair_terms
+
+    # Two pairs (0, 2) and (1, 3); s(image, caption) = 2 * z_i . z_t is set by hand through one-hot embeddings.
+    z_i = torch.eye(4, dtype=torch.float64)
+    z_t = torch.tensor([[0.9, 0.0, 0.1, 0.0],  # caption 0: image 0 best (right)
+                        [0.0, 0.2, 0.0, 0.7],  # caption 1: prefers image 3 (wrong)
+                        [0.3, 0.0, 0.6, 0.0],  # caption 2: image 2 best (right)
+                        [0.0, 0.1, 0.0, 0.8]], dtype=torch.float64)  # fmt: skip
+    out = pair_terms(z_i, z_t, 2.0, torch.tensor([0, 1]), torch.tensor([2, 3]))
+    s = lambda i, t: 2.0 * float(z_t[t, i])  # noqa: E731  image i's score for caption t
+    margins = []
+    for a, b in ((0, 2), (1, 3)):
+        margins += [s(a, b) - s(a, a), s(b, a) - s(b, b), s(b, a) - s(a, a), s(a, b) - s(b, b)]
+    assert float(out.loss) == pytest.approx(sum(math.log1p(math.exp(m)) for m in margins) / 8, abs=1e-12)
+    # Pair (0, 2): images 0 and 2 prefer their captions (0.9 > 0.3, 0.6 > 0.1) and so do the captions: all right.
+    # Pair (1, 3): image 1 prefers caption 1 (0.2 > 0.1), image 3 caption 3 (0.8 > 0.7): text right; but caption
+    # 1 prefers image 3 (0.7 > 0.2): image wrong.
+    assert (float(out.text_score), float(out.image_score), float(out.group_score)) == (1.0, 0.5, 0.5)
+    with pytest.raises(ValueError, match="index vectors"):
+        pair_terms(z_i, z_t, 2.0, torch.tensor([0, 1]), torch.tensor([2]))
+
+
+def test_pair_terms_gradient_moves_text_along_the_image_difference():
+    """The point of a counterfactual pair: for a caption whose text cannot yet tell A from B, the gradient of the
+    pair's loss on the two captions' embeddings is antisymmetric along z_i(A) - z_i(B), the image difference."""
+    from unclip.clip.loss import pair_terms
+
+    torch.manual_seed(3)
+    base = torch.nn.functional.normalize(torch.randn(8, dtype=torch.float64), dim=0)
+    diff = torch.nn.functional.normalize(torch.randn(8, dtype=torch.float64), dim=0)
+    z_i = torch.stack([base + 0.1 * diff, base - 0.1 * diff])
+    z_t = torch.stack([base, base]).requires_grad_(True)  # a bag-of-words text tower: both captions the same
+    pair_terms(z_i, z_t, 10.0, torch.tensor([0]), torch.tensor([1])).loss.backward()
+    g_a, g_b = z_t.grad
+    step = -(g_a - g_b)  # a descent step moves caption A minus caption B along this
+    assert torch.nn.functional.cosine_similarity(step, diff, dim=0) > 0.999

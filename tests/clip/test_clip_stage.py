@@ -120,3 +120,51 @@ def test_negative_kinds_from_the_command_line_are_comma_separated():
     assert config.negative_kinds == ("swap", "relation")
     with pytest.raises(ValueError, match="negative_kinds must be some of"):
         replace(config, negative_kinds="swap,colours")
+
+
+def test_counterfactual_pairs_join_the_batch_with_their_rendered_scenes():
+    from unclip.clip.loss import contrastive_loss
+    from unclip.data.shapes import SceneGraph, claims_hold, parse_caption
+    from unclip.data.shapes.batch import scenes_tensor
+    from unclip.train.clip_stage import owned_negatives, split_counterfactuals
+
+    stage = ClipStage()
+    config = replace(stage.presets()["tiny"].model, negatives_per_caption=5, counterfactual_kinds="swap,relation")
+    assert config.counterfactual_kinds == ("swap", "relation")
+    batch = _batch(24, config.clip.vision.image_size)
+    triples = owned_negatives(list(batch.caption), batch.scene, [int(s) for s in batch.seed], config.negative_kinds, 5)
+    pairs, left = split_counterfactuals(triples, list(batch.caption), batch.scene, config.counterfactual_kinds)
+    kinds = {text: kind for _, kind, text in triples}
+    assert len(pairs) >= 3 and len(pairs) + len(left) == len(triples)
+    for i, text, scene in pairs:  # each drawn scene is one the negative describes and its source caption does not
+        assert kinds[text] in ("swap", "relation")
+        assert claims_hold(parse_caption(text), scene)
+        assert not claims_hold(parse_caption(batch.caption[i]), scene)
+
+    # The stage's loss is the contrastive loss over the batch extended by the pairs, plus the pair terms' metrics.
+    torch.manual_seed(0)
+    model = stage.build(config).eval()
+    out = stage.loss(model, batch, config)
+    assert out.metrics["counterfactuals"] == len(pairs) and out.metrics["negatives"] == len(left)
+    images = torch.cat([batch.image, scenes_tensor([s for _, _, s in pairs], batch.image.shape[-1])])
+    texts = list(batch.caption) + [t for _, t, _ in pairs] + [t for _, t in left]
+    z_i, z_all, scale = model(images, stage.tokenizer(config).trimmed(texts))
+    n = len(batch.caption) + len(pairs)
+    owners = torch.tensor([i for i, _ in left])
+    expected = contrastive_loss(z_i, z_all[:n], scale, z_all[n:], owners)
+    assert float(out.loss.detach()) == pytest.approx(float(expected.loss.detach()), rel=1e-5)
+    assert 0.0 <= out.metrics["counterfactual_group"] <= out.metrics["counterfactual_text"] <= 1.0
+    # The rendered counterfactual is the scene graph's image, as the data source renders it.
+    first = SceneGraph.from_json(batch.scene[pairs[0][0]])
+    assert not torch.equal(scenes_tensor([first], 32), images[len(batch.caption) : len(batch.caption) + 1])
+
+
+def test_counterfactual_kinds_are_checked():
+    base = ClipStage().presets()["tiny"].model
+    with pytest.raises(ValueError, match="counterfactual_kinds must be some of"):
+        replace(base, counterfactual_kinds="count")
+    with pytest.raises(ValueError, match="counterfactual_kinds must be some of"):
+        replace(base, negative_kinds="colour", counterfactual_kinds="swap")
+    with pytest.raises(ValueError, match="needs hard_negatives"):
+        replace(base, hard_negatives=False, counterfactual_kinds="swap")
+    assert replace(base, counterfactual_kinds="").counterfactual_kinds == ()

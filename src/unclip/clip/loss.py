@@ -16,6 +16,12 @@ cosine 0.998, and 1,900 more steps with a negative of every kind brought them on
 with the images' difference (docs/clip.md, "Binding"). ``pair_weight`` adds a term aimed at exactly the binding
 comparison: for every negative, the logistic loss of preferring it to its own image's true caption,
 softplus(s·z_i·z_neg − s·z_i·z_t), as CE-CLIP's ranking loss does (Zhang et al. 2023, §3.2) without its margin.
+
+Counterfactual pairs (``unclip.data.shapes.counterfactual``) complete a near miss with the image it describes, so
+it enters the batch as a pair of its own and the symmetric loss ranks it in both directions. :func:`pair_terms`
+scores each (source, counterfactual) pair as Winoground does (Thrush et al. 2022): the text score (each image
+prefers its own caption), the image score (each caption prefers its own image), and the group score (all four
+comparisons right), which is what the swap probe of ``unclip.eval.binding_probe`` measures after training.
 """
 
 from __future__ import annotations
@@ -72,3 +78,32 @@ def contrastive_loss(
             loss = loss + pair_weight * pairwise
         pairwise = pairwise.detach()
     return ContrastiveOutput(loss, i2t.detach(), t2i.detach(), accuracy.detach(), pairwise, pair_accuracy)
+
+
+@dataclass
+class PairTerms:
+    loss: Tensor  # mean softplus over the four comparisons of every pair
+    text_score: Tensor  # fraction of pairs where each image prefers its own caption
+    image_score: Tensor  # fraction of pairs where each caption prefers its own image
+    group_score: Tensor  # fraction of pairs where all four comparisons are right
+
+
+def pair_terms(z_i: Tensor, z_t: Tensor, scale: Tensor | float, a: Tensor, b: Tensor) -> PairTerms:
+    """The four logistic comparisons of each pair of matching rows ``a[k]``, ``b[k]`` of ``z_i`` and ``z_t``."""
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"a and b must be index vectors of one length, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+    def s(i: Tensor, t: Tensor) -> Tensor:
+        return scale * (z_i[i] * z_t[t]).sum(-1)
+
+    aa, bb, ab, ba = s(a, a), s(b, b), s(a, b), s(b, a)  # s(image, caption)
+    text = torch.stack([ab - aa, ba - bb])  # margins of the wrong caption over the right one, per image
+    image = torch.stack([ba - aa, ab - bb])  # margins of the wrong image over the right one, per caption
+    loss = F.softplus(torch.cat([text, image])).mean()
+    text_ok, image_ok = (text < 0).all(0), (image < 0).all(0)
+    return PairTerms(
+        loss,
+        text_ok.float().mean().detach(),
+        image_ok.float().mean().detach(),
+        (text_ok & image_ok).float().mean().detach(),
+    )

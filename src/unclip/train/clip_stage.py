@@ -6,6 +6,11 @@ random kind (``unclip.data.negatives``). When the sample carries a Shapes-world 
 to be true of the image (e.g. a changed colour that another object has) is dropped, so a negative is never a
 correct caption. Negatives of sample i come from sample i's own seed, so they do not depend on batch splitting.
 
+With ``counterfactual_kinds``, a negative of those kinds whose scene the Shapes world can draw
+(``unclip.data.shapes.counterfactual``: colours swapped, places exchanged, ...) is not a negative column but a
+pair of the batch, its rendered scene with it, so the loss ranks the near miss in both directions and the text
+tower learns where the negative caption's embedding belongs (docs/clip.md, "Binding").
+
 :func:`export_clip` turns a run folder's newest checkpoint (EMA weights by default) into a model folder.
 """
 
@@ -19,10 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from unclip.clip.loss import contrastive_loss
+from unclip.clip.loss import contrastive_loss, pair_terms
 from unclip.clip.model import CLIP, PRESETS, CLIPConfig
 from unclip.clip.tokenizer import Tokenizer, make_tokenizer
 from unclip.data.negatives import KINDS, hard_negatives
+from unclip.data.shapes import SceneGraph
+from unclip.data.shapes.batch import scenes_tensor
+from unclip.data.shapes.counterfactual import KINDS as COUNTERFACTUAL_KINDS
+from unclip.data.shapes.counterfactual import counterfactual_scene
 from unclip.train.config import TrainConfig
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
 
@@ -39,17 +48,35 @@ class ClipStageConfig:
     # Locked-image tuning (LiT's "Lu", Zhai et al. 2022): the image tower and its projection keep the weights they
     # start with (train.init_from) and only the text side learns, here to bind the way the images already do.
     lock_image: bool = False
+    # Hard negatives of these kinds become (rendered counterfactual scene, negative) pairs of the batch when the
+    # sample has a Shapes-world scene graph; () turns it off. "count" cannot be drawn (it would move objects).
+    counterfactual_kinds: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        kinds = self.negative_kinds  # "swap,relation" from the command line is two kinds, not 13 letters
-        self.negative_kinds = tuple(k.strip() for k in kinds.split(",")) if isinstance(kinds, str) else tuple(kinds)
+        self.negative_kinds = _kinds(self.negative_kinds)
         unknown = [k for k in self.negative_kinds if k not in KINDS]
         if unknown or not self.negative_kinds:
             raise ValueError(f"negative_kinds must be some of {', '.join(KINDS)}, got {self.negative_kinds!r}")
+        self.counterfactual_kinds = _kinds(self.counterfactual_kinds)
+        drawable = [k for k in self.negative_kinds if k in COUNTERFACTUAL_KINDS]
+        if any(k not in drawable for k in self.counterfactual_kinds):
+            raise ValueError(
+                f"counterfactual_kinds must be some of the negative kinds that can be drawn ({', '.join(drawable)}), "
+                f"got {self.counterfactual_kinds!r}"
+            )
+        if self.counterfactual_kinds and not self.hard_negatives:
+            raise ValueError("counterfactual_kinds needs hard_negatives=true: counterfactuals are drawn from them")
         if self.negatives_per_caption < 1:
             raise ValueError(f"negatives_per_caption must be >= 1, got {self.negatives_per_caption}")
         if not self.pair_weight >= 0:
             raise ValueError(f"pair_weight must be >= 0, got {self.pair_weight!r}")
+
+
+def _kinds(kinds: str | tuple[str, ...]) -> tuple[str, ...]:
+    """ "swap,relation" from the command line is two kinds, not 13 letters; "" is none."""
+    if isinstance(kinds, str):
+        return tuple(k.strip() for k in kinds.split(",") if k.strip())
+    return tuple(kinds)
 
 
 def _scene_check(scene: dict[str, Any] | None):  # -> Callable[[str], bool] | None
@@ -76,21 +103,51 @@ def batch_negatives(
     captions: list[str], scenes: list[dict[str, Any] | None], seeds: list[int], kinds: tuple[str, ...], per_caption: int
 ) -> list[str]:
     """Up to ``per_caption`` hard negatives per caption, each of a different kind, false of its scene if known."""
-    return [text for _, text in owned_negatives(captions, scenes, seeds, kinds, per_caption)]
+    return [text for _, _, text in owned_negatives(captions, scenes, seeds, kinds, per_caption)]
 
 
 def owned_negatives(
     captions: list[str], scenes: list[dict[str, Any] | None], seeds: list[int], kinds: tuple[str, ...], per_caption: int
-) -> list[tuple[int, str]]:
-    """:func:`batch_negatives` as ``(index of the caption it was made from, negative)`` pairs."""
+) -> list[tuple[int, str, str]]:
+    """:func:`batch_negatives` as ``(index of the caption it was made from, kind, negative)``."""
     out = []
     for i, (text, scene, seed) in enumerate(zip(captions, scenes, seeds, strict=True)):
         rng = np.random.default_rng([int(seed), 0x4E6567])  # sample i's own stream
         holds = _scene_check(scene)
-        options = [neg for neg in hard_negatives(text, rng, kinds).values() if holds is None or not holds(neg)]
+        options = [kn for kn in hard_negatives(text, rng, kinds).items() if holds is None or not holds(kn[1])]
         order = rng.permutation(len(options))
-        out.extend((i, options[k]) for k in order[:per_caption])
+        out.extend((i, *options[k]) for k in order[:per_caption])
     return out
+
+
+def split_counterfactuals(
+    owned: list[tuple[int, str, str]], captions: list[str], scenes: list[dict[str, Any] | None], kinds: tuple[str, ...]
+) -> tuple[list[tuple[int, str, Any]], list[tuple[int, str]]]:
+    """``owned`` negatives as (counterfactual pairs ``(owner, caption, scene)``, negatives left ``(owner, text)``).
+
+    A negative of one of ``kinds`` becomes a pair when its owner has a Shapes-world scene graph that
+    :func:`counterfactual_scene` can edit into one the negative describes."""
+    pairs, left = [], []
+    graphs: dict[int, Any] = {}
+    for i, kind, text in owned:
+        edited = None
+        if kind in kinds and scenes[i]:
+            if i not in graphs:
+                graphs[i] = _scene_graph(scenes[i])
+            if graphs[i] is not None:
+                edited = counterfactual_scene(graphs[i], captions[i], text)
+        if edited is None:
+            left.append((i, text))
+        else:
+            pairs.append((i, text, edited))
+    return pairs, left
+
+
+def _scene_graph(scene: dict[str, Any]):  # -> SceneGraph | None
+    try:
+        return SceneGraph.from_json(scene)
+    except ValueError:  # a folder's KEY.json side file, not a Shapes scene
+        return None
 
 
 class ClipStage(Stage[ClipStageConfig]):
@@ -193,16 +250,23 @@ class ClipStage(Stage[ClipStageConfig]):
         tokenizer = self.tokenizer(config)
         captions = list(batch.caption)
         owned: list[tuple[int, str]] = []
+        pairs: list[tuple[int, str, Any]] = []
         if config.hard_negatives:
             seeds = [int(s) for s in batch.seed]
-            owned = owned_negatives(captions, batch.scene, seeds, config.negative_kinds, config.negatives_per_caption)
+            triples = owned_negatives(captions, batch.scene, seeds, config.negative_kinds, config.negatives_per_caption)
+            pairs, owned = split_counterfactuals(triples, captions, batch.scene, config.counterfactual_kinds)
+        images = batch.image
+        if pairs:  # rendered as the Shapes source renders at this resolution (unclip.data.datasets)
+            drawn = scenes_tensor([scene for _, _, scene in pairs], images.shape[-1])
+            images = torch.cat([images, drawn.to(images.device, images.dtype)])
         negatives = [text for _, text in owned]
-        ids = tokenizer.trimmed(captions + negatives)  # same loss as the full context, a fraction of the cost
-        # One forward over captions and negatives together (DDP needs a single call per step).
-        z_i, z_all, scale = model(batch.image, ids.to(batch.image.device))
-        n = len(captions)
+        ids = tokenizer.trimmed(captions + [text for _, text, _ in pairs] + negatives)  # a fraction of the cost
+        # One forward over captions, counterfactuals and negatives together (DDP needs a single call per step).
+        z_i, z_all, scale = model(images, ids.to(images.device))
+        n = len(captions) + len(pairs)
         owners = torch.tensor([i for i, _ in owned], dtype=torch.long, device=z_i.device) if owned else None
         out = contrastive_loss(z_i, z_all[:n], scale, z_all[n:] if owned else None, owners, config.pair_weight)
+        loss = out.loss
         metrics = {
             "image_to_text": float(out.image_to_text),
             "text_to_image": float(out.text_to_image),
@@ -212,7 +276,18 @@ class ClipStage(Stage[ClipStageConfig]):
         }
         if out.pairwise is not None:  # how often an image prefers its caption to each near miss, during training
             metrics.update(pairwise=float(out.pairwise), pair_accuracy=float(out.pair_accuracy))
-        return StepOutput(out.loss, metrics)
+        if pairs:  # Winoground's scores of each (source, counterfactual) pair, during training
+            a = torch.tensor([i for i, _, _ in pairs], dtype=torch.long, device=z_i.device)
+            terms = pair_terms(z_i, z_all[:n], scale, a, torch.arange(len(captions), n, device=z_i.device))
+            if config.pair_weight:
+                loss = loss + config.pair_weight * terms.loss
+            metrics.update(
+                counterfactuals=float(len(pairs)),
+                counterfactual_text=float(terms.text_score),
+                counterfactual_image=float(terms.image_score),
+                counterfactual_group=float(terms.group_score),
+            )
+        return StepOutput(loss, metrics)
 
 
 def export_clip(run_dir: str | Path, out_dir: str | Path, *, ema: bool = True) -> Path:
