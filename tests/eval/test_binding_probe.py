@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from unclip.data.shapes import claims_hold, parse_caption
-from unclip.eval.binding_probe import binding_probe, probe_scores, swapped_pairs
+from unclip.eval.binding_probe import binding_probe, placed_pairs, probe_scores, swapped_pairs
 
 
 def test_pairs_differ_only_in_the_binding():
@@ -12,6 +12,16 @@ def test_pairs_differ_only_in_the_binding():
         assert [(o.shape, o.size, o.x, o.y) for o in a.objects] == [(o.shape, o.size, o.x, o.y) for o in b.objects]
         assert [o.colour for o in a.objects] == [o.colour for o in reversed(b.objects)]
         assert sorted(cap_a.split()) == sorted(cap_b.split())  # the same words: only a bag of words can't tell
+        assert claims_hold(parse_caption(cap_a), a) and not claims_hold(parse_caption(cap_a), b)
+        assert claims_hold(parse_caption(cap_b), b) and not claims_hold(parse_caption(cap_b), a)
+
+
+def test_relation_pairs_differ_only_in_the_places_and_one_word():
+    for a, b, cap_a, cap_b in placed_pairs(20, "test", seed=0):
+        (l, r), (l2, r2) = a.objects if a.objects[0].x < a.objects[1].x else a.objects[::-1], b.objects
+        assert (l2.shape, l2.colour, l2.x, l2.y) == (l.shape, l.colour, r.x, r.y)
+        assert (r2.shape, r2.colour, r2.x, r2.y) == (r.shape, r.colour, l.x, l.y) and l.size == r.size
+        assert cap_a.replace(" left ", " right ") == cap_b and " left " in cap_a
         assert claims_hold(parse_caption(cap_a), a) and not claims_hold(parse_caption(cap_a), b)
         assert claims_hold(parse_caption(cap_b), b) and not claims_hold(parse_caption(cap_b), a)
 
@@ -57,6 +67,9 @@ def test_probe_runs_on_a_clip_and_reports_chance(tiny_clip_model):
     assert out["image_decodability_detail"]["n_train"] == 10 and 0 <= out["image_decodability"] <= 1
     assert out["chance"]["image_decodability"] == 0.5 and len(out["image_decodability_detail"]["per_combo"]) == 6
     assert -1.0 <= out["alignment"] <= 1.0 and 0.0 <= out["group_score"] <= min(out["text_score"], out["image_score"])
+    rel = out["relation"]
+    assert rel["template"] == "a {} {} to the {} of a {} {}" and rel["text_cosine"] < 1.0
+    assert 0.0 <= rel["group_score"] <= min(rel["text_score"], rel["image_score"])
     with pytest.raises(ValueError, match="n must be"):
         binding_probe(tiny_clip_model, n=0)
 

@@ -20,6 +20,12 @@ coloured shapes (``PROBE_COMBOS``) it draws each in many layouts of the split's 
 (red circle, blue square) and swapped (blue circle, red square), fits a logistic regression on the embeddings of
 most layouts and reports its accuracy on the rest (chance 0.5). High accuracy means the binding is in z_i,
 linearly readable, so a text tower *could* learn to match it; then the text side is what is missing.
+
+``relation`` is the same probe for spatial relations: two-object scenes of equal-sized objects drawn as sampled (A,
+one object clearly left of the other) and with the two objects' places exchanged (B), captioned "a red circle to
+the left of a blue square" and "a red circle to the right of a blue square". Unlike a colour swap, the captions
+differ by a word, so even a bag-of-words text tower *can* tell them apart; a text cosine near 1 says it learned
+not to, because nothing in training needed it.
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ from torch import Tensor
 
 from unclip.data.shapes import ShapesWorld
 from unclip.data.shapes.batch import scenes_tensor
+from unclip.data.shapes.scene import CLEAR_MARGIN
 
 TEMPLATE = "a {} {} and a {} {}"
+RELATION_TEMPLATE = "a {} {} to the {} of a {} {}"
 # (shape 1, shape 2, colour 1, colour 2): all shapes and colours distinct; some swaps are held-out compositions.
 PROBE_COMBOS = (
     ("circle", "square", "red", "blue"), ("star", "heart", "green", "purple"),
@@ -69,6 +77,30 @@ def swapped_pairs(
     raise ValueError(f"only {len(out)} two-object scenes with distinct colours and shapes in {max_scan} of {split!r}")
 
 
+def placed_pairs(
+    n: int, split: str = "test", seed: int = 0, max_scan: int = 200_000
+) -> list[tuple[Any, Any, str, str]]:
+    """``n`` tuples (scene A, scene B with the two objects' places exchanged, caption of A, caption of B)."""
+    world = ShapesWorld(split=split, seed=seed)
+    out = []
+    for i in range(max_scan):
+        scene = world.scene(i)
+        if len(scene.objects) != 2:
+            continue
+        a, b = sorted(scene.objects, key=lambda o: o.x)  # a: the left one
+        # Equal sizes keep both frames valid in each other's place; distinct shapes and colours keep the phrases
+        # unambiguous; the margin makes "left of" true in A and "right of" true in B.
+        if a.size != b.size or a.shape == b.shape or a.colour == b.colour or b.x - a.x < CLEAR_MARGIN:
+            continue
+        moved = (dataclasses.replace(a, x=b.x, y=b.y), dataclasses.replace(b, x=a.x, y=a.y))
+        out.append((scene, dataclasses.replace(scene, objects=moved),
+                    RELATION_TEMPLATE.format(a.colour, a.shape, "left", b.colour, b.shape),
+                    RELATION_TEMPLATE.format(a.colour, a.shape, "right", b.colour, b.shape)))  # fmt: skip
+        if len(out) == n:
+            return out
+    raise ValueError(f"only {len(out)} two-object scenes fit for a relation pair in {max_scan} of {split!r}")
+
+
 def probe_scores(z_a: Tensor, z_b: Tensor, t_a: Tensor, t_b: Tensor) -> dict[str, float]:
     """The probe's figures from image embeddings of A and B and text embeddings of their captions, all ``(n, D)``."""
     z_a, z_b, t_a, t_b = (F.normalize(x.double(), dim=-1) for x in (z_a, z_b, t_a, t_b))
@@ -97,18 +129,22 @@ def binding_probe(
     and :func:`image_decodability` on ``layouts`` layouts (0: skip it)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    pairs = swapped_pairs(n, split, seed)
 
-    def encode(k: int, text: bool) -> Tensor:
-        out = []
-        for i in range(0, n, batch_size):
-            chunk = [p[k] for p in pairs[i : i + batch_size]]
-            z = clip.encode_text(chunk).embedding if text else clip.encode_image(scenes_tensor(chunk, clip.image_size))
-            out.append(z.float().cpu())
-        return torch.cat(out)
+    def scores(pairs: list[tuple[Any, Any, str, str]]) -> dict[str, float]:
+        def encode(k: int, text: bool) -> Tensor:
+            out = []
+            for i in range(0, n, batch_size):
+                chunk = [p[k] for p in pairs[i : i + batch_size]]
+                if text:
+                    out.append(clip.encode_text(chunk).embedding.float().cpu())
+                else:
+                    out.append(clip.encode_image(scenes_tensor(chunk, clip.image_size)).float().cpu())
+            return torch.cat(out)
 
-    scores = probe_scores(encode(0, False), encode(1, False), encode(2, True), encode(3, True))
-    out = {"n": n, "split": split, "template": TEMPLATE, **scores, "chance": CHANCE}
+        return probe_scores(encode(0, False), encode(1, False), encode(2, True), encode(3, True))
+
+    out = {"n": n, "split": split, "template": TEMPLATE, **scores(swapped_pairs(n, split, seed)), "chance": CHANCE}
+    out["relation"] = {"template": RELATION_TEMPLATE, **scores(placed_pairs(n, split, seed))}
     if layouts:
         decodable = image_decodability(clip.encode_image, clip.image_size, layouts, min(100, layouts * 5 // 8), split,
                                        seed, batch_size=batch_size)  # fmt: skip
