@@ -54,51 +54,55 @@ PROBE_LAYOUTS = 160  # layouts per combo of image_decodability at full size
 CHANCE = {"text_score": 0.25, "image_score": 0.25, "group_score": 1 / 6}
 
 
-def swapped_pairs(
-    n: int, split: str = "test", seed: int = 0, max_scan: int = 200_000
-) -> list[tuple[Any, Any, str, str]]:
-    """``n`` tuples (scene A, scene B with the two colours exchanged, caption of A, caption of B)."""
+def _two_object_pairs(n: int, split: str, seed: int, max_scan: int, make, what: str) -> list[tuple[Any, Any, str, str]]:
+    """The first ``n`` pairs ``make(scene)`` returns (None: skip the scene) over the two-object scenes of ``split``."""
     world = ShapesWorld(split=split, seed=seed)
     out = []
     for i in range(max_scan):
         scene = world.scene(i)
-        if len(scene.objects) != 2:
-            continue
+        pair = make(scene) if len(scene.objects) == 2 else None
+        if pair is not None:
+            out.append(pair)
+            if len(out) == n:
+                return out
+    raise ValueError(f"only {len(out)} two-object scenes {what} in {max_scan} of {split!r}")
+
+
+def swapped_pairs(
+    n: int, split: str = "test", seed: int = 0, max_scan: int = 200_000
+) -> list[tuple[Any, Any, str, str]]:
+    """``n`` tuples (scene A, scene B with the two colours exchanged, caption of A, caption of B)."""
+
+    def make(scene):  # -> tuple | None
         a, b = scene.objects
         if a.colour == b.colour or a.shape == b.shape:  # a swap would change nothing, or nothing nameable
-            continue
+            return None
         swapped = dataclasses.replace(
             scene, objects=(dataclasses.replace(a, colour=b.colour), dataclasses.replace(b, colour=a.colour))
         )
-        out.append((scene, swapped, TEMPLATE.format(a.colour, a.shape, b.colour, b.shape),
-                    TEMPLATE.format(b.colour, a.shape, a.colour, b.shape)))  # fmt: skip
-        if len(out) == n:
-            return out
-    raise ValueError(f"only {len(out)} two-object scenes with distinct colours and shapes in {max_scan} of {split!r}")
+        return (scene, swapped, TEMPLATE.format(a.colour, a.shape, b.colour, b.shape),
+                TEMPLATE.format(b.colour, a.shape, a.colour, b.shape))  # fmt: skip
+
+    return _two_object_pairs(n, split, seed, max_scan, make, "with distinct colours and shapes")
 
 
 def placed_pairs(
     n: int, split: str = "test", seed: int = 0, max_scan: int = 200_000
 ) -> list[tuple[Any, Any, str, str]]:
     """``n`` tuples (scene A, scene B with the two objects' places exchanged, caption of A, caption of B)."""
-    world = ShapesWorld(split=split, seed=seed)
-    out = []
-    for i in range(max_scan):
-        scene = world.scene(i)
-        if len(scene.objects) != 2:
-            continue
+
+    def make(scene):  # -> tuple | None
         a, b = sorted(scene.objects, key=lambda o: o.x)  # a: the left one
         # Equal sizes keep both frames valid in each other's place; distinct shapes and colours keep the phrases
         # unambiguous; the margin makes "left of" true in A and "right of" true in B.
         if a.size != b.size or a.shape == b.shape or a.colour == b.colour or b.x - a.x < CLEAR_MARGIN:
-            continue
+            return None
         moved = (dataclasses.replace(a, x=b.x, y=b.y), dataclasses.replace(b, x=a.x, y=a.y))
-        out.append((scene, dataclasses.replace(scene, objects=moved),
-                    RELATION_TEMPLATE.format(a.colour, a.shape, "left", b.colour, b.shape),
-                    RELATION_TEMPLATE.format(a.colour, a.shape, "right", b.colour, b.shape)))  # fmt: skip
-        if len(out) == n:
-            return out
-    raise ValueError(f"only {len(out)} two-object scenes fit for a relation pair in {max_scan} of {split!r}")
+        return (scene, dataclasses.replace(scene, objects=moved),
+                RELATION_TEMPLATE.format(a.colour, a.shape, "left", b.colour, b.shape),
+                RELATION_TEMPLATE.format(a.colour, a.shape, "right", b.colour, b.shape))  # fmt: skip
+
+    return _two_object_pairs(n, split, seed, max_scan, make, "fit for a relation pair")
 
 
 def probe_scores(z_a: Tensor, z_b: Tensor, t_a: Tensor, t_b: Tensor) -> dict[str, float]:
