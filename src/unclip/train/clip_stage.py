@@ -28,7 +28,7 @@ from unclip.clip.loss import contrastive_loss, pair_terms
 from unclip.clip.model import CLIP, PRESETS, CLIPConfig
 from unclip.clip.tokenizer import Tokenizer, make_tokenizer
 from unclip.data.negatives import KINDS, hard_negatives
-from unclip.data.shapes import SceneGraph
+from unclip.data.shapes import SceneGraph, claims_hold, parse_caption
 from unclip.data.shapes.batch import scenes_tensor
 from unclip.data.shapes.counterfactual import KINDS as COUNTERFACTUAL_KINDS
 from unclip.data.shapes.counterfactual import counterfactual_scene
@@ -81,13 +81,8 @@ def _kinds(kinds: str | tuple[str, ...]) -> tuple[str, ...]:
 
 def _scene_check(scene: dict[str, Any] | None):  # -> Callable[[str], bool] | None
     """A predicate "this caption is true of the scene", or None when there is no scene graph to check against."""
-    if not scene:
-        return None
-    try:
-        from unclip.data.shapes import SceneGraph, claims_hold, parse_caption
-
-        graph = SceneGraph.from_json(scene)
-    except Exception:  # not a Shapes scene (a folder's KEY.json side file): no check possible
+    graph = _scene_graph(scene) if scene else None
+    if graph is None:  # no check possible
         return None
 
     def holds(text: str) -> bool:

@@ -87,11 +87,11 @@ def _phrase_edit(scene: SceneGraph, true: CaptionClaims, false: CaptionClaims) -
             continue
         if old.count != new.count or old.size != new.size:
             return None  # a count or size edit would move or add objects
-        objects = [_recoloured(o, new) if k in idx else o for k, o in enumerate(objects)]
+        objects = [_restyled(o, new) if k in idx else o for k, o in enumerate(objects)]
     return replace(scene, objects=tuple(objects))
 
 
-def _recoloured(obj: SceneObject, phrase: Phrase) -> SceneObject:
+def _restyled(obj: SceneObject, phrase: Phrase) -> SceneObject:
     return replace(obj, shape=phrase.shape, colour=phrase.colour if phrase.colour is not None else obj.colour)
 
 
