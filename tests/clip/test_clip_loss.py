@@ -129,3 +129,40 @@ def test_pair_terms_gradient_moves_text_along_the_image_difference():
     g_a, g_b = z_t.grad
     step = -(g_a - g_b)  # a descent step moves caption A minus caption B along this
     assert torch.nn.functional.cosine_similarity(step, diff, dim=0) > 0.999
+
+
+def test_separation_loss_is_a_hinge_on_distance_by_hand():
+    from unclip.clip.loss import separation_loss
+
+    x = torch.tensor([[1.0, 0.0], [0.6, 0.8], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    a, b = torch.tensor([0, 2]), torch.tensor([1, 3])
+    # Distances: |(0.4, -0.8)| = sqrt(0.8) ~ 0.894 and sqrt(2) ~ 1.414; only the first is inside a margin of 1.
+    expected = (1.0 - math.sqrt(0.8)) / 2
+    assert float(separation_loss(x, a, b, 1.0)) == pytest.approx(expected, abs=1e-9)
+    assert float(separation_loss(x, a, b, 0.5)) == 0.0
+    with pytest.raises(ValueError, match="index vectors"):
+        separation_loss(x, a, torch.tensor([1]), 1.0)
+
+
+def test_separation_loss_moves_a_pair_both_towers_confuse_where_the_pair_terms_cannot():
+    """At the saddle (both images alike, both captions alike) the cross-modal pair terms give the captions' difference
+    a vanishing push; the distance hinge pushes it with unit norm along whatever difference there is."""
+    from unclip.clip.loss import pair_terms, separation_loss
+
+    torch.manual_seed(4)
+    base = torch.nn.functional.normalize(torch.randn(8, dtype=torch.float64), dim=0)
+    tiny = 1e-4 * torch.nn.functional.normalize(torch.randn(8, dtype=torch.float64), dim=0)
+    z_i = torch.stack([base, base + 1e-4 * torch.randn(8, dtype=torch.float64)])
+    a, b = torch.tensor([0]), torch.tensor([1])
+
+    def text_difference_push(loss_of) -> torch.Tensor:
+        z_t = torch.stack([base + tiny, base - tiny]).requires_grad_(True)
+        loss_of(z_t).backward()
+        return z_t.grad[0] - z_t.grad[1]
+
+    cross = text_difference_push(lambda z_t: pair_terms(z_i, z_t, 10.0, a, b).loss)
+    intra = text_difference_push(lambda z_t: separation_loss(z_t, a, b, 0.5))
+    assert cross.norm() < 1e-2
+    # -(d/dt_a - d/dt_b) = 2 (t_a - t_b) / |t_a - t_b| (less a hair for the epsilon under the square root)
+    assert intra.norm() == pytest.approx(2.0, rel=1e-4)
+    assert torch.nn.functional.cosine_similarity(-intra, tiny, dim=0) > 0.999999

@@ -136,8 +136,8 @@ def test_counterfactual_pairs_join_the_batch_with_their_rendered_scenes():
     pairs, left = split_counterfactuals(triples, list(batch.caption), batch.scene, config.counterfactual_kinds)
     kinds = {text: kind for _, kind, text in triples}
     assert len(pairs) >= 3 and len(pairs) + len(left) == len(triples)
-    for i, text, scene in pairs:  # each drawn scene is one the negative describes and its source caption does not
-        assert kinds[text] in ("swap", "relation")
+    for i, kind, text, scene in pairs:  # each drawn scene is one the negative describes and its source does not
+        assert kind == kinds[text] and kind in ("swap", "relation")
         assert claims_hold(parse_caption(text), scene)
         assert not claims_hold(parse_caption(batch.caption[i]), scene)
 
@@ -146,14 +146,31 @@ def test_counterfactual_pairs_join_the_batch_with_their_rendered_scenes():
     model = stage.build(config).eval()
     out = stage.loss(model, batch, config)
     assert out.metrics["counterfactuals"] == len(pairs) and out.metrics["negatives"] == len(left)
-    images = torch.cat([batch.image, scenes_tensor([s for _, _, s in pairs], batch.image.shape[-1])])
-    texts = list(batch.caption) + [t for _, t, _ in pairs] + [t for _, t in left]
+    images = torch.cat([batch.image, scenes_tensor([s for *_, s in pairs], batch.image.shape[-1])])
+    texts = list(batch.caption) + [t for _, _, t, _ in pairs] + [t for _, t in left]
     z_i, z_all, scale = model(images, stage.tokenizer(config).trimmed(texts))
     n = len(batch.caption) + len(pairs)
     owners = torch.tensor([i for i, _ in left])
     expected = contrastive_loss(z_i, z_all[:n], scale, z_all[n:], owners)
     assert float(out.loss.detach()) == pytest.approx(float(expected.loss.detach()), rel=1e-5)
     assert 0.0 <= out.metrics["counterfactual_group"] <= out.metrics["counterfactual_text"] <= 1.0
+    # The per-kind group scores average back to the overall one.
+    per_kind = {k: sum(kd == k for _, kd, _, _ in pairs) for k in ("swap", "relation")}
+    overall = sum(out.metrics.get(f"counterfactual_group_{k}", 0.0) * c for k, c in per_kind.items()) / len(pairs)
+    assert overall == pytest.approx(out.metrics["counterfactual_group"], abs=1e-6)
+
+    # The separation term adds weight x (image hinge + text hinge) over the same pairs, and nothing else.
+    from unclip.clip.loss import separation_loss
+
+    separated = stage.loss(model, batch, replace(config, separation_weight=0.3, separation_margin=1.5))
+    a = torch.tensor([i for i, *_ in pairs])
+    b = torch.arange(len(batch.caption), n)
+    hinge = separation_loss(z_i, a, b, 1.5) + separation_loss(z_all, a, b, 1.5)
+    assert float(hinge) > 0.1  # a margin of 1.5 is far beyond an untrained model's pair distances
+    expected_sep = float(out.loss.detach()) + 0.3 * float(hinge.detach())
+    assert float(separated.loss.detach()) == pytest.approx(expected_sep, rel=1e-5)
+    distance = float((z_all[a] - z_all[b]).norm(dim=-1).mean())
+    assert separated.metrics["counterfactual_text_distance"] == pytest.approx(distance, rel=1e-5)
     # The rendered counterfactual is the scene graph's image, as the data source renders it.
     first = SceneGraph.from_json(batch.scene[pairs[0][0]])
     assert not torch.equal(scenes_tensor([first], 32), images[len(batch.caption) : len(batch.caption) + 1])
@@ -168,3 +185,7 @@ def test_counterfactual_kinds_are_checked():
     with pytest.raises(ValueError, match="needs hard_negatives"):
         replace(base, hard_negatives=False, counterfactual_kinds="swap")
     assert replace(base, counterfactual_kinds="").counterfactual_kinds == ()
+    with pytest.raises(ValueError, match="separation_weight needs counterfactual_kinds"):
+        replace(base, separation_weight=0.5)
+    with pytest.raises(ValueError, match="separation_margin in"):
+        replace(base, counterfactual_kinds="swap", separation_weight=0.5, separation_margin=2.5)

@@ -70,6 +70,7 @@ def test_probe_runs_on_a_clip_and_reports_chance(tiny_clip_model):
     rel = out["relation"]
     assert rel["template"] == "a {} {} to the {} of a {} {}" and rel["text_cosine"] < 1.0
     assert 0.0 <= rel["group_score"] <= min(rel["text_score"], rel["image_score"])
+    assert rel["image_decodability_detail"]["n_train"] == 10 and 0 <= rel["image_decodability"] <= 1
     with pytest.raises(ValueError, match="n must be"):
         binding_probe(tiny_clip_model, n=0)
 
@@ -109,6 +110,46 @@ def test_image_decodability_tells_a_binding_tower_from_a_bag_of_words():
     assert binding["accuracy"] >= 0.95 and set(binding["per_combo"]) == {"red circle + blue square",
                                                                           "green star + purple heart"}  # fmt: skip
     assert blind["accuracy"] == 0.5  # identical features: one class predicted for all
+
+
+def _placements(images: torch.Tensor, placed: bool) -> torch.Tensor:
+    """Stand-in image towers: per (shape, colour), its x position in the canvas (placed), or 1 if present (blind)."""
+    from unclip.data.shapes import detect
+    from unclip.data.shapes.scene import COLOURS, SHAPES
+    from unclip.eval.generation import to_uint8
+
+    rows = []
+    for image in to_uint8(images):
+        where = {(d.shape, d.colour): d.x if placed else 1.0 for d in detect(image)}
+        rows.append([where.get((s, c), 0.0) for s in SHAPES for c in COLOURS])
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_placement_decodability_tells_a_tower_that_sees_places_from_one_that_does_not():
+    from unclip.eval.binding_probe import (
+        PROBE_COMBOS,
+        exchangeable,
+        image_decodability,
+        left_and_right,
+        two_object_layouts,
+    )
+
+    layouts = two_object_layouts(3, fit=exchangeable)
+    left, right = left_and_right(layouts, PROBE_COMBOS[0])  # red circle left of blue square, and then right of it
+    for a, b, scene in zip(left, right, layouts, strict=True):
+        sa = {(o.shape, o.colour): o.x for o in a.objects}
+        sb = {(o.shape, o.colour): o.x for o in b.objects}
+        assert sa[("circle", "red")] < sa[("square", "blue")] and sb[("circle", "red")] > sb[("square", "blue")]
+        # the same two places, sizes and background: only which object stands where differs
+        assert sorted((o.x, o.y, o.size) for o in a.objects) == sorted((o.x, o.y, o.size) for o in scene.objects)
+        assert sorted((o.x, o.y, o.size) for o in b.objects) == sorted((o.x, o.y, o.size) for o in scene.objects)
+        assert a.background == b.background == scene.background
+
+    args = dict(resolution=64, n=30, n_train=20, combos=PROBE_COMBOS[:2], batch_size=16, edit="placement")
+    assert image_decodability(lambda x: _placements(x, placed=True), **args)["accuracy"] >= 0.95
+    assert image_decodability(lambda x: _placements(x, placed=False), **args)["accuracy"] == 0.5
+    with pytest.raises(ValueError, match="edit must be one of"):
+        image_decodability(lambda x: x, **{**args, "edit": "count"})
 
 
 def test_linear_probe_accuracy_on_separable_and_identical_gaussians():

@@ -82,8 +82,9 @@ def format_table(result: dict) -> str:
             lines.append(f"{'swap probe ' + key:<32}{_cell(probe[0][key])}{_cell(probe[1][key])}"
                          f"{_cell(chance[key]) if key in chance else ''}")  # fmt: skip
         relation = [p.get("relation") for p in probe]
-        for key in ("text_cosine", "alignment", "group_score") if relation[0] else ():
-            lines.append(f"{'relation probe ' + key:<32}{_cell(relation[0][key])}{_cell(relation[1][key])}"
-                         f"{_cell(chance[key]) if key in chance else ''}")  # fmt: skip
+        for key in ("text_cosine", "alignment", "group_score", "image_decodability") if relation[0] else ():
+            if key in relation[0]:
+                lines.append(f"{'relation probe ' + key:<32}{_cell(relation[0][key])}{_cell(relation[1][key])}"
+                             f"{_cell(chance[key]) if key in chance else ''}")  # fmt: skip
     lines.append("reference (ARO relation/attribution): OpenAI CLIP ~0.6, NegCLIP ~0.7-0.8")
     return "\n".join(lines)

@@ -93,9 +93,8 @@ def placed_pairs(
 
     def make(scene):  # -> tuple | None
         a, b = sorted(scene.objects, key=lambda o: o.x)  # a: the left one
-        # Equal sizes keep both frames valid in each other's place; distinct shapes and colours keep the phrases
-        # unambiguous; the margin makes "left of" true in A and "right of" true in B.
-        if a.size != b.size or a.shape == b.shape or a.colour == b.colour or b.x - a.x < CLEAR_MARGIN:
+        # Distinct shapes and colours keep the phrases unambiguous.
+        if not exchangeable(scene) or a.shape == b.shape or a.colour == b.colour:
             return None
         moved = (dataclasses.replace(a, x=b.x, y=b.y), dataclasses.replace(b, x=a.x, y=a.y))
         return (scene, dataclasses.replace(scene, objects=moved),
@@ -103,6 +102,13 @@ def placed_pairs(
                 RELATION_TEMPLATE.format(a.colour, a.shape, "right", b.colour, b.shape))  # fmt: skip
 
     return _two_object_pairs(n, split, seed, max_scan, make, "fit for a relation pair")
+
+
+def exchangeable(scene) -> bool:
+    """Whether a two-object scene's objects can exchange places with "left of" true before and "right of" after:
+    equal sizes keep both frames valid in each other's place, and the margin keeps the relation clear."""
+    a, b = sorted(scene.objects, key=lambda o: o.x)
+    return a.size == b.size and b.x - a.x >= CLEAR_MARGIN
 
 
 def probe_scores(z_a: Tensor, z_b: Tensor, t_a: Tensor, t_b: Tensor) -> dict[str, float]:
@@ -155,16 +161,21 @@ def binding_probe(
         out["image_decodability"] = decodable["accuracy"]
         out["image_decodability_detail"] = decodable
         out["chance"] = {**CHANCE, "image_decodability": decodable["chance"]}
+        placed = image_decodability(clip.encode_image, clip.image_size, layouts, min(100, layouts * 5 // 8), split,
+                                    seed, batch_size=batch_size, edit="placement")  # fmt: skip
+        out["relation"]["image_decodability"] = placed["accuracy"]
+        out["relation"]["image_decodability_detail"] = placed
     return out
 
 
-def two_object_layouts(n: int, split: str = "test", seed: int = 0, max_scan: int = 200_000) -> list[Any]:
-    """The first ``n`` two-object scenes of ``split``: positions, sizes and backgrounds for the decodability probe."""
+def two_object_layouts(n: int, split: str = "test", seed: int = 0, max_scan: int = 200_000, fit=None) -> list[Any]:
+    """The first ``n`` two-object scenes of ``split`` (of which ``fit(scene)`` holds, if given): positions, sizes and
+    backgrounds for the decodability probe."""
     world = ShapesWorld(split=split, seed=seed)
     scenes = (world.scene(i) for i in range(max_scan))
-    out = list(itertools.islice((s for s in scenes if len(s.objects) == 2), n))
+    out = list(itertools.islice((s for s in scenes if len(s.objects) == 2 and (fit is None or fit(s))), n))
     if len(out) < n:
-        raise ValueError(f"only {len(out)} two-object scenes in {max_scan} of {split!r}")
+        raise ValueError(f"only {len(out)} two-object scenes {'that fit ' if fit else ''}in {max_scan} of {split!r}")
     return out
 
 
@@ -178,6 +189,19 @@ def bound_and_swapped(layouts: list[Any], combo: tuple[str, str, str, str]) -> t
             objects = (dataclasses.replace(a, shape=s1, colour=ca), dataclasses.replace(b, shape=s2, colour=cb))
             out.append(dataclasses.replace(scene, objects=objects))
     return bound, swapped
+
+
+def left_and_right(layouts: list[Any], combo: tuple[str, str, str, str]) -> tuple[list[Any], list[Any]]:
+    """Each :func:`exchangeable` layout with (colour 1 shape 1) on the left of (colour 2 shape 2), and with the two
+    objects' places exchanged: the same two objects, only their placement differs."""
+    s1, s2, c1, c2 = combo
+    left, right = [], []
+    for scene in layouts:
+        a, b = sorted(scene.objects, key=lambda o: o.x)
+        for out, ((sa, ca), (sb, cb)) in ((left, ((s1, c1), (s2, c2))), (right, ((s2, c2), (s1, c1)))):
+            objects = (dataclasses.replace(a, shape=sa, colour=ca), dataclasses.replace(b, shape=sb, colour=cb))
+            out.append(dataclasses.replace(scene, objects=objects))
+    return left, right
 
 
 def linear_probe_accuracy(x_pos: Tensor, x_neg: Tensor, n_train: int, l2: float = 1e-3) -> float:
@@ -217,11 +241,14 @@ def linear_probe_accuracy(x_pos: Tensor, x_neg: Tensor, n_train: int, l2: float 
 @torch.no_grad()
 def image_decodability(
     encode_image, resolution: int, n: int = 160, n_train: int = 100, split: str = "test", seed: int = 0,
-    combos: tuple[tuple[str, str, str, str], ...] = PROBE_COMBOS, batch_size: int = 64,
+    combos: tuple[tuple[str, str, str, str], ...] = PROBE_COMBOS, batch_size: int = 64, edit: str = "binding",
 ) -> dict[str, Any]:  # fmt: skip
-    """Whether the image embedding alone tells bound from swapped: linear-probe accuracy per combo (see the module
-    docstring). ``encode_image`` maps (B, 3, R, R) images in [-1, 1] to (B, D) features."""
-    layouts = two_object_layouts(n, split, seed)
+    """Whether the image embedding alone tells bound from swapped (``edit="binding"``), or which of two objects is
+    on the left (``edit="placement"``): linear-probe accuracy per combo (see the module docstring).
+    ``encode_image`` maps (B, 3, R, R) images in [-1, 1] to (B, D) features."""
+    if edit not in EDITS:
+        raise ValueError(f"edit must be one of {', '.join(EDITS)}, got {edit!r}")
+    layouts = two_object_layouts(n, split, seed, fit=exchangeable if edit == "placement" else None)
 
     def encode(scenes: list[Any]) -> Tensor:
         return torch.cat([
@@ -231,8 +258,11 @@ def image_decodability(
 
     per_combo = {}
     for combo in combos:
-        bound, swapped = bound_and_swapped(layouts, combo)
+        bound, swapped = EDITS[edit](layouts, combo)
         s1, s2, c1, c2 = combo
         per_combo[f"{c1} {s1} + {c2} {s2}"] = linear_probe_accuracy(encode(bound), encode(swapped), n_train)
     return {"accuracy": sum(per_combo.values()) / len(per_combo), "per_combo": per_combo, "n_layouts": n,
             "n_train": n_train, "chance": 0.5}  # fmt: skip
+
+
+EDITS = {"binding": bound_and_swapped, "placement": left_and_right}

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unclip.clip.loss import contrastive_loss, pair_terms
+from unclip.clip.loss import contrastive_loss, pair_terms, separation_loss
 from unclip.clip.model import CLIP, PRESETS, CLIPConfig
 from unclip.clip.tokenizer import Tokenizer, make_tokenizer
 from unclip.data.negatives import KINDS, hard_negatives
@@ -51,6 +51,11 @@ class ClipStageConfig:
     # Hard negatives of these kinds become (rendered counterfactual scene, negative) pairs of the batch when the
     # sample has a Shapes-world scene graph; () turns it off. "count" cannot be drawn (it would move objects).
     counterfactual_kinds: tuple[str, ...] = ()
+    # Intra-modal hinge pushing each (source, counterfactual) pair's image embeddings, and its captions' text
+    # embeddings, at least separation_margin apart (clip/loss.py): breaks the saddle where both towers ignore an
+    # edit, which is where spatial relations stay under the cross-modal terms alone. 0 turns it off.
+    separation_weight: float = 0.0
+    separation_margin: float = 0.5
 
     def __post_init__(self) -> None:
         self.negative_kinds = _kinds(self.negative_kinds)
@@ -70,6 +75,13 @@ class ClipStageConfig:
             raise ValueError(f"negatives_per_caption must be >= 1, got {self.negatives_per_caption}")
         if not self.pair_weight >= 0:
             raise ValueError(f"pair_weight must be >= 0, got {self.pair_weight!r}")
+        if not self.separation_weight >= 0 or not 0 < self.separation_margin <= 2:
+            raise ValueError(
+                f"separation_weight must be >= 0 and separation_margin in (0, 2] (unit embeddings are at most 2 "
+                f"apart), got {self.separation_weight!r} and {self.separation_margin!r}"
+            )
+        if self.separation_weight and not self.counterfactual_kinds:
+            raise ValueError("separation_weight needs counterfactual_kinds: it separates counterfactual pairs")
 
 
 def _kinds(kinds: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -117,8 +129,9 @@ def owned_negatives(
 
 def split_counterfactuals(
     owned: list[tuple[int, str, str]], captions: list[str], scenes: list[dict[str, Any] | None], kinds: tuple[str, ...]
-) -> tuple[list[tuple[int, str, Any]], list[tuple[int, str]]]:
-    """``owned`` negatives as (counterfactual pairs ``(owner, caption, scene)``, negatives left ``(owner, text)``).
+) -> tuple[list[tuple[int, str, str, Any]], list[tuple[int, str]]]:
+    """``owned`` negatives as (counterfactual pairs ``(owner, kind, caption, scene)``, negatives left
+    ``(owner, text)``).
 
     A negative of one of ``kinds`` becomes a pair when its owner has a Shapes-world scene graph that
     :func:`counterfactual_scene` can edit into one the negative describes."""
@@ -134,7 +147,7 @@ def split_counterfactuals(
         if edited is None:
             left.append((i, text))
         else:
-            pairs.append((i, text, edited))
+            pairs.append((i, kind, text, edited))
     return pairs, left
 
 
@@ -245,17 +258,17 @@ class ClipStage(Stage[ClipStageConfig]):
         tokenizer = self.tokenizer(config)
         captions = list(batch.caption)
         owned: list[tuple[int, str]] = []
-        pairs: list[tuple[int, str, Any]] = []
+        pairs: list[tuple[int, str, str, Any]] = []
         if config.hard_negatives:
             seeds = [int(s) for s in batch.seed]
             triples = owned_negatives(captions, batch.scene, seeds, config.negative_kinds, config.negatives_per_caption)
             pairs, owned = split_counterfactuals(triples, captions, batch.scene, config.counterfactual_kinds)
         images = batch.image
         if pairs:  # rendered as the Shapes source renders at this resolution (unclip.data.datasets)
-            drawn = scenes_tensor([scene for _, _, scene in pairs], images.shape[-1])
+            drawn = scenes_tensor([scene for *_, scene in pairs], images.shape[-1])
             images = torch.cat([images, drawn.to(images.device, images.dtype)])
         negatives = [text for _, text in owned]
-        ids = tokenizer.trimmed(captions + [text for _, text, _ in pairs] + negatives)  # a fraction of the cost
+        ids = tokenizer.trimmed(captions + [text for _, _, text, _ in pairs] + negatives)  # a fraction of the cost
         # One forward over captions, counterfactuals and negatives together (DDP needs a single call per step).
         z_i, z_all, scale = model(images, ids.to(images.device))
         n = len(captions) + len(pairs)
@@ -272,16 +285,29 @@ class ClipStage(Stage[ClipStageConfig]):
         if out.pairwise is not None:  # how often an image prefers its caption to each near miss, during training
             metrics.update(pairwise=float(out.pairwise), pair_accuracy=float(out.pair_accuracy))
         if pairs:  # Winoground's scores of each (source, counterfactual) pair, during training
-            a = torch.tensor([i for i, _, _ in pairs], dtype=torch.long, device=z_i.device)
-            terms = pair_terms(z_i, z_all[:n], scale, a, torch.arange(len(captions), n, device=z_i.device))
+            a = torch.tensor([i for i, *_ in pairs], dtype=torch.long, device=z_i.device)
+            b = torch.arange(len(captions), n, device=z_i.device)
+            terms = pair_terms(z_i, z_all[:n], scale, a, b)
             if config.pair_weight:
                 loss = loss + config.pair_weight * terms.loss
+            if config.separation_weight:
+                m = config.separation_margin
+                loss = loss + config.separation_weight * (
+                    separation_loss(z_i, a, b, m) + separation_loss(z_all, a, b, m)
+                )
             metrics.update(
                 counterfactuals=float(len(pairs)),
                 counterfactual_text=float(terms.text_score),
                 counterfactual_image=float(terms.image_score),
                 counterfactual_group=float(terms.group_score),
+                # How far apart each tower puts the two sides of a pair (the separation term's hinge acts below
+                # its margin), and the group score per kind: a kind stuck at a saddle shows here first.
+                counterfactual_image_distance=float((z_i[a] - z_i[b]).detach().norm(dim=-1).mean()),
+                counterfactual_text_distance=float((z_all[a] - z_all[b]).detach().norm(dim=-1).mean()),
             )
+            for kind in sorted({k for _, k, _, _ in pairs}):
+                mine = torch.tensor([k == kind for _, k, _, _ in pairs], device=z_i.device)
+                metrics[f"counterfactual_group_{kind}"] = float(terms.group[mine].float().mean())
         return StepOutput(loss, metrics)
 
 
