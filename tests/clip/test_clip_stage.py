@@ -166,7 +166,7 @@ def test_counterfactual_pairs_join_the_batch_with_their_rendered_scenes():
     a = torch.tensor([i for i, *_ in pairs])
     b = torch.arange(len(batch.caption), n)
     hinge = separation_loss(z_i, a, b, 1.5) + separation_loss(z_all, a, b, 1.5)
-    assert float(hinge) > 0.1  # a margin of 1.5 is far beyond an untrained model's pair distances
+    assert float(hinge.detach()) > 0.1  # a margin of 1.5 is far beyond an untrained model's pair distances
     expected_sep = float(out.loss.detach()) + 0.3 * float(hinge.detach())
     assert float(separated.loss.detach()) == pytest.approx(expected_sep, rel=1e-5)
     distance = float((z_all[a] - z_all[b]).norm(dim=-1).mean())
@@ -174,6 +174,30 @@ def test_counterfactual_pairs_join_the_batch_with_their_rendered_scenes():
     # The rendered counterfactual is the scene graph's image, as the data source renders it.
     first = SceneGraph.from_json(batch.scene[pairs[0][0]])
     assert not torch.equal(scenes_tensor([first], 32), images[len(batch.caption) : len(batch.caption) + 1])
+
+
+def test_hard_negatives_made_in_a_loader_worker_give_the_loss_made_in_the_step():
+    from unclip.data.datasets import ShapesSource
+    from unclip.data.loader import BatchStream, make_loader
+    from unclip.train.clip_stage import EDITS_KEY
+
+    stage = ClipStage()
+    config = replace(stage.presets()["tiny"].model, negatives_per_caption=5, counterfactual_kinds="swap,relation",
+                     separation_weight=0.5)  # fmt: skip
+    stream = BatchStream(ShapesSource(resolution=32), resolution=32, local_batch=16, seed=3,
+                         extras=stage.batch_extras(config))  # fmt: skip
+    mb = next(iter(make_loader(stream, num_workers=1)))  # made in a worker process
+    edits = mb.extra[EDITS_KEY]
+    assert len(edits["pairs"]) >= 2 and edits["pair_images"].shape == (len(edits["pairs"]), 3, 32, 32)
+    torch.manual_seed(0)
+    model = stage.build(config).eval()
+    prepared = stage.loss(model, Batch(mb.image, mb.caption, mb.scene, mb.index, mb.seed, mb.extra), config)
+    inline = stage.loss(model, Batch(mb.image, mb.caption, mb.scene, mb.index, mb.seed), config)
+    assert float(prepared.loss.detach()) == pytest.approx(float(inline.loss.detach()), rel=1e-6)
+    assert prepared.metrics == pytest.approx(inline.metrics, rel=1e-6)
+    assert (
+        stage.batch_extras(replace(config, hard_negatives=False, counterfactual_kinds="", separation_weight=0)) is None
+    )
 
 
 def test_counterfactual_kinds_are_checked():

@@ -18,8 +18,8 @@ readable sample of the same batch) so batches keep their size and a run stays re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,7 @@ class MicroBatch:
     seed: torch.Tensor
     skipped: int
     problems: list[str]
+    extra: dict[str, Any] = field(default_factory=dict)  # the stage's batch_extras of this micro-batch
 
 
 class BatchStream(IterableDataset):
@@ -82,6 +83,7 @@ class BatchStream(IterableDataset):
         world_size: int = 1,
         seed: int = 0,
         start: int = 0,
+        extras: Callable[[MicroBatch], dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= rank < world_size:
@@ -93,6 +95,7 @@ class BatchStream(IterableDataset):
         self.world = world_size
         self.seed = seed
         self.start = start
+        self.extras = extras  # run per micro-batch in the worker that made it (Stage.batch_extras)
         self._perms: dict[int, torch.Tensor] = {}
         self._stream: Iterator[tuple[int, Record]] | None = None
         self._stream_pos = -1
@@ -102,7 +105,10 @@ class BatchStream(IterableDataset):
         w, n = (info.id, info.num_workers) if info is not None else (0, 1)
         g = self.start + w
         while True:
-            yield self.micro_batch(g)
+            mb = self.micro_batch(g)
+            if self.extras is not None:
+                mb.extra = self.extras(mb)
+            yield mb
             g += n
 
     def micro_batch(self, g: int) -> MicroBatch:

@@ -17,6 +17,7 @@ tower learns where the negative caption's embedding belongs (docs/clip.md, "Bind
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,26 @@ def split_counterfactuals(
     return pairs, left
 
 
+def hard_negative_edits(
+    captions: list[str], scenes: list[dict[str, Any] | None], seeds: list[int], resolution: int, config: ClipStageConfig
+) -> dict[str, Any]:
+    """A batch's hard negatives, split as :func:`split_counterfactuals` does: ``pairs`` ``(owner, kind, caption)``
+    with ``pair_images`` (their scenes rendered at ``resolution`` as the Shapes source renders, or None) and the
+    remaining ``negatives`` ``(owner, text)``. Pure CPU work: :meth:`ClipStage.batch_extras` runs it in the loader."""
+    triples = owned_negatives(captions, scenes, seeds, config.negative_kinds, config.negatives_per_caption)
+    pairs, left = split_counterfactuals(triples, captions, scenes, config.counterfactual_kinds)
+    drawn = scenes_tensor([scene for *_, scene in pairs], resolution) if pairs else None
+    return {"pairs": [(i, kind, text) for i, kind, text, _ in pairs], "pair_images": drawn, "negatives": left}
+
+
+EDITS_KEY = "clip_hard_negatives"
+
+
+def _micro_batch_edits(mb: Any, config: ClipStageConfig) -> dict[str, Any]:
+    seeds = [int(s) for s in mb.seed]
+    return {EDITS_KEY: hard_negative_edits(list(mb.caption), mb.scene, seeds, mb.image.shape[-1], config)}
+
+
 def _scene_graph(scene: dict[str, Any]):  # -> SceneGraph | None
     try:
         return SceneGraph.from_json(scene)
@@ -233,6 +254,11 @@ class ClipStage(Stage[ClipStageConfig]):
             model.visual_proj.requires_grad_(False)
         return model
 
+    def batch_extras(self, config: ClipStageConfig):  # -> Callable[[MicroBatch], dict] | None
+        # Negatives and rendered counterfactuals cost ~0.25 s of one CPU core per batch of 256: in the loader's
+        # workers, not between the accelerator's steps.
+        return partial(_micro_batch_edits, config=config) if config.hard_negatives else None
+
     def export(self, model: nn.Module, config: ClipStageConfig, folder: str | Path) -> Path:
         from unclip.clip.checkpoint import save_pretrained
 
@@ -258,17 +284,18 @@ class ClipStage(Stage[ClipStageConfig]):
         tokenizer = self.tokenizer(config)
         captions = list(batch.caption)
         owned: list[tuple[int, str]] = []
-        pairs: list[tuple[int, str, str, Any]] = []
-        if config.hard_negatives:
-            seeds = [int(s) for s in batch.seed]
-            triples = owned_negatives(captions, batch.scene, seeds, config.negative_kinds, config.negatives_per_caption)
-            pairs, owned = split_counterfactuals(triples, captions, batch.scene, config.counterfactual_kinds)
+        pairs: list[tuple[int, str, str]] = []
         images = batch.image
-        if pairs:  # rendered as the Shapes source renders at this resolution (unclip.data.datasets)
-            drawn = scenes_tensor([scene for *_, scene in pairs], images.shape[-1])
-            images = torch.cat([images, drawn.to(images.device, images.dtype)])
+        if config.hard_negatives:
+            edits = batch.extra.get(EDITS_KEY)  # made in the loader's workers, or here when the batch lacks them
+            if edits is None:
+                seeds = [int(s) for s in batch.seed]
+                edits = hard_negative_edits(captions, batch.scene, seeds, images.shape[-1], config)
+            pairs, owned = edits["pairs"], edits["negatives"]
+            if pairs:  # rendered as the Shapes source renders at this resolution (unclip.data.datasets)
+                images = torch.cat([images, edits["pair_images"].to(images.device, images.dtype)])
         negatives = [text for _, text in owned]
-        ids = tokenizer.trimmed(captions + [text for _, _, text, _ in pairs] + negatives)  # a fraction of the cost
+        ids = tokenizer.trimmed(captions + [text for _, _, text in pairs] + negatives)  # a fraction of the cost
         # One forward over captions, counterfactuals and negatives together (DDP needs a single call per step).
         z_i, z_all, scale = model(images, ids.to(images.device))
         n = len(captions) + len(pairs)
@@ -305,8 +332,8 @@ class ClipStage(Stage[ClipStageConfig]):
                 counterfactual_image_distance=float((z_i[a] - z_i[b]).detach().norm(dim=-1).mean()),
                 counterfactual_text_distance=float((z_all[a] - z_all[b]).detach().norm(dim=-1).mean()),
             )
-            for kind in sorted({k for _, k, _, _ in pairs}):
-                mine = torch.tensor([k == kind for _, k, _, _ in pairs], device=z_i.device)
+            for kind in sorted({k for _, k, _ in pairs}):
+                mine = torch.tensor([k == kind for _, k, _ in pairs], device=z_i.device)
                 metrics[f"counterfactual_group_{kind}"] = float(terms.group[mine].float().mean())
         return StepOutput(loss, metrics)
 

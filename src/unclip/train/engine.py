@@ -140,7 +140,7 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
 
     stream = stream_type(source)(
         source, resolution=resolution, local_batch=local_batch, rank=rank, world_size=world, seed=tc.seed,
-        start=step * tc.grad_accum,
+        start=step * tc.grad_accum, extras=stage.batch_extras(model_cfg),
     )  # fmt: skip
     batches = iter(make_loader(stream, tc.num_workers))
     logger = RunLogger(
@@ -212,7 +212,7 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                     if problem not in reported and len(reported) < 20:  # each bad file once, not every epoch
                         reported.add(problem)
                         logger.message(f"skipped a corrupt sample: {problem}")
-                batch = Batch(mb.image, mb.caption, mb.scene, mb.index, mb.seed).to(accelerator.device)
+                batch = Batch(mb.image, mb.caption, mb.scene, mb.index, mb.seed, mb.extra).to(accelerator.device)
                 # DDP all-reduces gradients only on the last micro-batch of a step.
                 sync = contextlib.nullcontext() if m == tc.grad_accum - 1 else accelerator.no_sync(model)
                 with sync:

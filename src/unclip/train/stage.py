@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -47,6 +47,7 @@ class Batch:
     ``index`` holds each sample's position in the global data stream and ``seed`` a per-sample seed derived
     from (run seed, position). Drawing a sample's noise from its own seed makes a step's result independent of
     how the global batch is split over processes, which is what lets one process reproduce a multi-process run.
+    ``extra`` holds what the stage's :meth:`Stage.batch_extras` prepared in the data loader (empty without it).
     """
 
     image: Tensor
@@ -54,12 +55,13 @@ class Batch:
     scene: list[dict[str, Any] | None]
     index: Tensor
     seed: Tensor
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.image.shape[0])
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.image.to(device), self.caption, self.scene, self.index, self.seed)
+        return Batch(self.image.to(device), self.caption, self.scene, self.index, self.seed, self.extra)
 
     def generators(self, salt: int = 0) -> list[torch.Generator]:
         """One CPU generator per sample, seeded from its seed (and ``salt`` for independent draws)."""
@@ -100,6 +102,13 @@ class Stage(ABC, Generic[C]):
     @abstractmethod
     def loss(self, model: nn.Module, batch: Batch, config: C) -> StepOutput:
         """The training loss of ``model`` (possibly wrapped for DDP/autocast; call it, don't inspect it)."""
+
+    def batch_extras(self, config: C) -> Callable[[Any], dict[str, Any]] | None:
+        """A function of a loader micro-batch (captions, scenes, seeds, images on the CPU) whose result reaches
+        ``loss`` as ``batch.extra``, or None. It runs in the data-loading workers (``train.num_workers``), beside
+        image decoding, so CPU work that needs no network (text edits, rendered scenes) overlaps the accelerator's
+        step instead of stalling it. It must be picklable and deterministic in the micro-batch."""
+        return None
 
     def export(self, model: nn.Module, config: C, folder: str | Path) -> Path:
         """Write a trained network as a self-describing model folder (``unclip export``)."""
