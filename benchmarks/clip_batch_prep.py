@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import timed
 from unclip.data.shapes.batch import render_batch
-from unclip.train.clip_stage import EDITS_KEY, ClipStage, hard_negative_edits
+from unclip.train.clip_stage import EDITS_KEY, ClipStage, text_edits
 from unclip.train.stage import Batch
 
 
@@ -54,10 +54,10 @@ def main() -> None:
     print(f"{'':<26}{'prep (CPU s)':>14}{'step (s)':>12}{'prep / step':>13}{'pairs':>7}")
     for name, config in variants.items():
         prep = statistics.median(
-            timed(lambda c=config: hard_negative_edits(captions, scenes, seeds, res, c), torch.device("cpu"), "cpu")
+            timed(lambda c=config: text_edits(captions, scenes, seeds, res, c), torch.device("cpu"), "cpu")
             for _ in range(args.repeats)
         )
-        edits = hard_negative_edits(captions, scenes, seeds, res, config)
+        edits = text_edits(captions, scenes, seeds, res, config)
         # The step alone, with the edits made beforehand as the loader's workers hand them over.
         extra = {EDITS_KEY: edits}
         batch = Batch(images, captions, scenes, torch.arange(len(seeds)), torch.tensor(seeds), extra).to(device)

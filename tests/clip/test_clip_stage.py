@@ -169,7 +169,7 @@ def test_counterfactual_pairs_join_the_batch_with_their_rendered_scenes():
     assert float(hinge.detach()) > 0.1  # a margin of 1.5 is far beyond an untrained model's pair distances
     expected_sep = float(out.loss.detach()) + 0.3 * float(hinge.detach())
     assert float(separated.loss.detach()) == pytest.approx(expected_sep, rel=1e-5)
-    distance = float((z_all[a] - z_all[b]).norm(dim=-1).mean())
+    distance = float((z_all[a] - z_all[b]).detach().norm(dim=-1).mean())
     assert separated.metrics["counterfactual_text_distance"] == pytest.approx(distance, rel=1e-5)
     # The rendered counterfactual is the scene graph's image, as the data source renders it.
     first = SceneGraph.from_json(batch.scene[pairs[0][0]])
@@ -183,21 +183,53 @@ def test_hard_negatives_made_in_a_loader_worker_give_the_loss_made_in_the_step()
 
     stage = ClipStage()
     config = replace(stage.presets()["tiny"].model, negatives_per_caption=5, counterfactual_kinds="swap,relation",
-                     separation_weight=0.5)  # fmt: skip
+                     separation_weight=0.5, paraphrase_weight=0.5)  # fmt: skip
     stream = BatchStream(ShapesSource(resolution=32), resolution=32, local_batch=16, seed=3,
                          extras=stage.batch_extras(config))  # fmt: skip
     mb = next(iter(make_loader(stream, num_workers=1)))  # made in a worker process
     edits = mb.extra[EDITS_KEY]
     assert len(edits["pairs"]) >= 2 and edits["pair_images"].shape == (len(edits["pairs"]), 3, 32, 32)
+    assert len(edits["paraphrases"]) >= 2
     torch.manual_seed(0)
     model = stage.build(config).eval()
     prepared = stage.loss(model, Batch(mb.image, mb.caption, mb.scene, mb.index, mb.seed, mb.extra), config)
     inline = stage.loss(model, Batch(mb.image, mb.caption, mb.scene, mb.index, mb.seed), config)
     assert float(prepared.loss.detach()) == pytest.approx(float(inline.loss.detach()), rel=1e-6)
     assert prepared.metrics == pytest.approx(inline.metrics, rel=1e-6)
-    assert (
-        stage.batch_extras(replace(config, hard_negatives=False, counterfactual_kinds="", separation_weight=0)) is None
-    )
+    plain = replace(config, hard_negatives=False, counterfactual_kinds="", separation_weight=0, paraphrase_weight=0)
+    assert stage.batch_extras(plain) is None
+
+
+def test_paraphrase_term_pulls_each_relation_caption_onto_its_converse():
+    from unclip.data.shapes import parse_caption
+    from unclip.train.clip_stage import text_edits
+
+    stage = ClipStage()
+    config = replace(stage.presets()["tiny"].model, negatives_per_caption=2, counterfactual_kinds="relation")
+    batch = _batch(40, config.clip.vision.image_size)
+    captions, seeds = list(batch.caption), [int(s) for s in batch.seed]
+    with_para = replace(config, paraphrase_weight=0.7)
+    edits = text_edits(captions, batch.scene, seeds, 32, with_para)
+    texts = captions + [t for _, _, t in edits["pairs"]]
+    relational = [k for k, t in enumerate(texts) if parse_caption(t).relation is not None]
+    assert [k for k, _ in edits["paraphrases"]] == relational and len(relational) >= 5  # counterfactuals too
+    assert any(k >= len(captions) for k in relational)
+    for k, converse in edits["paraphrases"]:
+        assert parse_caption(converse).phrases == parse_caption(texts[k]).phrases[::-1]
+
+    torch.manual_seed(0)
+    model = stage.build(config).eval()
+    base, pulled = stage.loss(model, batch, config), stage.loss(model, batch, with_para)
+    negatives = [t for _, t in edits["negatives"]]
+    said_texts = [t for _, t in edits["paraphrases"]]
+    _, z_all, _ = model(batch.image[:1], stage.tokenizer(config).trimmed(texts + negatives + said_texts))
+    said = torch.tensor([k for k, _ in edits["paraphrases"]])
+    cosine = float((z_all[said] * z_all[len(texts) + len(negatives) :]).sum(-1).mean())
+    assert pulled.metrics["paraphrase_cosine"] == pytest.approx(cosine, abs=1e-5)
+    expected = float(base.loss.detach()) + 0.7 * (1 - cosine)
+    assert float(pulled.loss.detach()) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="paraphrase_weight must be"):
+        replace(config, paraphrase_weight=-1.0)
 
 
 def test_counterfactual_kinds_are_checked():

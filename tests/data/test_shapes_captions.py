@@ -69,3 +69,29 @@ def test_parser_reads_synonyms_and_counts():
 def test_parser_rejects_text_outside_the_grammar(text):
     with pytest.raises(ValueError):
         parse_caption(text)
+
+
+def test_converse_caption_says_the_same_relation_from_the_other_object():
+    from unclip.data.shapes import converse_caption
+    from unclip.data.shapes.captions import CONVERSE
+
+    world = ShapesWorld(split="train", seed=0)
+    scenes = [world.scene(i) for i in range(600)]
+    rng = np.random.default_rng(0)
+    checked = 0
+    for i, scene in enumerate(scenes):
+        text = world.caption(i)
+        claims = parse_caption(text)
+        converse = converse_caption(text, rng)
+        if claims.relation is None:
+            assert converse is None
+            continue
+        turned = parse_caption(converse)
+        assert turned.phrases == claims.phrases[::-1] and turned.relation == CONVERSE[claims.relation]
+        assert turned.background == claims.background
+        # True of exactly the scenes the caption is true of: its own, and the same ones among 60 others.
+        for other in [scene, *scenes[i + 1 : i + 61]]:
+            assert claims_hold(turned, other) == claims_hold(claims, other)
+        checked += 1
+    assert checked >= 100
+    assert converse_caption("not a caption at all", rng) is None

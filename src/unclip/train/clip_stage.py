@@ -29,7 +29,7 @@ from unclip.clip.loss import contrastive_loss, pair_terms, separation_loss
 from unclip.clip.model import CLIP, PRESETS, CLIPConfig
 from unclip.clip.tokenizer import Tokenizer, make_tokenizer
 from unclip.data.negatives import KINDS, hard_negatives
-from unclip.data.shapes import SceneGraph, claims_hold, parse_caption
+from unclip.data.shapes import SceneGraph, claims_hold, converse_caption, parse_caption
 from unclip.data.shapes.batch import scenes_tensor
 from unclip.data.shapes.counterfactual import KINDS as COUNTERFACTUAL_KINDS
 from unclip.data.shapes.counterfactual import counterfactual_scene
@@ -57,6 +57,11 @@ class ClipStageConfig:
     # edit, which is where spatial relations stay under the cross-modal terms alone. 0 turns it off.
     separation_weight: float = 0.0
     separation_margin: float = 0.5
+    # Weight of 1 − cos between each relation caption's text embedding and its converse's ("a star left of a
+    # square" / "a square to the right of a star", written fresh; data.shapes.converse_caption), counterfactual
+    # captions included. With the separation term it leaves the text tower one way to encode a relation: bound to
+    # the objects (which one is on the left), the thing the image can show. 0 turns it off.
+    paraphrase_weight: float = 0.0
 
     def __post_init__(self) -> None:
         self.negative_kinds = _kinds(self.negative_kinds)
@@ -81,6 +86,8 @@ class ClipStageConfig:
                 f"separation_weight must be >= 0 and separation_margin in (0, 2] (unit embeddings are at most 2 "
                 f"apart), got {self.separation_weight!r} and {self.separation_margin!r}"
             )
+        if not self.paraphrase_weight >= 0:
+            raise ValueError(f"paraphrase_weight must be >= 0, got {self.paraphrase_weight!r}")
         if self.separation_weight and not self.counterfactual_kinds:
             raise ValueError("separation_weight needs counterfactual_kinds: it separates counterfactual pairs")
 
@@ -152,24 +159,38 @@ def split_counterfactuals(
     return pairs, left
 
 
-def hard_negative_edits(
+def text_edits(
     captions: list[str], scenes: list[dict[str, Any] | None], seeds: list[int], resolution: int, config: ClipStageConfig
 ) -> dict[str, Any]:
     """A batch's hard negatives, split as :func:`split_counterfactuals` does: ``pairs`` ``(owner, kind, caption)``
     with ``pair_images`` (their scenes rendered at ``resolution`` as the Shapes source renders, or None) and the
-    remaining ``negatives`` ``(owner, text)``. Pure CPU work: :meth:`ClipStage.batch_extras` runs it in the loader."""
-    triples = owned_negatives(captions, scenes, seeds, config.negative_kinds, config.negatives_per_caption)
-    pairs, left = split_counterfactuals(triples, captions, scenes, config.counterfactual_kinds)
+    remaining ``negatives`` ``(owner, text)``; and, with ``paraphrase_weight``, ``paraphrases`` ``(k, text)``: the
+    converse of caption k of captions + pairs' captions. Pure CPU work: :meth:`ClipStage.batch_extras` runs it in
+    the loader."""
+    pairs: list[tuple[int, str, str, Any]] = []
+    left: list[tuple[int, str]] = []
+    if config.hard_negatives:
+        triples = owned_negatives(captions, scenes, seeds, config.negative_kinds, config.negatives_per_caption)
+        pairs, left = split_counterfactuals(triples, captions, scenes, config.counterfactual_kinds)
+    paraphrases = []
+    if config.paraphrase_weight:
+        texts = captions + [text for _, _, text, _ in pairs]
+        owners = list(range(len(captions))) + [i for i, *_ in pairs]  # a counterfactual draws from its source's seed
+        for k, (text, i) in enumerate(zip(texts, owners, strict=True)):
+            converse = converse_caption(text, np.random.default_rng([int(seeds[i]), 0x436F6E76, k]))
+            if converse is not None:
+                paraphrases.append((k, converse))
     drawn = scenes_tensor([scene for *_, scene in pairs], resolution) if pairs else None
-    return {"pairs": [(i, kind, text) for i, kind, text, _ in pairs], "pair_images": drawn, "negatives": left}
+    return {"pairs": [(i, kind, text) for i, kind, text, _ in pairs], "pair_images": drawn, "negatives": left,
+            "paraphrases": paraphrases}  # fmt: skip
 
 
-EDITS_KEY = "clip_hard_negatives"
+EDITS_KEY = "clip_text_edits"
 
 
 def _micro_batch_edits(mb: Any, config: ClipStageConfig) -> dict[str, Any]:
     seeds = [int(s) for s in mb.seed]
-    return {EDITS_KEY: hard_negative_edits(list(mb.caption), mb.scene, seeds, mb.image.shape[-1], config)}
+    return {EDITS_KEY: text_edits(list(mb.caption), mb.scene, seeds, mb.image.shape[-1], config)}
 
 
 def _scene_graph(scene: dict[str, Any]):  # -> SceneGraph | None
@@ -257,7 +278,7 @@ class ClipStage(Stage[ClipStageConfig]):
     def batch_extras(self, config: ClipStageConfig):  # -> Callable[[MicroBatch], dict] | None
         # Negatives and rendered counterfactuals cost ~0.25 s of one CPU core per batch of 256: in the loader's
         # workers, not between the accelerator's steps.
-        return partial(_micro_batch_edits, config=config) if config.hard_negatives else None
+        return partial(_micro_batch_edits, config=config) if config.hard_negatives or config.paraphrase_weight else None
 
     def export(self, model: nn.Module, config: ClipStageConfig, folder: str | Path) -> Path:
         from unclip.clip.checkpoint import save_pretrained
@@ -285,22 +306,25 @@ class ClipStage(Stage[ClipStageConfig]):
         captions = list(batch.caption)
         owned: list[tuple[int, str]] = []
         pairs: list[tuple[int, str, str]] = []
+        paraphrases: list[tuple[int, str]] = []
         images = batch.image
-        if config.hard_negatives:
+        if config.hard_negatives or config.paraphrase_weight:
             edits = batch.extra.get(EDITS_KEY)  # made in the loader's workers, or here when the batch lacks them
             if edits is None:
                 seeds = [int(s) for s in batch.seed]
-                edits = hard_negative_edits(captions, batch.scene, seeds, images.shape[-1], config)
-            pairs, owned = edits["pairs"], edits["negatives"]
+                edits = text_edits(captions, batch.scene, seeds, images.shape[-1], config)
+            pairs, owned, paraphrases = edits["pairs"], edits["negatives"], edits["paraphrases"]
             if pairs:  # rendered as the Shapes source renders at this resolution (unclip.data.datasets)
                 images = torch.cat([images, edits["pair_images"].to(images.device, images.dtype)])
         negatives = [text for _, text in owned]
-        ids = tokenizer.trimmed(captions + [text for _, _, text in pairs] + negatives)  # a fraction of the cost
-        # One forward over captions, counterfactuals and negatives together (DDP needs a single call per step).
+        texts = captions + [text for _, _, text in pairs] + negatives + [text for _, text in paraphrases]
+        ids = tokenizer.trimmed(texts)  # a fraction of the cost of the full context
+        # One forward over captions, counterfactuals, negatives and paraphrases (DDP needs a single call per step).
         z_i, z_all, scale = model(images, ids.to(images.device))
         n = len(captions) + len(pairs)
+        z_neg = z_all[n : n + len(negatives)] if owned else None
         owners = torch.tensor([i for i, _ in owned], dtype=torch.long, device=z_i.device) if owned else None
-        out = contrastive_loss(z_i, z_all[:n], scale, z_all[n:] if owned else None, owners, config.pair_weight)
+        out = contrastive_loss(z_i, z_all[:n], scale, z_neg, owners, config.pair_weight)
         loss = out.loss
         metrics = {
             "image_to_text": float(out.image_to_text),
@@ -309,6 +333,11 @@ class ClipStage(Stage[ClipStageConfig]):
             "logit_scale": float(scale.detach()),
             "negatives": float(len(negatives)),
         }
+        if paraphrases:  # how close each relation caption sits to its converse
+            said = torch.tensor([k for k, _ in paraphrases], dtype=torch.long, device=z_i.device)
+            cosine = (z_all[said] * z_all[n + len(negatives) :]).sum(-1).mean()
+            loss = loss + config.paraphrase_weight * (1 - cosine)
+            metrics.update(paraphrases=float(len(paraphrases)), paraphrase_cosine=float(cosine.detach()))
         if out.pairwise is not None:  # how often an image prefers its caption to each near miss, during training
             metrics.update(pairwise=float(out.pairwise), pair_accuracy=float(out.pair_accuracy))
         if pairs:  # Winoground's scores of each (source, counterfactual) pair, during training

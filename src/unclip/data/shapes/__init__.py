@@ -22,7 +22,7 @@ caption back and check it against a scene); ``Requirement``, ``ObjectSpec``, ``C
 
 from __future__ import annotations
 
-from .captions import CaptionClaims, Phrase, caption, claims_hold, parse_caption
+from .captions import CaptionClaims, Phrase, caption, claims_hold, converse_caption, parse_caption
 from .judging import Detection, JudgeResult, detect, judge
 from .prompts import PROMPT_SUITE_VERSION, Prompt, build_prompt_suite
 from .render import MAX_RESOLUTION, MIN_RESOLUTION, render
@@ -79,6 +79,7 @@ __all__ = [
     "build_prompt_suite",
     "caption",
     "claims_hold",
+    "converse_caption",
     "detect",
     "heldout_compositions",
     "judge",

@@ -185,6 +185,24 @@ def caption_text(claims: CaptionClaims, rng: np.random.Generator) -> str:
     return text + ("." if rng.random() < 0.3 else "")
 
 
+CONVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def converse_caption(text: str, rng: np.random.Generator) -> str | None:
+    """The same relation said from the other object ("a star left of a square" → "a square to the right of a
+    star"), freshly worded, or None if ``text`` states no relation or is not a caption :func:`parse_caption`
+    reads. True of exactly the scenes ``text`` is true of: relation_holds(a, b, r) is relation_holds(b, a,
+    CONVERSE[r])."""
+    try:
+        claims = parse_caption(text)
+    except ValueError:
+        return None
+    if claims.relation is None:
+        return None
+    a, b = claims.phrases
+    return caption_text(CaptionClaims((b, a), CONVERSE[claims.relation], claims.background), rng)
+
+
 def caption(scene: SceneGraph, rng: np.random.Generator | int = 0) -> str:
     """One random caption of ``scene``; ``rng`` is a generator or an integer seed."""
     rng = np.random.default_rng(rng) if isinstance(rng, (int, np.integer)) else rng
