@@ -163,3 +163,42 @@ def test_linear_probe_accuracy_on_separable_and_identical_gaussians():
     assert 0.3 < linear_probe_accuracy(x[:100], x[100:], n_train=60) < 0.7  # the same distribution: chance
     with pytest.raises(ValueError, match="n_train"):
         linear_probe_accuracy(x[:10], x[10:20], n_train=10)
+
+
+class _WordTower:
+    """A stand-in text tower for "a C S to the W of a C S" captions: ``bound`` embeds which object is on the left
+    (the relation bound to its objects); otherwise the bag of words plus the relation word, blind to whom it binds."""
+
+    def __init__(self, bound: bool) -> None:
+        self.bound = bound
+        self.vocab: dict[str, torch.Tensor] = {}
+
+    def _vec(self, word: str) -> torch.Tensor:
+        if word not in self.vocab:
+            self.vocab[word] = torch.randn(16, generator=torch.Generator().manual_seed(len(self.vocab)))
+        return self.vocab[word]
+
+    def encode_text(self, captions):
+        import re
+        from types import SimpleNamespace
+
+        rows = []
+        for text in captions:
+            c1, s1, word, c2, s2 = re.match(r"a (\S+) (\S+) to the (left|right) of a (\S+) (\S+)", text).groups()
+            first, second = self._vec(c1) + self._vec(s1), self._vec(c2) + self._vec(s2)
+            if self.bound:  # "X left of Y" and "Y right of X" both put X on the left
+                rows.append(first - second if word == "left" else second - first)
+            else:
+                rows.append(first + second + (self._vec("left") if word == "left" else self._vec("right")))
+        return SimpleNamespace(embedding=torch.stack(rows))
+
+
+def test_converse_score_tells_a_relation_bound_to_its_objects_from_a_relation_word():
+    from unclip.eval.binding_probe import converse_scores, placed_pairs
+
+    pairs = placed_pairs(20)
+    bound, words = converse_scores(_WordTower(bound=True), pairs, 7), converse_scores(_WordTower(bound=False), pairs)
+    assert bound["converse_score"] == 1.0 and bound["converse_cosine"] == pytest.approx(1.0)
+    assert (
+        words["converse_score"] == 0.0
+    )  # "Y left of X" has the same words and the same relation word as "X left of Y"

@@ -82,7 +82,8 @@ def format_table(result: dict) -> str:
             lines.append(f"{'swap probe ' + key:<32}{_cell(probe[0][key])}{_cell(probe[1][key])}"
                          f"{_cell(chance[key]) if key in chance else ''}")  # fmt: skip
         relation = [p.get("relation") for p in probe]
-        for key in ("text_cosine", "alignment", "group_score", "image_decodability") if relation[0] else ():
+        keys = ("text_cosine", "converse_score", "alignment", "group_score", "image_decodability")
+        for key in keys if relation[0] else ():
             if key in relation[0]:
                 lines.append(f"{'relation probe ' + key:<32}{_cell(relation[0][key])}{_cell(relation[1][key])}"
                              f"{_cell(chance[key]) if key in chance else ''}")  # fmt: skip

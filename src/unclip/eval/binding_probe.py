@@ -25,7 +25,12 @@ linearly readable, so a text tower *could* learn to match it; then the text side
 one object clearly left of the other) and with the two objects' places exchanged (B), captioned "a red circle to
 the left of a blue square" and "a red circle to the right of a blue square". Unlike a colour swap, the captions
 differ by a word, so even a bag-of-words text tower *can* tell them apart; a text cosine near 1 says it learned
-not to, because nothing in training needed it.
+not to, because nothing in training needed it. Telling them apart by the word is not enough, though: "a red circle
+to the left of a blue square" means "a blue square to the right of a red circle" (its converse) and the opposite of
+"a blue square to the left of a red circle", which has the same words. ``converse_score`` (text only) is the
+fraction of pairs where each caption is closer to its converse than to both of those (about 0.14 for random
+embeddings; a bag of words, or a tower that reads the relation word but not whom it binds, scores 0), and
+``converse_cosine`` the mean cosine with the converse. ``image_decodability`` there asks whether z_i says which object is on the left.
 """
 
 from __future__ import annotations
@@ -104,6 +109,27 @@ def placed_pairs(
     return _two_object_pairs(n, split, seed, max_scan, make, "fit for a relation pair")
 
 
+def converse_scores(clip, pairs: list[tuple[Any, Any, str, str]], batch_size: int = 64) -> dict[str, float]:
+    """``converse_score`` and ``converse_cosine`` of :func:`placed_pairs` (see the module docstring)."""
+    texts: list[list[str]] = [[], [], [], []]  # A, converse of A, B (A's order, the other word), converse of B
+    for scene, _, _, _ in pairs:
+        a, b = sorted(scene.objects, key=lambda o: o.x)
+        for k, (first, word, second) in enumerate(((a, "left", b), (b, "right", a), (a, "right", b), (b, "left", a))):
+            texts[k].append(RELATION_TEMPLATE.format(first.colour, first.shape, word, second.colour, second.shape))
+
+    def encode(chunk: list[str]) -> Tensor:
+        rows = [clip.encode_text(chunk[i : i + batch_size]).embedding for i in range(0, len(chunk), batch_size)]
+        return F.normalize(torch.cat(rows).double().cpu(), dim=-1)
+
+    t_a, c_a, t_b, c_b = (encode(t) for t in texts)
+    cos = lambda x, y: (x * y).sum(-1)  # noqa: E731
+    # A's converse must beat B and B's converse; B's converse must beat A and A's converse.
+    ok_a = (cos(t_a, c_a) > cos(t_a, t_b)) & (cos(t_a, c_a) > cos(t_a, c_b))
+    ok_b = (cos(t_b, c_b) > cos(t_b, t_a)) & (cos(t_b, c_b) > cos(t_b, c_a))
+    converse = torch.cat([cos(t_a, c_a), cos(t_b, c_b)])
+    return {"converse_score": float((ok_a & ok_b).double().mean()), "converse_cosine": float(converse.mean())}
+
+
 def exchangeable(scene) -> bool:
     """Whether a two-object scene's objects can exchange places with "left of" true before and "right of" after:
     equal sizes keep both frames valid in each other's place, and the margin keeps the relation clear."""
@@ -154,7 +180,8 @@ def binding_probe(
         return probe_scores(encode(0, False), encode(1, False), encode(2, True), encode(3, True))
 
     out = {"n": n, "split": split, "template": TEMPLATE, **scores(swapped_pairs(n, split, seed)), "chance": CHANCE}
-    out["relation"] = {"template": RELATION_TEMPLATE, **scores(placed_pairs(n, split, seed))}
+    placed = placed_pairs(n, split, seed)
+    out["relation"] = {"template": RELATION_TEMPLATE, **scores(placed), **converse_scores(clip, placed, batch_size)}
     if layouts:
         decodable = image_decodability(clip.encode_image, clip.image_size, layouts, min(100, layouts * 5 // 8), split,
                                        seed, batch_size=batch_size)  # fmt: skip
