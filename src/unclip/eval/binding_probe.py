@@ -30,7 +30,8 @@ to the left of a blue square" means "a blue square to the right of a red circle"
 "a blue square to the left of a red circle", which has the same words. ``converse_score`` (text only) is the
 fraction of pairs where each caption is closer to its converse than to both of those (about 0.14 for random
 embeddings; a bag of words, or a tower that reads the relation word but not whom it binds, scores 0), and
-``converse_cosine`` the mean cosine with the converse. ``image_decodability`` there asks whether z_i says which object is on the left.
+``converse_cosine`` the mean cosine with the converse. ``image_decodability`` there asks whether z_i says which
+object is on the left.
 """
 
 from __future__ import annotations
