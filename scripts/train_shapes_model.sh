@@ -21,6 +21,10 @@
 # the bundled model further in another GPU lease. A part the stack lacks (the AR prior) starts fresh. The priors
 # refit their normalization to the new CLIP's embeddings. A fine-tune draws other scenes (DATA_SEED, default 1
 # with INIT_FROM, else 0). CLIP_NEGATIVES sets the hard negatives per caption.
+#
+# CLIP_BINDING=1 trains CLIP for attribute binding (docs/clip.md, "Binding"): every kind of hard negative, the
+# swap and relation negatives drawn as counterfactual pairs, the pairwise and separation terms. The prior and the
+# decoder then learn the binding CLIP's embeddings; with INIT_FROM they start from the old stack's weights.
 set -euo pipefail
 
 OUT=${1:?usage: scripts/train_shapes_model.sh OUT_DIR}
@@ -87,6 +91,8 @@ DATA_SEED=${DATA_SEED:-$([ -n "${INIT_FROM:-}" ] && echo 1 || echo 0)}
 SHAPES="shapes:seed=$DATA_SEED"
 # Fine-tuning: a stage starts from STACK/part when INIT_FROM names a stack that has it.
 init_from() { [ -n "${INIT_FROM:-}" ] && [ -d "$INIT_FROM/$1" ] && echo "--set train.init_from=$INIT_FROM/$1" || true; }
+[ "${CLIP_BINDING:-0}" = 1 ] && CLIP_SET+=(--set model.negatives_per_caption=5 --set model.counterfactual_kinds=swap,relation
+                                          --set model.pair_weight=1 --set model.separation_weight=1)
 [ -n "${CLIP_NEGATIVES:-}" ] && CLIP_SET+=(--set "model.negatives_per_caption=$CLIP_NEGATIVES")
 CLIP_SET=("${CLIP_SET[@]+"${CLIP_SET[@]}"}")
 PRIOR_SET=("${PRIOR_SET[@]+"${PRIOR_SET[@]}"}")

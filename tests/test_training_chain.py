@@ -44,7 +44,7 @@ def test_the_documented_script_trains_a_stack_from_nothing(tmp_path, parallel):
     assert Image.open(tmp_path / "out" / "image_001.png").size == (128, 128)
     if parallel:
         # INIT_FROM fine-tunes every stage from the stack's parts; the AR prior, which a stack lacks, starts fresh.
-        env.update(INIT_FROM=str(stack), CLIP_NEGATIVES="3")
+        env.update(INIT_FROM=str(stack), CLIP_NEGATIVES="3", CLIP_BINDING="1")
         again = tmp_path / "again"
         done = subprocess.run(["bash", str(script), str(again)], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -52,7 +52,9 @@ def test_the_documented_script_trains_a_stack_from_nothing(tmp_path, parallel):
         parts = {"clip": "clip", "prior": "prior", "decoder": "decoder", "upsampler": "upsampler0", "ar_prior": None}
         for run, part in parts.items():
             assert runs[run]["train"]["init_from"] == (str(stack / part) if part else ""), run
-        assert runs["clip"]["model"]["negatives_per_caption"] == 3
+        clip = runs["clip"]["model"]
+        assert clip["negatives_per_caption"] == 3  # CLIP_NEGATIVES overrides CLIP_BINDING's 5
+        assert clip["counterfactual_kinds"] == ["swap", "relation"] and clip["separation_weight"] == 1
         assert runs["decoder"]["data"] == "shapes:seed=1"  # a fine-tune sees scenes the first run did not
 
 
