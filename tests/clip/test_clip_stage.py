@@ -232,6 +232,44 @@ def test_paraphrase_term_pulls_each_relation_caption_onto_its_converse():
         replace(config, paraphrase_weight=-1.0)
 
 
+def test_separation_with_paraphrases_also_parts_each_caption_from_its_counterfactuals_converse():
+    from unclip.clip.loss import separation_loss
+    from unclip.train.clip_stage import text_edits
+
+    stage = ClipStage()
+    base = replace(stage.presets()["tiny"].model, negatives_per_caption=2, counterfactual_kinds="relation",
+                   paraphrase_weight=0.7)  # fmt: skip
+    both = replace(base, separation_weight=0.3, separation_margin=1.5)
+    batch = _batch(40, 32)
+    edits = text_edits(list(batch.caption), batch.scene, [int(s) for s in batch.seed], 32, base)
+    c, p = len(batch.caption), len(edits["pairs"])
+    texts = list(batch.caption) + [t for _, _, t in edits["pairs"]]
+    negatives = [t for _, t in edits["negatives"]]
+    converses = [t for _, t in edits["paraphrases"]]
+    torch.manual_seed(0)
+    model = stage.build(base).eval()
+    images = torch.cat([batch.image, edits["pair_images"]])
+    z_i, z_all, _ = model(images, stage.tokenizer(base).trimmed(texts + negatives + converses))
+    a, b = torch.tensor([i for i, _, _ in edits["pairs"]]), torch.arange(c, c + p)
+    # The order negatives: source caption i against the converse of its counterfactual (row c + p + N + j).
+    order = [(edits["pairs"][k - c][0], c + p + len(negatives) + j) for j, (k, _) in enumerate(edits["paraphrases"])
+             if k >= c]  # fmt: skip
+    assert len(order) >= 2
+    src, neg = torch.tensor([x for x, _ in order]), torch.tensor([y for _, y in order])
+    # "X left of Y" and its counterfactual's converse "Y left of X": the same relation with the objects swapped.
+    from unclip.data.shapes import parse_caption
+
+    for x, y in order:
+        source, negative = parse_caption(texts[x]), parse_caption((texts + negatives + converses)[y])
+        assert negative.relation == source.relation and negative.phrases == source.phrases[::-1]
+    hinge = separation_loss(z_i, a, b, 1.5) + separation_loss(z_all, a, b, 1.5) + separation_loss(z_all, src, neg, 1.5)
+    with_sep, without = stage.loss(model, batch, both), stage.loss(model, batch, base)
+    expected = float(without.loss.detach()) + 0.3 * float(hinge.detach())
+    assert float(with_sep.loss.detach()) == pytest.approx(expected, rel=1e-5)
+    distance = float((z_all[src] - z_all[neg]).detach().norm(dim=-1).mean())
+    assert with_sep.metrics["order_negative_distance"] == pytest.approx(distance, rel=1e-5)
+
+
 def test_counterfactual_kinds_are_checked():
     base = ClipStage().presets()["tiny"].model
     with pytest.raises(ValueError, match="counterfactual_kinds must be some of"):

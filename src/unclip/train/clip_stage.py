@@ -60,7 +60,9 @@ class ClipStageConfig:
     # Weight of 1 − cos between each relation caption's text embedding and its converse's ("a star left of a
     # square" / "a square to the right of a star", written fresh; data.shapes.converse_caption), counterfactual
     # captions included. With the separation term it leaves the text tower one way to encode a relation: bound to
-    # the objects (which one is on the left), the thing the image can show. 0 turns it off.
+    # the objects (which one is on the left), the thing the image can show. With both, the separation hinge also
+    # parts each caption from the converse of its counterfactual ("a star left of a square" from "a square left of a
+    # star": the same words, the opposite meaning). 0 turns it off.
     paraphrase_weight: float = 0.0
 
     def __post_init__(self) -> None:
@@ -348,9 +350,17 @@ class ClipStage(Stage[ClipStageConfig]):
                 loss = loss + config.pair_weight * terms.loss
             if config.separation_weight:
                 m = config.separation_margin
-                loss = loss + config.separation_weight * (
-                    separation_loss(z_i, a, b, m) + separation_loss(z_all, a, b, m)
-                )
+                hinge = separation_loss(z_i, a, b, m) + separation_loss(z_all, a, b, m)
+                # Word-order negatives: each source caption against its counterfactual's converse (the paraphrase of
+                # caption k >= len(captions) sits at row n + len(negatives) + j of z_all).
+                first = n + len(negatives)
+                order = [(pairs[k - len(captions)][0], first + j) for j, (k, _) in enumerate(paraphrases)
+                         if k >= len(captions)]  # fmt: skip
+                if order:
+                    src, neg = (torch.tensor(x, dtype=torch.long, device=z_i.device) for x in zip(*order, strict=True))
+                    hinge = hinge + separation_loss(z_all, src, neg, m)
+                    metrics["order_negative_distance"] = float((z_all[src] - z_all[neg]).detach().norm(dim=-1).mean())
+                loss = loss + config.separation_weight * hinge
             metrics.update(
                 counterfactuals=float(len(pairs)),
                 counterfactual_text=float(terms.text_score),
