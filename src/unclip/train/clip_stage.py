@@ -278,8 +278,8 @@ class ClipStage(Stage[ClipStageConfig]):
         return model
 
     def batch_extras(self, config: ClipStageConfig):  # -> Callable[[MicroBatch], dict] | None
-        # Negatives and rendered counterfactuals cost ~0.25 s of one CPU core per batch of 256: in the loader's
-        # workers, not between the accelerator's steps.
+        # Negatives and rendered counterfactuals cost 0.21 s of one CPU core per batch of 256
+        # (benchmarks/clip_batch_prep.py): in the loader's workers, not between the accelerator's steps.
         return partial(_micro_batch_edits, config=config) if config.hard_negatives or config.paraphrase_weight else None
 
     def export(self, model: nn.Module, config: ClipStageConfig, folder: str | Path) -> Path:
@@ -324,7 +324,8 @@ class ClipStage(Stage[ClipStageConfig]):
         # One forward over captions, counterfactuals, negatives and paraphrases (DDP needs a single call per step).
         z_i, z_all, scale = model(images, ids.to(images.device))
         n = len(captions) + len(pairs)
-        z_neg = z_all[n : n + len(negatives)] if owned else None
+        first_paraphrase = n + len(negatives)  # rows of z_all: captions, counterfactuals, negatives, paraphrases
+        z_neg = z_all[n:first_paraphrase] if owned else None
         owners = torch.tensor([i for i, _ in owned], dtype=torch.long, device=z_i.device) if owned else None
         out = contrastive_loss(z_i, z_all[:n], scale, z_neg, owners, config.pair_weight)
         loss = out.loss
@@ -337,7 +338,7 @@ class ClipStage(Stage[ClipStageConfig]):
         }
         if paraphrases:  # how close each relation caption sits to its converse
             said = torch.tensor([k for k, _ in paraphrases], dtype=torch.long, device=z_i.device)
-            cosine = (z_all[said] * z_all[n + len(negatives) :]).sum(-1).mean()
+            cosine = (z_all[said] * z_all[first_paraphrase:]).sum(-1).mean()
             loss = loss + config.paraphrase_weight * (1 - cosine)
             metrics.update(paraphrases=float(len(paraphrases)), paraphrase_cosine=float(cosine.detach()))
         if out.pairwise is not None:  # how often an image prefers its caption to each near miss, during training
@@ -351,10 +352,9 @@ class ClipStage(Stage[ClipStageConfig]):
             if config.separation_weight:
                 m = config.separation_margin
                 hinge = separation_loss(z_i, a, b, m) + separation_loss(z_all, a, b, m)
-                # Word-order negatives: each source caption against its counterfactual's converse (the paraphrase of
-                # caption k >= len(captions) sits at row n + len(negatives) + j of z_all).
-                first = n + len(negatives)
-                order = [(pairs[k - len(captions)][0], first + j) for j, (k, _) in enumerate(paraphrases)
+                # Word-order negatives: each source caption against its counterfactual's converse (paraphrase j
+                # of caption k >= len(captions), a counterfactual's).
+                order = [(pairs[k - len(captions)][0], first_paraphrase + j) for j, (k, _) in enumerate(paraphrases)
                          if k >= len(captions)]  # fmt: skip
                 if order:
                     src, neg = (torch.tensor(x, dtype=torch.long, device=z_i.device) for x in zip(*order, strict=True))
