@@ -166,3 +166,49 @@ def test_separation_loss_moves_a_pair_both_towers_confuse_where_the_pair_terms_c
     # -(d/dt_a - d/dt_b) = 2 (t_a - t_b) / |t_a - t_b| (less a hair for the epsilon under the square root)
     assert intra.norm() == pytest.approx(2.0, rel=1e-4)
     assert torch.nn.functional.cosine_similarity(-intra, tiny, dim=0) > 0.999999
+
+
+def test_paraphrase_retrieval_loss_by_hand():
+    """Row q against every other row at 1/τ, its paraphrase the answer; rows marked as the same text sit out."""
+    from unclip.clip.loss import paraphrase_retrieval_loss
+
+    torch.manual_seed(5)
+    z = torch.nn.functional.normalize(torch.randn(6, 4, dtype=torch.float64), dim=-1)
+    query, target, tau = torch.tensor([0, 2]), torch.tensor([4, 5]), 0.1
+
+    def ce(q: int, t: int, out: set[int]) -> float:
+        others = [j for j in range(6) if j != q and j not in out]
+        logits = {j: float(z[q] @ z[j]) / tau for j in others}
+        return -logits[t] + math.log(sum(math.exp(v) for v in logits.values()))
+
+    loss, found = paraphrase_retrieval_loss(z, query, target, tau)
+    assert float(loss) == pytest.approx((ce(0, 4, set()) + ce(2, 5, set())) / 2, rel=1e-9)
+    best = [max((j for j in range(6) if j != q), key=lambda j: float(z[q] @ z[j])) for q in (0, 2)]
+    assert float(found) == sum(b == t for b, t in zip(best, (4, 5), strict=True)) / 2
+    # Row 1 says what row 4 says (for query 0), so it is neither right nor wrong; the target itself stays in.
+    same = torch.zeros(2, 6, dtype=torch.bool)
+    same[0, 1] = same[0, 4] = True
+    loss, _ = paraphrase_retrieval_loss(z, query, target, tau, same)
+    assert float(loss) == pytest.approx((ce(0, 4, {1}) + ce(2, 5, set())) / 2, rel=1e-9)
+    with pytest.raises(ValueError, match="index vectors"):
+        paraphrase_retrieval_loss(z, query, torch.tensor([4]), tau)
+
+
+def test_paraphrase_retrieval_costs_an_order_blind_tower_at_least_log_two():
+    """A tower blind to word order gives "X left of Y" and "Y left of X" one embedding, so the near miss ties the
+    query itself and scores at least as high as any paraphrase: each such query pays >= log 2. A tower that binds
+    (the converse close, the near misses far) pays close to nothing; the cosine pull, 1 − cos, cannot tell the two
+    apart when the converse is equally close in both."""
+    from unclip.clip.loss import paraphrase_retrieval_loss
+
+    e = torch.eye(4, dtype=torch.float64)
+    # Rows: the caption, its converse, the same words in the other order, the opposite relation.
+    close = torch.nn.functional.normalize(e[0] + 0.3 * e[1], dim=0)
+    blind = torch.stack([e[0], close, e[0], close])  # the near misses coincide with the caption and the converse
+    binding = torch.stack([e[0], close, e[2], e[3]])
+    query, target = torch.tensor([0]), torch.tensor([1])
+    blind_loss, blind_found = paraphrase_retrieval_loss(blind, query, target, 0.07)
+    binding_loss, binding_found = paraphrase_retrieval_loss(binding, query, target, 0.07)
+    assert float(blind_loss) >= math.log(2) and float(blind_found) == 0.0
+    assert float(binding_loss) < 0.01 and float(binding_found) == 1.0
+    assert float(blind[0] @ blind[1]) == float(binding[0] @ binding[1])  # the cosine pull is the same for both

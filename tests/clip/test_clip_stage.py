@@ -72,9 +72,8 @@ def test_engine_run_exports_a_model_folder(tmp_path):
     assert z.shape == (1, 32) and states.shape == (1, 48, 64) and int(mask.sum()) >= 3
 
 
-def test_lock_image_trains_the_text_side_only():
+def _moved_by_one_step(config) -> tuple[set[str], dict]:
     stage = ClipStage()
-    config = replace(stage.presets()["tiny"].model, lock_image=True, pair_weight=1.0)
     torch.manual_seed(0)
     model = stage.build(config)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -83,10 +82,25 @@ def test_lock_image_trains_the_text_side_only():
     out.loss.backward()
     opt.step()
     after = model.state_dict()
-    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    return {k for k in before if not torch.equal(before[k], after[k])}, out.metrics
+
+
+def test_lock_image_trains_the_text_side_only():
+    config = replace(ClipStage().presets()["tiny"].model, lock_image=True, pair_weight=1.0)
+    moved, metrics = _moved_by_one_step(config)
     assert moved and all(k.startswith(("text.", "text_proj.", "logit_scale")) for k in moved), sorted(moved)
     assert not any(k.startswith(("visual.", "visual_proj.")) for k in moved)
-    assert 0.0 <= out.metrics["pair_accuracy"] <= 1.0 and out.metrics["pairwise"] > 0
+    assert 0.0 <= metrics["pair_accuracy"] <= 1.0 and metrics["pairwise"] > 0
+
+
+def test_lock_text_trains_the_image_side_only():
+    base = ClipStage().presets()["tiny"].model
+    moved, _ = _moved_by_one_step(replace(base, lock_text=True, pair_weight=1.0))
+    assert moved and all(k.startswith(("visual.", "visual_proj.", "logit_scale")) for k in moved), sorted(moved)
+    assert any(k.startswith("visual.") for k in moved)
+    for bad, match in (({"lock_image": True}, "nothing to train"), ({"paraphrase_weight": 1.0}, "does nothing")):
+        with pytest.raises(ValueError, match=match):
+            replace(base, lock_text=True, **bad)
 
 
 def test_trimmed_ids_change_no_embedding_and_no_gradient():
@@ -208,7 +222,7 @@ def test_paraphrase_term_pulls_each_relation_caption_onto_its_converse():
     config = replace(stage.presets()["tiny"].model, negatives_per_caption=2, counterfactual_kinds="relation")
     batch = _batch(40, config.clip.vision.image_size)
     captions, seeds = list(batch.caption), [int(s) for s in batch.seed]
-    with_para = replace(config, paraphrase_weight=0.7)
+    with_para = replace(config, paraphrase_weight=0.7, paraphrase_loss="cosine")
     edits = text_edits(captions, batch.scene, seeds, 32, with_para)
     texts = captions + [t for _, _, t in edits["pairs"]]
     relational = [k for k, t in enumerate(texts) if parse_caption(t).relation is not None]
@@ -230,6 +244,22 @@ def test_paraphrase_term_pulls_each_relation_caption_onto_its_converse():
     assert float(pulled.loss.detach()) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="paraphrase_weight must be"):
         replace(config, paraphrase_weight=-1.0)
+
+    # The retrieval form (the default): each caption finds its converse among every text of the step.
+    from unclip.clip.loss import paraphrase_retrieval_loss
+
+    found = stage.loss(model, batch, replace(with_para, paraphrase_loss="retrieval", paraphrase_temperature=0.2))
+    all_texts = texts + negatives + said_texts
+    rows = torch.arange(len(texts) + len(negatives), len(all_texts))
+    same = torch.tensor([[t == all_texts[r] for t in all_texts] for r in rows.tolist()])
+    term, share = paraphrase_retrieval_loss(z_all, said, rows, 0.2, same)
+    assert float(found.loss.detach()) == pytest.approx(float(base.loss.detach()) + 0.7 * float(term), rel=1e-5)
+    assert found.metrics["paraphrase_found"] == pytest.approx(float(share))
+    assert found.metrics["paraphrase_cosine"] == pytest.approx(cosine, abs=1e-5)
+    for bad, match in (({"paraphrase_loss": "l2"}, "paraphrase_loss must be one of"),
+                       ({"paraphrase_temperature": 0.0}, "paraphrase_temperature must lie")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            replace(config, **bad)
 
 
 def test_separation_with_paraphrases_also_parts_each_caption_from_its_counterfactuals_converse():

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unclip.clip.loss import contrastive_loss, pair_terms, separation_loss
+from unclip.clip.loss import contrastive_loss, pair_terms, paraphrase_retrieval_loss, separation_loss
 from unclip.clip.model import CLIP, PRESETS, CLIPConfig
 from unclip.clip.tokenizer import Tokenizer, make_tokenizer
 from unclip.data.negatives import KINDS, hard_negatives
@@ -35,6 +35,8 @@ from unclip.data.shapes.counterfactual import KINDS as COUNTERFACTUAL_KINDS
 from unclip.data.shapes.counterfactual import counterfactual_scene
 from unclip.train.config import TrainConfig
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
+
+PARAPHRASE_LOSSES = ("retrieval", "cosine")
 
 
 @dataclass
@@ -49,6 +51,9 @@ class ClipStageConfig:
     # Locked-image tuning (LiT's "Lu", Zhai et al. 2022): the image tower and its projection keep the weights they
     # start with (train.init_from) and only the text side learns, here to bind the way the images already do.
     lock_image: bool = False
+    # The other way round: the text tower, its projection and its token table keep their weights and only the image
+    # side learns, e.g. to encode what a text tower already binds (docs/clip.md, "Relations").
+    lock_text: bool = False
     # Hard negatives of these kinds become (rendered counterfactual scene, negative) pairs of the batch when the
     # sample has a Shapes-world scene graph; () turns it off. "count" cannot be drawn (it would move objects).
     counterfactual_kinds: tuple[str, ...] = ()
@@ -64,6 +69,12 @@ class ClipStageConfig:
     # parts each caption from the converse of its counterfactual ("a star left of a square" from "a square left of a
     # star": the same words, the opposite meaning). 0 turns it off.
     paraphrase_weight: float = 0.0
+    # The form of that pull. "retrieval": each relation caption must pick its converse out of every text of the
+    # batch (captions, near misses, converses) at paraphrase_temperature, SimCSE-style (clip/loss.py), which a
+    # tower blind to word order cannot satisfy. "cosine": 1 − cos with the converse alone, which such a tower meets
+    # halfway by ignoring the relation word (docs/clip.md, "Relations").
+    paraphrase_loss: str = "retrieval"
+    paraphrase_temperature: float = 0.07
 
     def __post_init__(self) -> None:
         self.negative_kinds = _kinds(self.negative_kinds)
@@ -90,6 +101,16 @@ class ClipStageConfig:
             )
         if not self.paraphrase_weight >= 0:
             raise ValueError(f"paraphrase_weight must be >= 0, got {self.paraphrase_weight!r}")
+        if self.paraphrase_loss not in PARAPHRASE_LOSSES:
+            raise ValueError(
+                f"paraphrase_loss must be one of {', '.join(PARAPHRASE_LOSSES)}, got {self.paraphrase_loss!r}"
+            )
+        if not 0 < self.paraphrase_temperature <= 1:
+            raise ValueError(f"paraphrase_temperature must lie in (0, 1], got {self.paraphrase_temperature!r}")
+        if self.lock_image and self.lock_text:
+            raise ValueError("lock_image and lock_text together leave nothing to train but the temperature")
+        if self.lock_text and self.paraphrase_weight:
+            raise ValueError("paraphrase_weight moves text embeddings only; it does nothing with lock_text=true")
         if self.separation_weight and not self.counterfactual_kinds:
             raise ValueError("separation_weight needs counterfactual_kinds: it separates counterfactual pairs")
 
@@ -195,6 +216,11 @@ def _micro_batch_edits(mb: Any, config: ClipStageConfig) -> dict[str, Any]:
     return {EDITS_KEY: text_edits(list(mb.caption), mb.scene, seeds, mb.image.shape[-1], config)}
 
 
+def _same_text(texts: list[str], rows: list[int]) -> torch.Tensor:
+    """``(len(rows), len(texts))`` bool: which texts are word for word text ``rows[k]``."""
+    return torch.tensor([[t == texts[r] for t in texts] for r in rows], dtype=torch.bool).reshape(len(rows), len(texts))
+
+
 def _scene_graph(scene: dict[str, Any]):  # -> SceneGraph | None
     try:
         return SceneGraph.from_json(scene)
@@ -275,6 +301,9 @@ class ClipStage(Stage[ClipStageConfig]):
         if config.lock_image:
             model.visual.requires_grad_(False)
             model.visual_proj.requires_grad_(False)
+        if config.lock_text:
+            model.text.requires_grad_(False)
+            model.text_proj.requires_grad_(False)
         return model
 
     def batch_extras(self, config: ClipStageConfig):  # -> Callable[[MicroBatch], dict] | None
@@ -339,8 +368,16 @@ class ClipStage(Stage[ClipStageConfig]):
         if paraphrases:  # how close each relation caption sits to its converse
             said = torch.tensor([k for k, _ in paraphrases], dtype=torch.long, device=z_i.device)
             cosine = (z_all[said] * z_all[first_paraphrase:]).sum(-1).mean()
-            loss = loss + config.paraphrase_weight * (1 - cosine)
             metrics.update(paraphrases=float(len(paraphrases)), paraphrase_cosine=float(cosine.detach()))
+            if config.paraphrase_loss == "cosine":
+                loss = loss + config.paraphrase_weight * (1 - cosine)
+            else:
+                rows = torch.arange(first_paraphrase, len(texts), device=z_i.device)
+                term, found = paraphrase_retrieval_loss(
+                    z_all, said, rows, config.paraphrase_temperature, _same_text(texts, rows.tolist()).to(z_i.device)
+                )
+                loss = loss + config.paraphrase_weight * term
+                metrics.update(paraphrase_retrieval=float(term.detach()), paraphrase_found=float(found))
         if out.pairwise is not None:  # how often an image prefers its caption to each near miss, during training
             metrics.update(pairwise=float(out.pairwise), pair_accuracy=float(out.pair_accuracy))
         if pairs:  # Winoground's scores of each (source, counterfactual) pair, during training
