@@ -216,6 +216,7 @@ def test_hard_negatives_made_in_a_loader_worker_give_the_loss_made_in_the_step()
 
 def test_paraphrase_term_pulls_each_relation_caption_onto_its_converse():
     from unclip.data.shapes import parse_caption
+    from unclip.data.shapes.captions import CONVERSE
     from unclip.train.clip_stage import text_edits
 
     stage = ClipStage()
@@ -248,14 +249,32 @@ def test_paraphrase_term_pulls_each_relation_caption_onto_its_converse():
     # The retrieval form (the default): each caption finds its converse among every text of the step.
     from unclip.clip.loss import paraphrase_retrieval_loss
 
-    found = stage.loss(model, batch, replace(with_para, paraphrase_loss="retrieval", paraphrase_temperature=0.2))
-    all_texts = texts + negatives + said_texts
-    rows = torch.arange(len(texts) + len(negatives), len(all_texts))
+    assert edits["foils"] == []  # the cosine form has no softmax to put them in
+    retrieval = replace(with_para, paraphrase_loss="retrieval", paraphrase_temperature=0.2)
+    foils = text_edits(captions, batch.scene, seeds, 32, retrieval)["foils"]
+    # Each relation caption brings its opposite in the same order, then that opposite's converse: the caption's
+    # own relation word with the objects in the other order.
+    sources = [parse_caption(texts[k]) for k, _ in edits["paraphrases"] if k < len(captions)]
+    assert len(foils) == 2 * len(sources) >= 6
+    for source, opposite, other_order in zip(sources, foils[::2], foils[1::2], strict=True):
+        opposite, other_order = parse_caption(opposite), parse_caption(other_order)
+        assert opposite.phrases == source.phrases and opposite.relation == CONVERSE[source.relation]
+        assert other_order.phrases == source.phrases[::-1] and other_order.relation == source.relation
+    found = stage.loss(model, batch, retrieval)
+    all_texts = texts + negatives + said_texts + foils
+    _, z_all, _ = model(batch.image[:1], stage.tokenizer(config).trimmed(all_texts))
+    rows = torch.arange(len(texts) + len(negatives), len(texts) + len(negatives) + len(said_texts))
     same = torch.tensor([[t == all_texts[r] for t in all_texts] for r in rows.tolist()])
     term, share = paraphrase_retrieval_loss(z_all, said, rows, 0.2, same)
     assert float(found.loss.detach()) == pytest.approx(float(base.loss.detach()) + 0.7 * float(term), rel=1e-5)
     assert found.metrics["paraphrase_found"] == pytest.approx(float(share))
     assert found.metrics["paraphrase_cosine"] == pytest.approx(cosine, abs=1e-5)
+    unfoiled = stage.loss(model, batch, replace(retrieval, relation_foils=False))
+    without = paraphrase_retrieval_loss(z_all[: len(all_texts) - len(foils)], said, rows, 0.2, same[:, : -len(foils)])[
+        0
+    ]
+    assert float(unfoiled.loss.detach()) == pytest.approx(float(base.loss.detach()) + 0.7 * float(without), rel=1e-5)
+    assert float(without) < float(term)  # more rows in the softmax, the same right answers
     for bad, match in (({"paraphrase_loss": "l2"}, "paraphrase_loss must be one of"),
                        ({"paraphrase_temperature": 0.0}, "paraphrase_temperature must lie")):  # fmt: skip
         with pytest.raises(ValueError, match=match):

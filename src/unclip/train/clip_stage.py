@@ -75,6 +75,10 @@ class ClipStageConfig:
     # halfway by ignoring the relation word (docs/clip.md, "Relations").
     paraphrase_loss: str = "retrieval"
     paraphrase_temperature: float = 0.07
+    # With "retrieval": every relation caption of the batch also brings its opposite ("a star right of a square")
+    # and the opposite's converse ("a square left of a star": the same words in the other order) as text rows of
+    # that softmax, so each caption meets both near misses a tower blind to order confuses with its converse.
+    relation_foils: bool = True
 
     def __post_init__(self) -> None:
         self.negative_kinds = _kinds(self.negative_kinds)
@@ -203,9 +207,18 @@ def text_edits(
             converse = converse_caption(text, np.random.default_rng([int(seeds[i]), 0x436F6E76, k]))
             if converse is not None:
                 paraphrases.append((k, converse))
+    foils = []
+    if config.paraphrase_weight and config.paraphrase_loss == "retrieval" and config.relation_foils:
+        for k, _ in paraphrases:  # the opposite relation in the same order and in the other order, as text rows
+            if k >= len(captions):
+                continue
+            rng = np.random.default_rng([int(seeds[k]), 0x466F696C])
+            opposite = hard_negatives(captions[k], rng, ("relation",)).get("relation")
+            other_order = converse_caption(opposite, rng) if opposite is not None else None
+            foils.extend(t for t in (opposite, other_order) if t is not None)
     drawn = scenes_tensor([scene for *_, scene in pairs], resolution) if pairs else None
     return {"pairs": [(i, kind, text) for i, kind, text, _ in pairs], "pair_images": drawn, "negatives": left,
-            "paraphrases": paraphrases}  # fmt: skip
+            "paraphrases": paraphrases, "foils": foils}  # fmt: skip
 
 
 EDITS_KEY = "clip_text_edits"
@@ -338,17 +351,18 @@ class ClipStage(Stage[ClipStageConfig]):
         owned: list[tuple[int, str]] = []
         pairs: list[tuple[int, str, str]] = []
         paraphrases: list[tuple[int, str]] = []
+        foils: list[str] = []
         images = batch.image
         if config.hard_negatives or config.paraphrase_weight:
             edits = batch.extra.get(EDITS_KEY)  # made in the loader's workers, or here when the batch lacks them
             if edits is None:
                 seeds = [int(s) for s in batch.seed]
                 edits = text_edits(captions, batch.scene, seeds, images.shape[-1], config)
-            pairs, owned, paraphrases = edits["pairs"], edits["negatives"], edits["paraphrases"]
+            pairs, owned, paraphrases, foils = edits["pairs"], edits["negatives"], edits["paraphrases"], edits["foils"]
             if pairs:  # rendered as the Shapes source renders at this resolution (unclip.data.datasets)
                 images = torch.cat([images, edits["pair_images"].to(images.device, images.dtype)])
         negatives = [text for _, text in owned]
-        texts = captions + [text for _, _, text in pairs] + negatives + [text for _, text in paraphrases]
+        texts = captions + [text for _, _, text in pairs] + negatives + [text for _, text in paraphrases] + foils
         ids = tokenizer.trimmed(texts)  # a fraction of the cost of the full context
         # One forward over captions, counterfactuals, negatives and paraphrases (DDP needs a single call per step).
         z_i, z_all, scale = model(images, ids.to(images.device))
@@ -367,12 +381,13 @@ class ClipStage(Stage[ClipStageConfig]):
         }
         if paraphrases:  # how close each relation caption sits to its converse
             said = torch.tensor([k for k, _ in paraphrases], dtype=torch.long, device=z_i.device)
-            cosine = (z_all[said] * z_all[first_paraphrase:]).sum(-1).mean()
+            end = first_paraphrase + len(paraphrases)  # the relation foils, if any, come after the paraphrases
+            cosine = (z_all[said] * z_all[first_paraphrase:end]).sum(-1).mean()
             metrics.update(paraphrases=float(len(paraphrases)), paraphrase_cosine=float(cosine.detach()))
             if config.paraphrase_loss == "cosine":
                 loss = loss + config.paraphrase_weight * (1 - cosine)
             else:
-                rows = torch.arange(first_paraphrase, len(texts), device=z_i.device)
+                rows = torch.arange(first_paraphrase, end, device=z_i.device)
                 term, found = paraphrase_retrieval_loss(
                     z_all, said, rows, config.paraphrase_temperature, _same_text(texts, rows.tolist()).to(z_i.device)
                 )
