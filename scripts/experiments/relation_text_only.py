@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 
 import numpy as np
 import torch
 
 from unclip.clip.checkpoint import load_clip
 from unclip.clip.loss import paraphrase_retrieval_loss, separation_loss
-from unclip.data.negatives import hard_negatives
 from unclip.data.shapes import caption, converse_caption, parse_caption, sample_scene
-from unclip.eval.binding_probe import placed_pairs
-
-TEMPLATE = "a {} {} to the {} of a {} {}"
+from unclip.eval.binding_probe import converse_texts, placed_pairs
+from unclip.train.clip_stage import relation_foils
 
 
 def relation_quad(rng: np.random.Generator) -> tuple[str, str, str, str]:
@@ -43,25 +40,15 @@ def relation_quad(rng: np.random.Generator) -> tuple[str, str, str, str]:
         a, b = parse_caption(text).phrases
         if a == b:  # "a blue hexagon above a blue hexagon" is its own opposite
             continue
-        opposite = hard_negatives(text, rng, ("relation",)).get("relation")
-        other_order = converse_caption(opposite, rng) if opposite is not None else None
-        if other_order is not None:
-            return text, converse, opposite, other_order
-
-
-def probe_rows() -> list[tuple[str, str, str, str]]:
-    rows = []
-    for _, _, text, _ in placed_pairs(300, "test", 0):
-        c1, s1, c2, s2 = re.match(r"a (\S+) (.+) to the left of a (\S+) (.+)", text).groups()  # type: ignore[union-attr]
-        rows.append((TEMPLATE.format(c1, s1, "left", c2, s2), TEMPLATE.format(c2, s2, "right", c1, s1),
-                     TEMPLATE.format(c1, s1, "right", c2, s2), TEMPLATE.format(c2, s2, "left", c1, s1)))  # fmt: skip
-    return rows
+        foils = relation_foils(text, rng)
+        if len(foils) == 2:
+            return text, converse, *foils
 
 
 @torch.no_grad()
 def converse_figures(clip, rows) -> dict[str, float]:
     clip.eval()
-    e = [clip.encode_text([r[k] for r in rows]).embedding.float() for k in range(4)]
+    e = [clip.encode_text(texts).embedding.float() for texts in rows]
     clip.train()
     converse, opposite, other_order = ((e[0] * e[k]).sum(-1) for k in (1, 2, 3))
     score = ((converse > opposite) & (converse > other_order)).float().mean()
@@ -79,7 +66,7 @@ def main() -> None:
     parser.add_argument("--save", help="write the CLIP to SAVE_<step> every 100 steps")
     args = parser.parse_args()
     clip = load_clip(args.model)
-    rng, rows, b = np.random.default_rng(7), probe_rows(), args.batch
+    rng, rows, b = np.random.default_rng(7), converse_texts(placed_pairs(300, "test", 0)), args.batch
     params = [*clip.text.parameters(), *clip.text_proj.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     print(json.dumps({"step": 0, **converse_figures(clip, rows)}), flush=True)

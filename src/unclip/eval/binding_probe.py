@@ -110,13 +110,20 @@ def placed_pairs(
     return _two_object_pairs(n, split, seed, max_scan, make, "fit for a relation pair")
 
 
-def converse_scores(clip, pairs: list[tuple[Any, Any, str, str]], batch_size: int = 64) -> dict[str, float]:
-    """``converse_score`` and ``converse_cosine`` of :func:`placed_pairs` (see the module docstring)."""
-    texts: list[list[str]] = [[], [], [], []]  # A, converse of A, B (A's order, the other word), converse of B
+def converse_texts(pairs: list[tuple[Any, Any, str, str]]) -> list[list[str]]:
+    """Four captions per :func:`placed_pairs` pair, as four lists: A ("X left of Y"), A's converse ("Y right of
+    X"), B (A's order, the other word: "X right of Y") and B's converse ("Y left of X": A's words, the other order)."""
+    texts: list[list[str]] = [[], [], [], []]
     for scene, _, _, _ in pairs:
         a, b = sorted(scene.objects, key=lambda o: o.x)
         for k, (first, word, second) in enumerate(((a, "left", b), (b, "right", a), (a, "right", b), (b, "left", a))):
             texts[k].append(RELATION_TEMPLATE.format(first.colour, first.shape, word, second.colour, second.shape))
+    return texts
+
+
+def converse_scores(clip, pairs: list[tuple[Any, Any, str, str]], batch_size: int = 64) -> dict[str, float]:
+    """``converse_score`` and ``converse_cosine`` of :func:`placed_pairs` (see the module docstring)."""
+    texts = converse_texts(pairs)
 
     def encode(chunk: list[str]) -> Tensor:
         rows = [clip.encode_text(chunk[i : i + batch_size]).embedding for i in range(0, len(chunk), batch_size)]
@@ -189,10 +196,10 @@ def binding_probe(
         out["image_decodability"] = decodable["accuracy"]
         out["image_decodability_detail"] = decodable
         out["chance"] = {**CHANCE, "image_decodability": decodable["chance"]}
-        placed = image_decodability(clip.encode_image, clip.image_size, layouts, min(100, layouts * 5 // 8), split,
-                                    seed, batch_size=batch_size, edit="placement")  # fmt: skip
-        out["relation"]["image_decodability"] = placed["accuracy"]
-        out["relation"]["image_decodability_detail"] = placed
+        placement = image_decodability(clip.encode_image, clip.image_size, layouts, min(100, layouts * 5 // 8),
+                                       split, seed, batch_size=batch_size, edit="placement")  # fmt: skip
+        out["relation"]["image_decodability"] = placement["accuracy"]
+        out["relation"]["image_decodability_detail"] = placement
     return out
 
 

@@ -209,16 +209,21 @@ def text_edits(
                 paraphrases.append((k, converse))
     foils = []
     if config.paraphrase_weight and config.paraphrase_loss == "retrieval" and config.relation_foils:
-        for k, _ in paraphrases:  # the opposite relation in the same order and in the other order, as text rows
-            if k >= len(captions):
-                continue
-            rng = np.random.default_rng([int(seeds[k]), 0x466F696C])
-            opposite = hard_negatives(captions[k], rng, ("relation",)).get("relation")
-            other_order = converse_caption(opposite, rng) if opposite is not None else None
-            foils.extend(t for t in (opposite, other_order) if t is not None)
+        for k, _ in paraphrases:  # the sources' own; a counterfactual's opposite is its source
+            if k < len(captions):
+                foils.extend(relation_foils(captions[k], np.random.default_rng([int(seeds[k]), 0x466F696C])))
     drawn = scenes_tensor([scene for *_, scene in pairs], resolution) if pairs else None
     return {"pairs": [(i, kind, text) for i, kind, text, _ in pairs], "pair_images": drawn, "negatives": left,
             "paraphrases": paraphrases, "foils": foils}  # fmt: skip
+
+
+def relation_foils(text: str, rng: np.random.Generator) -> list[str]:
+    """The near misses of a relation caption that a tower blind to word order confuses with its converse: the
+    opposite relation in the same order ("a star right of a square") and that opposite's converse ("a square left of
+    a star": the same words in the other order). Fewer, or none, when ``text`` states no relation."""
+    opposite = hard_negatives(text, rng, ("relation",)).get("relation")
+    other_order = converse_caption(opposite, rng) if opposite is not None else None
+    return [t for t in (opposite, other_order) if t is not None]
 
 
 EDITS_KEY = "clip_text_edits"
