@@ -12,12 +12,15 @@ closer to their converse than to both near misses).
 --objective retrieval: find the converse among all 256 texts of the step (clip.loss.paraphrase_retrieval_loss,
 temperature 0.07) plus the separation hinge (margin 0.5) on both near misses; cosine: 1 - cos with the converse
 plus the same hinge. An experiment, not a training command: nothing ties the text to the images here, and a CLIP
-trained this way loses its alignment (docs/clip.md).
+trained this way loses its alignment (docs/clip.md). ``--anchor W`` limits that: each step also encodes 64 captions
+that state no relation and adds W x their mean 1 - cos with the starting tower's embedding of the same caption (a
+distillation term that holds the rest of the text space where the images expect it).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 
 import numpy as np
@@ -45,6 +48,16 @@ def relation_quad(rng: np.random.Generator) -> tuple[str, str, str, str]:
             return text, converse, *foils
 
 
+def plain_captions(rng: np.random.Generator, n: int) -> list[str]:
+    """``n`` captions of random scenes that state no relation (the ones ``--anchor`` holds in place)."""
+    out: list[str] = []
+    while len(out) < n:
+        text = caption(sample_scene(rng), rng)
+        if converse_caption(text, rng) is None:
+            out.append(text)
+    return out
+
+
 @torch.no_grad()
 def converse_figures(clip, rows) -> dict[str, float]:
     clip.eval()
@@ -63,9 +76,11 @@ def main() -> None:
     parser.add_argument("--objective", choices=("retrieval", "cosine"), default="retrieval")
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--anchor", type=float, default=0.0, help="weight of the distillation term (0: none)")
     parser.add_argument("--save", help="write the CLIP to SAVE_<step> every 100 steps")
     args = parser.parse_args()
     clip = load_clip(args.model)
+    teacher = copy.deepcopy(clip).eval().requires_grad_(False)
     rng, rows, b = np.random.default_rng(7), converse_texts(placed_pairs(300, "test", 0)), args.batch
     params = [*clip.text.parameters(), *clip.text_proj.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
@@ -79,12 +94,18 @@ def main() -> None:
             pull = (1 - (z[anchors] * z[converses]).sum(-1)).mean()
         else:
             pull = paraphrase_retrieval_loss(z, anchors, converses, 0.07)[0]
+        if args.anchor:
+            ids = clip.tokenizer.trimmed(plain_captions(rng, b))
+            drift = 1 - (clip.text_features(ids)[0] * teacher.text_features(ids)[0]).sum(-1).mean()
+            pull = pull + args.anchor * drift
         opt.zero_grad()
         (hinge + pull).backward()
         opt.step()
         if step % 50 == 0:
-            loss = round(float((hinge + pull).detach()), 4)
-            print(json.dumps({"step": step, "loss": loss, **converse_figures(clip, rows)}), flush=True)
+            loss = {"loss": round(float((hinge + pull).detach()), 4)}
+            if args.anchor:
+                loss["drift"] = round(float(drift.detach()), 4)
+            print(json.dumps({"step": step, **loss, **converse_figures(clip, rows)}), flush=True)
         if args.save and step % 100 == 0:
             clip.save_pretrained(f"{args.save}_{step}")
 
