@@ -58,8 +58,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--pool", type=int, default=4096, help="training pairs drawn from the train split")
     parser.add_argument("--save", help="write the CLIP to SAVE_<step> every 100 steps")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    clip = load_clip(args.model)
+    clip = load_clip(args.model, args.device)
     clip.requires_grad_(False)
     params = [*clip.visual.parameters(), *clip.visual_proj.parameters()]
     for p in params:
@@ -71,12 +72,13 @@ def main() -> None:
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     gen, b = torch.Generator().manual_seed(7), args.batch
     print(json.dumps({"step": 0, **relation_figures(clip, test, test_a, test_b)}), flush=True)
-    a, bb = torch.arange(b), torch.arange(b) + b
+    a, bb = torch.arange(b, device=args.device), torch.arange(b, device=args.device) + b
     for step in range(1, args.steps + 1):
         pick = torch.randperm(len(train), generator=gen)[:b].tolist()
-        images = scenes_tensor([train[k][0] for k in pick] + [train[k][1] for k in pick], clip.image_size)
+        scenes = [train[k][0] for k in pick] + [train[k][1] for k in pick]
+        images = scenes_tensor(scenes, clip.image_size).to(args.device)
         z_i = clip.image_features(images)
-        z_t = F.normalize(torch.cat([train_a[pick], train_b[pick]]), dim=-1)
+        z_t = F.normalize(torch.cat([train_a[pick], train_b[pick]]), dim=-1)  # frozen: no graph
         loss = contrastive_loss(z_i, z_t, scale).loss + pair_terms(z_i, z_t, scale, a, bb).loss
         if args.hinge:
             loss = loss + separation_loss(z_i, a, bb, 0.5)

@@ -78,24 +78,25 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--anchor", type=float, default=0.0, help="weight of the distillation term (0: none)")
     parser.add_argument("--save", help="write the CLIP to SAVE_<step> every 100 steps")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    clip = load_clip(args.model)
+    clip = load_clip(args.model, args.device)
     teacher = copy.deepcopy(clip).eval().requires_grad_(False)
     rng, rows, b = np.random.default_rng(7), converse_texts(placed_pairs(300, "test", 0)), args.batch
     params = [*clip.text.parameters(), *clip.text_proj.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     print(json.dumps({"step": 0, **converse_figures(clip, rows)}), flush=True)
-    anchors, converses = torch.arange(b) * 4, torch.arange(b) * 4 + 1
+    anchors, converses = torch.arange(b, device=args.device) * 4, torch.arange(b, device=args.device) * 4 + 1
     for step in range(1, args.steps + 1):
         texts = [t for _ in range(b) for t in relation_quad(rng)]
-        z = clip.text_features(clip.tokenizer.trimmed(texts))[0]
+        z = clip.text_features(clip.tokenizer.trimmed(texts).to(args.device))[0]
         hinge = separation_loss(z, anchors, anchors + 2, 0.5) + separation_loss(z, anchors, anchors + 3, 0.5)
         if args.objective == "cosine":
             pull = (1 - (z[anchors] * z[converses]).sum(-1)).mean()
         else:
             pull = paraphrase_retrieval_loss(z, anchors, converses, 0.07)[0]
         if args.anchor:
-            ids = clip.tokenizer.trimmed(plain_captions(rng, b))
+            ids = clip.tokenizer.trimmed(plain_captions(rng, b)).to(args.device)
             drift = 1 - (clip.text_features(ids)[0] * teacher.text_features(ids)[0]).sum(-1).mean()
             pull = pull + args.anchor * drift
         opt.zero_grad()
