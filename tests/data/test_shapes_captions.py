@@ -95,3 +95,10 @@ def test_converse_caption_says_the_same_relation_from_the_other_object():
         checked += 1
     assert checked >= 100
     assert converse_caption("not a caption at all", rng) is None
+
+
+def test_world_relation_rate_is_validated_and_kept():
+    assert ShapesWorld("train", seed=1, relation_rate=1.0).relation_rate == 1.0
+    for bad in (-0.01, 1.01):
+        with pytest.raises(ValueError, match="relation_rate must lie in"):
+            ShapesWorld("train", seed=1, relation_rate=bad)

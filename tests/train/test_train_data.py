@@ -175,3 +175,32 @@ def test_shapes_source_is_infinite_and_deterministic():
     assert not set(other_rank.index.tolist()) & set(a.index.tolist())
     small = parse_data_spec("shapes", resolution=16)  # below the renderer's minimum: rendered larger, resized
     assert _stream(small, b=1, res=16).micro_batch(0).image.shape == (1, 3, 16, 16)
+
+
+def test_shapes_relations_option_raises_only_the_relation_captions():
+    """``relations=P`` turns captions that stated no relation into ones that do, where the scene has a clear one,
+    and leaves every scene and every other caption as it was (one random draw either way)."""
+    from unclip.data.shapes import parse_caption
+
+    def relation(text: str) -> bool:
+        return parse_caption(text).relation is not None
+
+    base, more = parse_data_spec("shapes:seed=3"), parse_data_spec("shapes:seed=3,relations=0.9")
+    same_default = parse_data_spec("shapes:seed=3,relations=0.35")
+    assert base.relation_rate is None and more.relation_rate == 0.9
+    changed = 0
+    for i in range(300):
+        a, b = base.get(i), more.get(i)
+        assert a.scene == b.scene and np.array_equal(a.image, b.image)
+        assert same_default.get(i).caption == a.caption  # 0.35 is the world's own rate
+        if relation(a.caption):  # a draw under 0.35 is under 0.9: the same caption
+            assert b.caption == a.caption
+        elif a.caption != b.caption:
+            assert relation(b.caption)  # the only change: a relation stated where none was
+            changed += 1
+    assert changed > 40  # 113 of these 300
+    never = parse_data_spec("shapes:seed=3,relations=0")
+    assert not any(relation(never.get(i).caption) for i in range(200))
+    for bad in ("shapes:relations=1.5", "shapes:relations=-0.1", "shapes:relations=often"):
+        with pytest.raises(ValueError, match="relations must be a number in"):
+            parse_data_spec(bad)

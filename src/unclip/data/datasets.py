@@ -10,7 +10,8 @@ skipped and counted there. Two kinds of source:
   optional ``KEY.json``), so a position is a record count within a per-epoch shard order.
 
 ``parse_data_spec`` turns the ``--data`` option into a source:
-``shapes`` / ``shapes:split=val,seed=3``, ``folder:PATH``, ``wds:PATH/{000..009}.tar``, or a bare path that is
+``shapes`` / ``shapes:split=val,seed=3`` (``relations=0.9``: captions state a relation that often where their scene has
+a clear one, instead of 0.35), ``folder:PATH``, ``wds:PATH/{000..009}.tar``, or a bare path that is
 auto-detected (a folder of images, a folder of ``.tar`` shards, a ``.tar`` file or a brace pattern).
 """
 
@@ -99,6 +100,7 @@ class ShapesSource:
     split: str = "train"
     seed: int = 0
     resolution: int = 64
+    relation_rate: float | None = None  # None: the world's own (0.35)
 
     def __post_init__(self) -> None:
         self._world: Any = None
@@ -118,7 +120,8 @@ class ShapesSource:
 
     def __getstate__(self) -> dict[str, Any]:
         # The world is rebuilt in each data-loading worker rather than pickled across processes.
-        return {"split": self.split, "seed": self.seed, "resolution": self.resolution}
+        return {"split": self.split, "seed": self.seed, "resolution": self.resolution,
+                "relation_rate": self.relation_rate}  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -134,7 +137,8 @@ class ShapesSource:
             except ImportError:
                 MIN_RESOLUTION = 1
             size = max(self.resolution, MIN_RESOLUTION)
-            self._world = ShapesWorld(split=self.split, seed=self.seed, resolution=size)
+            rate = {} if self.relation_rate is None else {"relation_rate": self.relation_rate}
+            self._world = ShapesWorld(split=self.split, seed=self.seed, resolution=size, **rate)
         s = self._world[i]
         return Record(f"shapes-{self.split}-{self.seed}-{i}", np.asarray(s.image), s.caption, s.scene.to_json())
 
@@ -229,14 +233,24 @@ def parse_data_spec(spec: str, resolution: int = 64) -> Source:
     kind, _, rest = spec.partition(":")
     if kind == "shapes":
         opts = _parse_options(rest, spec)
-        unknown = set(opts) - {"split", "seed"}
+        unknown = set(opts) - {"split", "seed", "relations"}
         if unknown:
-            raise ValueError(f"data spec {spec!r}: unknown option(s) {sorted(unknown)}; expected split, seed")
+            raise ValueError(
+                f"data spec {spec!r}: unknown option(s) {sorted(unknown)}; expected split, seed, relations"
+            )
         try:
             seed = int(opts.get("seed", 0))
         except ValueError as err:
             raise ValueError(f"data spec {spec!r}: seed must be an integer") from err
-        return ShapesSource(opts.get("split", "train"), seed, resolution)
+        rate = None
+        if "relations" in opts:  # how often a caption states a relation where the scene has a clear one
+            try:
+                rate = float(opts["relations"])
+            except ValueError as err:
+                raise ValueError(f"data spec {spec!r}: relations must be a number in [0, 1]") from err
+            if not 0 <= rate <= 1:
+                raise ValueError(f"data spec {spec!r}: relations must be a number in [0, 1], got {rate}")
+        return ShapesSource(opts.get("split", "train"), seed, resolution, rate)
     if kind == "folder":
         return FolderSource(rest)
     if kind == "wds":

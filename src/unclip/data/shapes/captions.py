@@ -97,11 +97,15 @@ def _background_claim(scene: SceneGraph) -> tuple[str, ...]:
     return (bg.kind, bg.colour)
 
 
-def describe(scene: SceneGraph, rng: np.random.Generator) -> CaptionClaims:
-    """Choose the claims of one caption of ``scene``."""
+RELATION_RATE = 0.35  # how often a caption states one of its scene's clear relations, where it has one
+
+
+def describe(scene: SceneGraph, rng: np.random.Generator, relation_rate: float = RELATION_RATE) -> CaptionClaims:
+    """Choose the claims of one caption of ``scene``: with probability ``relation_rate`` one of its clear relations,
+    if it has any (one draw of ``rng`` either way, so the rate changes no other choice)."""
     background = _background_claim(scene) if rng.random() < 0.4 else None
     clear = scene.relations(CLEAR_MARGIN)
-    if clear and rng.random() < 0.35:
+    if clear and rng.random() < relation_rate:
         i, rel, j = clear[rng.integers(len(clear))]
         phrases = tuple(
             Phrase(1, o.shape, o.colour if rng.random() < 0.8 else None, o.size if rng.random() < 0.35 else None)
@@ -203,10 +207,10 @@ def converse_caption(text: str, rng: np.random.Generator) -> str | None:
     return caption_text(CaptionClaims((b, a), CONVERSE[claims.relation], claims.background), rng)
 
 
-def caption(scene: SceneGraph, rng: np.random.Generator | int = 0) -> str:
+def caption(scene: SceneGraph, rng: np.random.Generator | int = 0, relation_rate: float = RELATION_RATE) -> str:
     """One random caption of ``scene``; ``rng`` is a generator or an integer seed."""
     rng = np.random.default_rng(rng) if isinstance(rng, (int, np.integer)) else rng
-    return caption_text(describe(scene, rng), rng)
+    return caption_text(describe(scene, rng, relation_rate), rng)
 
 
 # ---------------------------------------------------------------- parsing
