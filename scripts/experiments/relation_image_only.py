@@ -20,11 +20,11 @@ no other captions here.
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
 import torch.nn.functional as F
+from tower_args import tower_parser
 
 from unclip.clip.checkpoint import load_clip
 from unclip.clip.loss import contrastive_loss, pair_terms, separation_loss
@@ -50,15 +50,9 @@ def relation_figures(clip, pairs, t_a: torch.Tensor, t_b: torch.Tensor) -> dict[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model", help="a CLIP model folder")
-    parser.add_argument("--steps", type=int, default=300)
+    parser = tower_parser(__doc__, steps=300)
     parser.add_argument("--hinge", action="store_true", help="add the separation hinge between each pair's images")
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--pool", type=int, default=4096, help="training pairs drawn from the train split")
-    parser.add_argument("--save", help="write the CLIP to SAVE_<step> every 100 steps")
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     clip = load_clip(args.model, args.device)
     clip.requires_grad_(False)

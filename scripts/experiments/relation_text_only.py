@@ -19,12 +19,12 @@ distillation term that holds the rest of the text space where the images expect 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 
 import numpy as np
 import torch
+from tower_args import tower_parser
 
 from unclip.clip.checkpoint import load_clip
 from unclip.clip.loss import paraphrase_retrieval_loss, separation_loss
@@ -70,15 +70,9 @@ def converse_figures(clip, rows) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("model", help="a CLIP model folder")
-    parser.add_argument("--steps", type=int, default=200)
+    parser = tower_parser(__doc__, steps=200)
     parser.add_argument("--objective", choices=("retrieval", "cosine"), default="retrieval")
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--anchor", type=float, default=0.0, help="weight of the distillation term (0: none)")
-    parser.add_argument("--save", help="write the CLIP to SAVE_<step> every 100 steps")
-    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     clip = load_clip(args.model, args.device)
     teacher = copy.deepcopy(clip).eval().requires_grad_(False)
