@@ -29,7 +29,7 @@ from tower_args import tower_parser
 from unclip.clip.checkpoint import load_clip
 from unclip.clip.loss import contrastive_loss, pair_terms, separation_loss
 from unclip.data.shapes.batch import scenes_tensor
-from unclip.eval.binding_probe import image_decodability, placed_pairs, probe_scores
+from unclip.eval.binding_probe import image_decodability, pair_probe_scores, placed_pairs
 
 
 @torch.no_grad()
@@ -38,11 +38,9 @@ def text_embeddings(clip, texts: list[str], batch: int = 256) -> torch.Tensor:
 
 
 @torch.no_grad()
-def relation_figures(clip, pairs, t_a: torch.Tensor, t_b: torch.Tensor) -> dict[str, float]:
+def relation_figures(clip, pairs) -> dict[str, float]:
     clip.eval()
-    z_a, z_b = (torch.cat([clip.encode_image(scenes_tensor([p[k] for p in pairs[i : i + 100]], clip.image_size))
-                           for i in range(0, len(pairs), 100)]) for k in (0, 1))  # fmt: skip
-    scores = probe_scores(z_a, z_b, t_a, t_b)
+    scores = pair_probe_scores(clip, pairs)
     placement = image_decodability(clip.encode_image, clip.image_size, 160, 100, edit="placement")["accuracy"]
     clip.train()
     keep = ("image_cosine", "text_cosine", "alignment", "text_score", "image_score", "group_score")
@@ -61,11 +59,10 @@ def main() -> None:
         p.requires_grad_(True)
     train, test = placed_pairs(args.pool, "train", 0), placed_pairs(300, "test", 0)
     train_a, train_b = (text_embeddings(clip, [p[k] for p in train]) for k in (2, 3))
-    test_a, test_b = (text_embeddings(clip, [p[k] for p in test]) for k in (2, 3))
     scale = float(clip.temperature_scale())
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     gen, b = torch.Generator().manual_seed(7), args.batch
-    print(json.dumps({"step": 0, **relation_figures(clip, test, test_a, test_b)}), flush=True)
+    print(json.dumps({"step": 0, **relation_figures(clip, test)}), flush=True)
     a, bb = torch.arange(b, device=args.device), torch.arange(b, device=args.device) + b
     for step in range(1, args.steps + 1):
         pick = torch.randperm(len(train), generator=gen)[:b].tolist()
@@ -80,7 +77,7 @@ def main() -> None:
         loss.backward()
         opt.step()
         if step % 50 == 0:
-            figures = relation_figures(clip, test, test_a, test_b)
+            figures = relation_figures(clip, test)
             print(json.dumps({"step": step, "loss": round(float(loss.detach()), 4), **figures}), flush=True)
         if args.save and step % 100 == 0:
             clip.save_pretrained(f"{args.save}_{step}")

@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--anchor", type=float, default=0.0, help="weight of the distillation term (0: none)")
     args = parser.parse_args()
     clip = load_clip(args.model, args.device)
-    teacher = copy.deepcopy(clip).eval().requires_grad_(False)
+    teacher = copy.deepcopy(clip).eval().requires_grad_(False) if args.anchor else None
     rng, rows, b = np.random.default_rng(7), converse_texts(placed_pairs(300, "test", 0)), args.batch
     params = [*clip.text.parameters(), *clip.text_proj.parameters()]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)

@@ -23,7 +23,7 @@ import json
 import os
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +120,7 @@ class ShapesSource:
 
     def __getstate__(self) -> dict[str, Any]:
         # The world is rebuilt in each data-loading worker rather than pickled across processes.
-        return {"split": self.split, "seed": self.seed, "resolution": self.resolution,
-                "relation_rate": self.relation_rate}  # fmt: skip
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)

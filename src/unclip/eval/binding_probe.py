@@ -166,6 +166,23 @@ def probe_scores(z_a: Tensor, z_b: Tensor, t_a: Tensor, t_b: Tensor) -> dict[str
 
 
 @torch.no_grad()
+def pair_probe_scores(clip, pairs: list[tuple[Any, Any, str, str]], batch_size: int = 64) -> dict[str, float]:
+    """:func:`probe_scores` of ``pairs`` (scene A, scene B, caption of A, caption of B) encoded by ``clip``."""
+
+    def encode(k: int, text: bool) -> Tensor:
+        out = []
+        for i in range(0, len(pairs), batch_size):
+            chunk = [p[k] for p in pairs[i : i + batch_size]]
+            if text:
+                out.append(clip.encode_text(chunk).embedding.float().cpu())
+            else:
+                out.append(clip.encode_image(scenes_tensor(chunk, clip.image_size)).float().cpu())
+        return torch.cat(out)
+
+    return probe_scores(encode(0, False), encode(1, False), encode(2, True), encode(3, True))
+
+
+@torch.no_grad()
 def binding_probe(
     clip, n: int = 300, split: str = "test", seed: int = 0, batch_size: int = 64, layouts: int = PROBE_LAYOUTS
 ) -> dict[str, Any]:  # fmt: skip
@@ -173,23 +190,11 @@ def binding_probe(
     and :func:`image_decodability` on ``layouts`` layouts (0: skip it)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-
-    def scores(pairs: list[tuple[Any, Any, str, str]]) -> dict[str, float]:
-        def encode(k: int, text: bool) -> Tensor:
-            out = []
-            for i in range(0, n, batch_size):
-                chunk = [p[k] for p in pairs[i : i + batch_size]]
-                if text:
-                    out.append(clip.encode_text(chunk).embedding.float().cpu())
-                else:
-                    out.append(clip.encode_image(scenes_tensor(chunk, clip.image_size)).float().cpu())
-            return torch.cat(out)
-
-        return probe_scores(encode(0, False), encode(1, False), encode(2, True), encode(3, True))
-
-    out = {"n": n, "split": split, "template": TEMPLATE, **scores(swapped_pairs(n, split, seed)), "chance": CHANCE}
+    swapped = pair_probe_scores(clip, swapped_pairs(n, split, seed), batch_size)
+    out = {"n": n, "split": split, "template": TEMPLATE, **swapped, "chance": CHANCE}
     placed = placed_pairs(n, split, seed)
-    out["relation"] = {"template": RELATION_TEMPLATE, **scores(placed), **converse_scores(clip, placed, batch_size)}
+    relation = pair_probe_scores(clip, placed, batch_size)
+    out["relation"] = {"template": RELATION_TEMPLATE, **relation, **converse_scores(clip, placed, batch_size)}
     if layouts:
         decodable = image_decodability(clip.encode_image, clip.image_size, layouts, min(100, layouts * 5 // 8), split,
                                        seed, batch_size=batch_size)  # fmt: skip
