@@ -197,20 +197,27 @@ def test_hard_negatives_made_in_a_loader_worker_give_the_loss_made_in_the_step()
 
     stage = ClipStage()
     config = replace(stage.presets()["tiny"].model, negatives_per_caption=5, counterfactual_kinds="swap,relation",
-                     separation_weight=0.5, paraphrase_weight=0.5)  # fmt: skip
+                     separation_weight=0.5, paraphrase_weight=0.5, relation_samples=3)  # fmt: skip
     stream = BatchStream(ShapesSource(resolution=32), resolution=32, local_batch=16, seed=3,
                          extras=stage.batch_extras(config))  # fmt: skip
     mb = next(iter(make_loader(stream, num_workers=1)))  # made in a worker process
     edits = mb.extra[EDITS_KEY]
     assert len(edits["pairs"]) >= 2 and edits["pair_images"].shape == (len(edits["pairs"]), 3, 32, 32)
-    assert len(edits["paraphrases"]) >= 2
+    assert len(edits["paraphrases"]) >= 2 and len(edits["added"]["captions"]) == 3
     torch.manual_seed(0)
     model = stage.build(config).eval()
     prepared = stage.loss(model, Batch(mb.image, mb.caption, mb.scene, mb.index, mb.seed, mb.extra), config)
     inline = stage.loss(model, Batch(mb.image, mb.caption, mb.scene, mb.index, mb.seed), config)
     assert float(prepared.loss.detach()) == pytest.approx(float(inline.loss.detach()), rel=1e-6)
     assert prepared.metrics == pytest.approx(inline.metrics, rel=1e-6)
-    plain = replace(config, hard_negatives=False, counterfactual_kinds="", separation_weight=0, paraphrase_weight=0)
+    plain = replace(
+        config,
+        hard_negatives=False,
+        counterfactual_kinds="",
+        separation_weight=0,
+        paraphrase_weight=0,
+        relation_samples=0,
+    )
     assert stage.batch_extras(plain) is None
 
 
@@ -332,3 +339,68 @@ def test_counterfactual_kinds_are_checked():
         replace(base, separation_weight=0.5)
     with pytest.raises(ValueError, match="separation_margin in"):
         replace(base, counterfactual_kinds="swap", separation_weight=0.5, separation_margin=2.5)
+
+
+def test_relation_samples_are_reversible_relation_captions_fixed_by_the_batch_seeds():
+    from unclip.data.negatives import make_negative
+    from unclip.data.shapes import SceneGraph, parse_caption, render
+    from unclip.data.shapes.counterfactual import counterfactual_scene
+    from unclip.train.clip_stage import relation_samples
+
+    drawn = relation_samples(6, [3, 4, 5], 32)
+    assert len(drawn["captions"]) == len(drawn["scenes"]) == len(drawn["seeds"]) == 6
+    rng = np.random.default_rng(0)
+    for text, scene in zip(drawn["captions"], drawn["scenes"], strict=True):
+        graph = SceneGraph.from_json(scene)
+        assert parse_caption(text).relation is not None
+        assert counterfactual_scene(graph, text, make_negative(text, "relation", rng)) is not None
+    assert {parse_caption(t).relation for t in relation_samples(40, [1], 32)["captions"]} == {
+        "left of", "right of", "above", "below"}  # fmt: skip
+    # Rendered as a Shapes source renders (uint8 at 32 px, scaled to [-1, 1]).
+    first = torch.from_numpy(render(SceneGraph.from_json(drawn["scenes"][0]), 32)).permute(2, 0, 1).float() / 127.5 - 1
+    assert torch.allclose(drawn["images"][0], first)
+    again, other = relation_samples(6, [3, 4, 5], 32), relation_samples(6, [3, 4, 6], 32)
+    assert again["captions"] == drawn["captions"] and torch.equal(again["images"], drawn["images"])
+    assert other["captions"] != drawn["captions"]
+
+
+def test_relation_samples_join_the_batch_as_ordinary_samples_with_their_pairs():
+    from unclip.train.clip_stage import batch_edits, relation_samples
+
+    stage = ClipStage()
+    config = replace(stage.presets()["tiny"].model, negatives_per_caption=5, counterfactual_kinds="swap,relation",
+                     separation_weight=0.5, paraphrase_weight=0.3)  # fmt: skip
+    added = replace(config, relation_samples=5)
+    batch = _batch(12, 32)
+    seeds = [int(s) for s in batch.seed]
+    edits = batch_edits(list(batch.caption), batch.scene, seeds, 32, added)
+    # Every added sample brings its places-exchanged pair (5 negatives per caption draw every kind it allows).
+    assert sum(1 for i, kind, _ in edits["pairs"] if i >= 12 and kind == "relation") == 5
+    assert edits["added"]["images"].shape == (5, 3, 32, 32)
+
+    # The loss equals the plain loss of a batch that holds the added samples as its own rows.
+    extra = relation_samples(5, seeds, 32)
+    assert extra["captions"] == edits["added"]["captions"]
+    longer = Batch(torch.cat([batch.image, extra["images"]]), list(batch.caption) + extra["captions"],
+                   list(batch.scene) + extra["scenes"], torch.arange(17),
+                   torch.tensor(seeds + extra["seeds"]))  # fmt: skip
+    torch.manual_seed(0)
+    model = stage.build(config).eval()
+    with_samples, as_rows = stage.loss(model, batch, added), stage.loss(model, longer, config)
+    assert float(with_samples.loss.detach()) == pytest.approx(float(as_rows.loss.detach()), rel=1e-6)
+    assert with_samples.metrics["relation_samples"] == 5.0
+    assert with_samples.metrics["counterfactual_group_relation"] == as_rows.metrics["counterfactual_group_relation"]
+    assert stage.loss(model, batch, config).metrics["counterfactuals"] < with_samples.metrics["counterfactuals"]
+    # Without hard negatives they are plain relation samples: rows, no pairs (the loader still prepares them).
+    alone = replace(added, hard_negatives=False, counterfactual_kinds="", separation_weight=0, paraphrase_weight=0)
+    plain = batch_edits(list(batch.caption), batch.scene, seeds, 32, alone)
+    assert plain["pairs"] == [] and plain["added"]["captions"] == extra["captions"]
+    assert stage.batch_extras(alone) is not None and stage.batch_extras(replace(alone, relation_samples=0)) is None
+
+    # Bad values and data without scene graphs are clear errors.
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match="relation_samples must be"):
+            replace(config, relation_samples=bad)
+    no_scenes = Batch(batch.image, batch.caption, [None] * 12, batch.index, batch.seed)
+    with pytest.raises(ValueError, match="needs Shapes-world data"):
+        stage.loss(model, no_scenes, added)

@@ -28,8 +28,8 @@ from torch import nn
 from unclip.clip.loss import contrastive_loss, pair_terms, paraphrase_retrieval_loss, separation_loss
 from unclip.clip.model import CLIP, PRESETS, CLIPConfig
 from unclip.clip.tokenizer import Tokenizer, make_tokenizer
-from unclip.data.negatives import KINDS, hard_negatives
-from unclip.data.shapes import SceneGraph, claims_hold, converse_caption, parse_caption
+from unclip.data.negatives import KINDS, hard_negatives, make_negative
+from unclip.data.shapes import SceneGraph, ShapesWorld, claims_hold, converse_caption, parse_caption
 from unclip.data.shapes.batch import scenes_tensor
 from unclip.data.shapes.counterfactual import KINDS as COUNTERFACTUAL_KINDS
 from unclip.data.shapes.counterfactual import counterfactual_scene
@@ -79,6 +79,12 @@ class ClipStageConfig:
     # and the opposite's converse ("a square left of a star": the same words in the other order) as text rows of
     # that softmax, so each caption meets both near misses a tower blind to order confuses with its converse.
     relation_foils: bool = True
+    # Per micro-batch, this many extra train-split Shapes-world scenes, each captioned with one of its clear
+    # relations (the world's own captioner at relation rate 1: all four relations, every phrasing), joined to the
+    # batch as ordinary samples. With "relation" in counterfactual_kinds each brings its places-exchanged pair, so
+    # every batch holds relation pairs beside the ordinary mix instead of the few its relation captions allow
+    # (docs/clip.md, "Relations"). Needs Shapes-world data. 0 turns it off.
+    relation_samples: int = 0
 
     def __post_init__(self) -> None:
         self.negative_kinds = _kinds(self.negative_kinds)
@@ -117,6 +123,13 @@ class ClipStageConfig:
             raise ValueError("paraphrase_weight moves text embeddings only; it does nothing with lock_text=true")
         if self.separation_weight and not self.counterfactual_kinds:
             raise ValueError("separation_weight needs counterfactual_kinds: it separates counterfactual pairs")
+        if not isinstance(self.relation_samples, int) or self.relation_samples < 0:
+            raise ValueError(f"relation_samples must be an integer >= 0, got {self.relation_samples!r}")
+
+    @property
+    def edits_batch(self) -> bool:
+        """Whether a batch needs :func:`batch_edits` (negatives, paraphrases or added relation samples)."""
+        return bool(self.hard_negatives or self.paraphrase_weight or self.relation_samples)
 
 
 def _kinds(kinds: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -226,12 +239,54 @@ def relation_foils(text: str, rng: np.random.Generator) -> list[str]:
     return [t for t in (opposite, other_order) if t is not None]
 
 
+RELATION_SAMPLES_STREAM = 0x52656C53  # "RelS": the added samples' random stream, apart from the negatives'
+
+
+def relation_samples(k: int, seeds: list[int], resolution: int) -> dict[str, Any]:
+    """``k`` train-split Shapes-world samples whose captions state a relation that the counterfactual renderer can
+    reverse (their "relation" negative has a drawn scene), from a stream fixed by the micro-batch's ``seeds``:
+    ``captions``, ``scenes`` (as JSON, like a batch's), ``seeds`` (theirs, for their negatives) and ``images``
+    rendered at ``resolution`` as the Shapes source renders."""
+    world = ShapesWorld(split="train", seed=0, relation_rate=1.0)
+    rng = np.random.default_rng([RELATION_SAMPLES_STREAM, *seeds])
+    captions, scenes, own_seeds = [], [], []
+    while len(captions) < k:  # about one scene in three qualifies
+        i = int(rng.integers(2**40))
+        text, scene = world.caption(i), world.scene(i)
+        opposite = make_negative(text, "relation", rng)  # deterministic: the relation word's opposite, or None
+        if opposite is not None and counterfactual_scene(scene, text, opposite) is not None:
+            captions.append(text)
+            scenes.append(scene)
+            own_seeds.append(int(rng.integers(2**31)))
+    return {"captions": captions, "scenes": [s.to_json() for s in scenes], "seeds": own_seeds,
+            "images": scenes_tensor(scenes, resolution)}  # fmt: skip
+
+
+def batch_edits(
+    captions: list[str], scenes: list[dict[str, Any] | None], seeds: list[int], resolution: int, config: ClipStageConfig
+) -> dict[str, Any]:
+    """:func:`text_edits` of the batch, after ``config.relation_samples`` added samples (:func:`relation_samples`,
+    under ``added``: their captions and images follow the batch's own in the loss)."""
+    added = None
+    if config.relation_samples:
+        if not all(scene and _scene_graph(scene) is not None for scene in scenes):
+            raise ValueError(
+                "model.relation_samples adds Shapes-world scenes to each batch; it needs Shapes-world data "
+                "(--data shapes...), whose samples carry scene graphs"
+            )
+        added = relation_samples(config.relation_samples, seeds, resolution)
+        captions, scenes, seeds = captions + added["captions"], scenes + added["scenes"], seeds + added["seeds"]
+    edits = text_edits(captions, scenes, seeds, resolution, config)
+    edits["added"] = None if added is None else {"captions": added["captions"], "images": added["images"]}
+    return edits
+
+
 EDITS_KEY = "clip_text_edits"
 
 
 def _micro_batch_edits(mb: Any, config: ClipStageConfig) -> dict[str, Any]:
     seeds = [int(s) for s in mb.seed]
-    return {EDITS_KEY: text_edits(list(mb.caption), mb.scene, seeds, mb.image.shape[-1], config)}
+    return {EDITS_KEY: batch_edits(list(mb.caption), mb.scene, seeds, mb.image.shape[-1], config)}
 
 
 def _same_text(texts: list[str], rows: list[int]) -> torch.Tensor:
@@ -327,7 +382,7 @@ class ClipStage(Stage[ClipStageConfig]):
     def batch_extras(self, config: ClipStageConfig):  # -> Callable[[MicroBatch], dict] | None
         # Negatives and rendered counterfactuals cost 0.21 s of one CPU core per batch of 256
         # (benchmarks/clip_batch_prep.py): in the loader's workers, not between the accelerator's steps.
-        return partial(_micro_batch_edits, config=config) if config.hard_negatives or config.paraphrase_weight else None
+        return partial(_micro_batch_edits, config=config) if config.edits_batch else None
 
     def export(self, model: nn.Module, config: ClipStageConfig, folder: str | Path) -> Path:
         from unclip.clip.checkpoint import save_pretrained
@@ -358,12 +413,17 @@ class ClipStage(Stage[ClipStageConfig]):
         paraphrases: list[tuple[int, str]] = []
         foils: list[str] = []
         images = batch.image
-        if config.hard_negatives or config.paraphrase_weight:
+        added = None
+        if config.edits_batch:
             edits = batch.extra.get(EDITS_KEY)  # made in the loader's workers, or here when the batch lacks them
             if edits is None:
                 seeds = [int(s) for s in batch.seed]
-                edits = text_edits(captions, batch.scene, seeds, images.shape[-1], config)
+                edits = batch_edits(captions, batch.scene, seeds, images.shape[-1], config)
             pairs, owned, paraphrases, foils = edits["pairs"], edits["negatives"], edits["paraphrases"], edits["foils"]
+            added = edits.get("added")
+            if added:  # relation samples: rows after the batch's own, before the counterfactuals
+                captions = captions + added["captions"]
+                images = torch.cat([images, added["images"].to(images.device, images.dtype)])
             if pairs:  # rendered as the Shapes source renders at this resolution (unclip.data.datasets)
                 images = torch.cat([images, edits["pair_images"].to(images.device, images.dtype)])
         negatives = [text for _, text in owned]
@@ -384,6 +444,8 @@ class ClipStage(Stage[ClipStageConfig]):
             "logit_scale": float(scale.detach()),
             "negatives": float(len(negatives)),
         }
+        if added:
+            metrics["relation_samples"] = float(len(added["captions"]))
         if paraphrases:  # how close each relation caption sits to its converse
             said = torch.tensor([k for k, _ in paraphrases], dtype=torch.long, device=z_i.device)
             end = first_paraphrase + len(paraphrases)  # the relation foils, if any, come after the paraphrases
