@@ -64,12 +64,25 @@ def test_engine_run_exports_a_model_folder(tmp_path):
     stage = ClipStage()
     cfg = ClipStageConfig(replace(stage.presets()["tiny"].model.clip))
     run = RunConfig("clip", "tiny", stage.config_to_dict(cfg),
-                    TrainConfig(steps=2, batch_size=4, lr=1e-3, log_every=1, sample_count=0), "shapes")  # fmt: skip
+                    TrainConfig(steps=2, batch_size=4, lr=1e-3, lr_schedule="constant", log_every=1, sample_count=0,
+                                checkpoint_every=1),
+                    "shapes")  # fmt: skip
     train(run, tmp_path / "run", progress=False)
     folder = export_clip(tmp_path / "run", tmp_path / "model", ema=False)
     model = load_clip(folder)
     z, states, mask = model.encode_text(["a red circle"])
     assert z.shape == (1, 32) and states.shape == (1, 48, 64) and int(mask.sum()) >= 3
+
+    # --step picks an earlier checkpoint: its weights, not the newest's.
+    from unclip.cli.main import main
+    from unclip.train.export import export_run
+
+    first = load_clip(export_run(tmp_path / "run", tmp_path / "step1", ema=False, step=1))
+    assert not torch.equal(first.encode_text(["a red circle"])[0], z)
+    assert main(["export", str(tmp_path / "run"), "--raw", "--step", "2", "--out", str(tmp_path / "step2")]) == 0
+    assert torch.equal(load_clip(tmp_path / "step2").encode_text(["a red circle"])[0], z)
+    with pytest.raises(FileNotFoundError, match="no checkpoint of step 7; it keeps steps 1, 2"):
+        export_run(tmp_path / "run", tmp_path / "step7", step=7)
 
 
 def _moved_by_one_step(config) -> tuple[set[str], dict]:

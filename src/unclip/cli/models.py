@@ -8,11 +8,12 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
     e = subparsers.add_parser(
-        "export", help="a training run's newest checkpoint as a model folder", formatter_class=fmt
+        "export", help="a training run's newest checkpoint (or --step N's) as a model folder", formatter_class=fmt
     )
     e.add_argument("run", help="run folder (config.json, checkpoints/)")
     e.add_argument("--out", required=True, help="model folder to write")
     e.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA weights")
+    e.add_argument("--step", type=int, help="export this step's checkpoint (default: the newest valid one)")
     e.set_defaults(func=run_export)
 
     m = subparsers.add_parser("embed", help="CLIP embeddings of a dataset, for prior training", formatter_class=fmt)
@@ -41,8 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from unclip.train.export import export_run
 
-    folder = export_run(args.run, args.out, ema=not args.raw)
-    print(f"exported {'raw' if args.raw else 'EMA'} weights of {args.run} to {folder}")
+    folder = export_run(args.run, args.out, ema=not args.raw, step=args.step)
+    which = "the newest checkpoint" if args.step is None else f"step {args.step}"
+    print(f"exported {'raw' if args.raw else 'EMA'} weights of {args.run} ({which}) to {folder}")
     return 0
 
 
