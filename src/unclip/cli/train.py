@@ -8,7 +8,7 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a stage (CLIP, prior, decoder, upsampler; 'toy' until they land)",
+        help="train a stage: clip, lit, diffusion_prior, ar_prior, decoder, upsampler (see --list)",
         description=(
             "Train STAGE from a named preset. Runs on one CPU or GPU as is, and on many processes or nodes "
             "under `accelerate launch` or `torchrun` with the same options. Options left out keep the preset's "
