@@ -24,7 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import timed
 from unclip.data.shapes.batch import render_batch
-from unclip.train.clip_stage import EDITS_KEY, ClipStage, text_edits
+from unclip.train.clip_batch import EDITS_KEY, text_edits
+from unclip.train.clip_stage import ClipStage
 from unclip.train.stage import Batch
 
 

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import timed
 from unclip.clip.loss import contrastive_loss
 from unclip.data.shapes.batch import render_batch
-from unclip.train.clip_stage import ClipStage, owned_negatives
+from unclip.train.clip_batch import owned_negatives
+from unclip.train.clip_stage import ClipStage
 
 
 def main() -> None:

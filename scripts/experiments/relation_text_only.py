@@ -30,7 +30,7 @@ from unclip.clip.checkpoint import load_clip
 from unclip.clip.loss import paraphrase_retrieval_loss, separation_loss
 from unclip.data.shapes import caption, converse_caption, parse_caption, sample_scene
 from unclip.eval.binding_probe import converse_texts, placed_pairs
-from unclip.train.clip_stage import relation_foils
+from unclip.train.clip_batch import relation_foils
 
 
 def relation_quad(rng: np.random.Generator) -> tuple[str, str, str, str]:

@@ -3,7 +3,7 @@ import pytest
 
 from unclip.data.negatives import KINDS, hard_negatives, make_negative
 from unclip.data.shapes import ShapesWorld, claims_hold, parse_caption
-from unclip.train.clip_stage import batch_negatives
+from unclip.train.clip_batch import batch_negatives
 
 
 def test_swap_exchanges_the_colours_of_two_objects():

@@ -153,7 +153,7 @@ def test_counterfactual_pairs_join_the_batch_with_their_rendered_scenes():
     from unclip.clip.loss import contrastive_loss
     from unclip.data.shapes import SceneGraph, claims_hold, parse_caption
     from unclip.data.shapes.batch import scenes_tensor
-    from unclip.train.clip_stage import owned_negatives, split_counterfactuals
+    from unclip.train.clip_batch import owned_negatives, split_counterfactuals
 
     stage = ClipStage()
     config = replace(stage.presets()["tiny"].model, negatives_per_caption=5, counterfactual_kinds="swap,relation")
@@ -206,7 +206,7 @@ def test_counterfactual_pairs_join_the_batch_with_their_rendered_scenes():
 def test_hard_negatives_made_in_a_loader_worker_give_the_loss_made_in_the_step():
     from unclip.data.datasets import ShapesSource
     from unclip.data.loader import BatchStream, make_loader
-    from unclip.train.clip_stage import EDITS_KEY
+    from unclip.train.clip_batch import EDITS_KEY
 
     stage = ClipStage()
     config = replace(stage.presets()["tiny"].model, negatives_per_caption=5, counterfactual_kinds="swap,relation",
@@ -237,7 +237,7 @@ def test_hard_negatives_made_in_a_loader_worker_give_the_loss_made_in_the_step()
 def test_paraphrase_term_pulls_each_relation_caption_onto_its_converse():
     from unclip.data.shapes import parse_caption
     from unclip.data.shapes.captions import CONVERSE
-    from unclip.train.clip_stage import text_edits
+    from unclip.train.clip_batch import text_edits
 
     stage = ClipStage()
     config = replace(stage.presets()["tiny"].model, negatives_per_caption=2, counterfactual_kinds="relation")
@@ -303,7 +303,7 @@ def test_paraphrase_term_pulls_each_relation_caption_onto_its_converse():
 
 def test_separation_with_paraphrases_also_parts_each_caption_from_its_counterfactuals_converse():
     from unclip.clip.loss import separation_loss
-    from unclip.train.clip_stage import text_edits
+    from unclip.train.clip_batch import text_edits
 
     stage = ClipStage()
     base = replace(stage.presets()["tiny"].model, negatives_per_caption=2, counterfactual_kinds="relation",
@@ -358,7 +358,7 @@ def test_relation_samples_are_reversible_relation_captions_fixed_by_the_batch_se
     from unclip.data.negatives import make_negative
     from unclip.data.shapes import SceneGraph, parse_caption, render
     from unclip.data.shapes.counterfactual import counterfactual_scene
-    from unclip.train.clip_stage import relation_samples
+    from unclip.train.clip_batch import relation_samples
 
     drawn = relation_samples(6, [3, 4, 5], 32)
     assert len(drawn["captions"]) == len(drawn["scenes"]) == len(drawn["seeds"]) == 6
@@ -378,7 +378,7 @@ def test_relation_samples_are_reversible_relation_captions_fixed_by_the_batch_se
 
 
 def test_relation_samples_join_the_batch_as_ordinary_samples_with_their_pairs():
-    from unclip.train.clip_stage import batch_edits, relation_samples
+    from unclip.train.clip_batch import batch_edits, relation_samples
 
     stage = ClipStage()
     config = replace(stage.presets()["tiny"].model, negatives_per_caption=5, counterfactual_kinds="swap,relation",
