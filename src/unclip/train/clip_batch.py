@@ -137,7 +137,7 @@ def relation_samples(k: int, seeds: list[int], resolution: int) -> dict[str, Any
     captions, scenes, own_seeds = [], [], []
     while len(captions) < k:  # about one scene in three qualifies
         i = int(rng.integers(2**40))
-        text, scene = world.caption(i), world.scene(i)
+        text, scene = world.captioned(i)
         opposite = make_negative(text, "relation", rng)  # deterministic: the relation word's opposite, or None
         if opposite is not None and counterfactual_scene(scene, text, opposite) is not None:
             captions.append(text)

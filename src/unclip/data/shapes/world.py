@@ -56,7 +56,12 @@ class ShapesWorld:
         return sample_split_scene(sample_rng(self.seed, self.split, index, 0), self.split)
 
     def caption(self, index: int) -> str:
-        return caption(self.scene(index), sample_rng(self.seed, self.split, index, 1), self.relation_rate)
+        return self.captioned(index)[0]
+
+    def captioned(self, index: int) -> tuple[str, SceneGraph]:
+        """The caption and scene graph of sample ``index`` without rendering it (the scene sampled once)."""
+        scene = self.scene(index)
+        return caption(scene, sample_rng(self.seed, self.split, index, 1), self.relation_rate), scene
 
     def key(self, index: int) -> str:
         return f"{self.split}-{self.seed}-{index:08d}"
@@ -68,8 +73,7 @@ class ShapesWorld:
             index += self.length
         if index < 0:
             raise IndexError(f"sample index {index} is negative")
-        scene = self.scene(index)
-        text = caption(scene, sample_rng(self.seed, self.split, index, 1), self.relation_rate)
+        text, scene = self.captioned(index)
         return Sample(self.key(index), render(scene, self.resolution), text, scene)
 
     def __iter__(self):
