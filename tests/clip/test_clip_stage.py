@@ -417,3 +417,35 @@ def test_relation_samples_join_the_batch_as_ordinary_samples_with_their_pairs():
     no_scenes = Batch(batch.image, batch.caption, [None] * 12, batch.index, batch.seed)
     with pytest.raises(ValueError, match="needs Shapes-world data"):
         stage.loss(model, no_scenes, added)
+
+
+def test_placed_data_with_relation_counterfactuals_pairs_every_sample_with_its_exchanged_scene():
+    """The image stage of the binding recipe through the engine (docs/clip.md, "Relations"): on ``shapes:placed=1``
+    with "relation" negatives drawn as counterfactuals, each sample brings its placed pair and nothing else, and
+    with ``lock_text`` a step moves the image side only."""
+    from unclip.data.datasets import parse_data_spec
+    from unclip.data.shapes import SceneGraph
+    from unclip.data.shapes.placed import placed_caption
+    from unclip.train.clip_batch import batch_edits
+
+    stage = ClipStage()
+    config = replace(stage.presets()["tiny"].model, negative_kinds="relation", counterfactual_kinds="relation",
+                     pair_weight=1.0, separation_weight=1.0, lock_text=True)  # fmt: skip
+    src = parse_data_spec("shapes:seed=7,placed=1", resolution=32)
+    records = [src.get(i) for i in range(6)]
+    image = torch.from_numpy(np.stack([r.image for r in records])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    batch = Batch(image, [r.caption for r in records], [r.scene for r in records], torch.arange(6), torch.arange(6))
+    edits = batch_edits(batch.caption, batch.scene, [0, 1, 2, 3, 4, 5], 32, config)
+    assert edits["negatives"] == [] and [i for i, *_ in edits["pairs"]] == list(range(6))
+    assert [text for *_, text in edits["pairs"]] == [placed_caption(SceneGraph.from_json(r.scene), "right")
+                                                     for r in records]  # fmt: skip
+    torch.manual_seed(0)
+    model = stage.build(config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = stage.loss(model, batch, config)
+    assert out.metrics["counterfactuals"] == 6 and out.metrics["negatives"] == 0
+    out.loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    after = model.state_dict()
+    moved = {k.split(".")[0] for k in after if not torch.equal(after[k], before[k])}
+    assert "visual" in moved and not moved & {"text", "text_proj"}

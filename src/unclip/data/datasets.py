@@ -11,8 +11,9 @@ skipped and counted there. Two kinds of source:
 
 ``parse_data_spec`` turns the ``--data`` option into a source:
 ``shapes`` / ``shapes:split=val,seed=3`` (``relations=0.9``: captions state a relation that often where their scene has
-a clear one, instead of 0.35), ``folder:PATH``, ``wds:PATH/{000..009}.tar``, or a bare path that is
-auto-detected (a folder of images, a folder of ``.tar`` shards, a ``.tar`` file or a brace pattern).
+a clear one, instead of 0.35; ``placed=1``: only two-object scenes fit for a placed pair, captioned "a red circle to
+the left of a blue square", ``unclip.data.shapes.placed``), ``folder:PATH``, ``wds:PATH/{000..009}.tar``, or a
+bare path that is auto-detected (a folder of images, a folder of ``.tar`` shards, a ``.tar`` file or a brace pattern).
 """
 
 from __future__ import annotations
@@ -101,10 +102,15 @@ class ShapesSource:
     seed: int = 0
     resolution: int = 64
     relation_rate: float | None = None  # None: the world's own (0.35)
+    # Only placed-pair scenes (unclip.data.shapes.placed), each captioned with the relation template: the data of
+    # the image stage of the binding recipe (docs/clip.md, "Relations").
+    placed: bool = False
 
     def __post_init__(self) -> None:
         self._world: Any = None
         self._check()
+        if self.placed and self.relation_rate is not None:
+            raise ValueError("placed samples have one caption form (the relation template); drop relations=")
 
     def _check(self) -> None:
         try:
@@ -138,6 +144,13 @@ class ShapesSource:
             size = max(self.resolution, MIN_RESOLUTION)
             rate = {} if self.relation_rate is None else {"relation_rate": self.relation_rate}
             self._world = ShapesWorld(split=self.split, seed=self.seed, resolution=size, **rate)
+        if self.placed:
+            from unclip.data.shapes import render
+            from unclip.data.shapes.placed import placed_sample
+
+            text, scene = placed_sample(self._world, i)
+            image = render(scene, self._world.resolution)
+            return Record(f"shapes-placed-{self.split}-{self.seed}-{i}", image, text, scene.to_json())
         s = self._world[i]
         return Record(f"shapes-{self.split}-{self.seed}-{i}", np.asarray(s.image), s.caption, s.scene.to_json())
 
@@ -232,11 +245,14 @@ def parse_data_spec(spec: str, resolution: int = 64) -> Source:
     kind, _, rest = spec.partition(":")
     if kind == "shapes":
         opts = _parse_options(rest, spec)
-        unknown = set(opts) - {"split", "seed", "relations"}
+        unknown = set(opts) - {"split", "seed", "relations", "placed"}
         if unknown:
             raise ValueError(
-                f"data spec {spec!r}: unknown option(s) {sorted(unknown)}; expected split, seed, relations"
+                f"data spec {spec!r}: unknown option(s) {sorted(unknown)}; expected split, seed, relations, placed"
             )
+        placed = opts.get("placed", "0").lower()
+        if placed not in ("0", "1", "true", "false"):
+            raise ValueError(f"data spec {spec!r}: placed must be 1 or 0 (true or false), got {opts['placed']!r}")
         try:
             seed = int(opts.get("seed", 0))
         except ValueError as err:
@@ -249,7 +265,10 @@ def parse_data_spec(spec: str, resolution: int = 64) -> Source:
                 raise ValueError(f"data spec {spec!r}: relations must be a number in [0, 1]") from err
             if not 0 <= rate <= 1:
                 raise ValueError(f"data spec {spec!r}: relations must be a number in [0, 1], got {rate}")
-        return ShapesSource(opts.get("split", "train"), seed, resolution, rate)
+        try:
+            return ShapesSource(opts.get("split", "train"), seed, resolution, rate, placed in ("1", "true"))
+        except ValueError as err:
+            raise ValueError(f"data spec {spec!r}: {err}") from err
     if kind == "folder":
         return FolderSource(rest)
     if kind == "wds":

@@ -46,10 +46,9 @@ from torch import Tensor
 
 from unclip.data.shapes import ShapesWorld
 from unclip.data.shapes.batch import scenes_tensor
-from unclip.data.shapes.scene import CLEAR_MARGIN
+from unclip.data.shapes.placed import RELATION_TEMPLATE, exchangeable, exchanged, placed_caption
 
 TEMPLATE = "a {} {} and a {} {}"
-RELATION_TEMPLATE = "a {} {} to the {} of a {} {}"
 # (shape 1, shape 2, colour 1, colour 2): all shapes and colours distinct; some swaps are held-out compositions.
 PROBE_COMBOS = (
     ("circle", "square", "red", "blue"), ("star", "heart", "green", "purple"),
@@ -98,14 +97,8 @@ def placed_pairs(
     """``n`` tuples (scene A, scene B with the two objects' places exchanged, caption of A, caption of B)."""
 
     def make(scene):  # -> tuple | None
-        a, b = sorted(scene.objects, key=lambda o: o.x)  # a: the left one
-        # Distinct shapes and colours keep the phrases unambiguous.
-        if not exchangeable(scene) or a.shape == b.shape or a.colour == b.colour:
-            return None
-        moved = (dataclasses.replace(a, x=b.x, y=b.y), dataclasses.replace(b, x=a.x, y=a.y))
-        return (scene, dataclasses.replace(scene, objects=moved),
-                RELATION_TEMPLATE.format(a.colour, a.shape, "left", b.colour, b.shape),
-                RELATION_TEMPLATE.format(a.colour, a.shape, "right", b.colour, b.shape))  # fmt: skip
+        text = placed_caption(scene)
+        return None if text is None else (scene, exchanged(scene), text, placed_caption(scene, "right"))
 
     return _two_object_pairs(n, split, seed, max_scan, make, "fit for a relation pair")
 
@@ -136,13 +129,6 @@ def converse_scores(clip, pairs: list[tuple[Any, Any, str, str]], batch_size: in
     ok_b = (cos(t_b, c_b) > cos(t_b, t_a)) & (cos(t_b, c_b) > cos(t_b, c_a))
     converse = torch.cat([cos(t_a, c_a), cos(t_b, c_b)])
     return {"converse_score": float((ok_a & ok_b).double().mean()), "converse_cosine": float(converse.mean())}
-
-
-def exchangeable(scene) -> bool:
-    """Whether a two-object scene's objects can exchange places with "left of" true before and "right of" after:
-    equal sizes keep both frames valid in each other's place, and the margin keeps the relation clear."""
-    a, b = sorted(scene.objects, key=lambda o: o.x)
-    return a.size == b.size and b.x - a.x >= CLEAR_MARGIN
 
 
 def probe_scores(z_a: Tensor, z_b: Tensor, t_a: Tensor, t_b: Tensor) -> dict[str, float]:
