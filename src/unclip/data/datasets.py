@@ -11,9 +11,10 @@ skipped and counted there. Two kinds of source:
 
 ``parse_data_spec`` turns the ``--data`` option into a source:
 ``shapes`` / ``shapes:split=val,seed=3`` (``relations=0.9``: captions state a relation that often where their scene has
-a clear one, instead of 0.35; ``placed=1``: only two-object scenes fit for a placed pair, captioned "a red circle to
-the left of a blue square", ``unclip.data.shapes.placed``), ``folder:PATH``, ``wds:PATH/{000..009}.tar``, or a
-bare path that is auto-detected (a folder of images, a folder of ``.tar`` shards, a ``.tar`` file or a brace pattern).
+a clear one, instead of 0.35; ``placed=x``: only two-object scenes fit for a placed pair, captioned "a red circle to
+the left of a blue square", ``placed=y`` "... above ...", ``placed=xy`` both; ``unclip.data.shapes.placed``),
+``folder:PATH``, ``wds:PATH/{000..009}.tar``, or a bare path that is auto-detected (a folder of images, a folder
+of ``.tar`` shards, a ``.tar`` file or a brace pattern).
 """
 
 from __future__ import annotations
@@ -102,13 +103,17 @@ class ShapesSource:
     seed: int = 0
     resolution: int = 64
     relation_rate: float | None = None  # None: the world's own (0.35)
-    # Only placed-pair scenes (unclip.data.shapes.placed), each captioned with the relation template: the data of
-    # the image stage of the binding recipe (docs/clip.md, "Relations").
-    placed: bool = False
+    # Only placed-pair scenes (unclip.data.shapes.placed) along these axes ("x", "y" or "xy"; "" off), each
+    # captioned with its relation template: the data of the binding recipe's image stage (docs/clip.md, "Relations").
+    placed: str = ""
 
     def __post_init__(self) -> None:
         self._world: Any = None
         self._check()
+        from unclip.data.shapes.placed import AXES
+
+        if self.placed and self.placed not in AXES:
+            raise ValueError(f"placed must be one of {', '.join(AXES)} (1: x), got {self.placed!r}")
         if self.placed and self.relation_rate is not None:
             raise ValueError("placed samples have one caption form (the relation template); drop relations=")
 
@@ -148,7 +153,7 @@ class ShapesSource:
             from unclip.data.shapes import render
             from unclip.data.shapes.placed import placed_sample
 
-            text, scene = placed_sample(self._world, i)
+            text, scene = placed_sample(self._world, i, self.placed)
             image = render(scene, self._world.resolution)
             return Record(f"shapes-placed-{self.split}-{self.seed}-{i}", image, text, scene.to_json())
         s = self._world[i]
@@ -251,8 +256,7 @@ def parse_data_spec(spec: str, resolution: int = 64) -> Source:
                 f"data spec {spec!r}: unknown option(s) {sorted(unknown)}; expected split, seed, relations, placed"
             )
         placed = opts.get("placed", "0").lower()
-        if placed not in ("0", "1", "true", "false"):
-            raise ValueError(f"data spec {spec!r}: placed must be 1 or 0 (true or false), got {opts['placed']!r}")
+        placed = {"0": "", "false": "", "1": "x", "true": "x"}.get(placed, placed)  # placed=1: the probe's axis
         try:
             seed = int(opts.get("seed", 0))
         except ValueError as err:
@@ -266,7 +270,7 @@ def parse_data_spec(spec: str, resolution: int = 64) -> Source:
             if not 0 <= rate <= 1:
                 raise ValueError(f"data spec {spec!r}: relations must be a number in [0, 1], got {rate}")
         try:
-            return ShapesSource(opts.get("split", "train"), seed, resolution, rate, placed in ("1", "true"))
+            return ShapesSource(opts.get("split", "train"), seed, resolution, rate, placed)
         except ValueError as err:
             raise ValueError(f"data spec {spec!r}: {err}") from err
     if kind == "folder":
