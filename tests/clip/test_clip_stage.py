@@ -364,13 +364,12 @@ def test_relation_samples_are_reversible_relation_captions_fixed_by_the_batch_se
     assert len(drawn["captions"]) == len(drawn["scenes"]) == len(drawn["seeds"]) == 6
     rng = np.random.default_rng(0)
     for text, scene in zip(drawn["captions"], drawn["scenes"], strict=True):
-        graph = SceneGraph.from_json(scene)
-        assert parse_caption(text).relation is not None
-        assert counterfactual_scene(graph, text, make_negative(text, "relation", rng)) is not None
+        assert isinstance(scene, SceneGraph) and parse_caption(text).relation is not None
+        assert counterfactual_scene(scene, text, make_negative(text, "relation", rng)) is not None
     assert {parse_caption(t).relation for t in relation_samples(40, [1], 32)["captions"]} == {
         "left of", "right of", "above", "below"}  # fmt: skip
     # Rendered as a Shapes source renders (uint8 at 32 px, scaled to [-1, 1]).
-    first = torch.from_numpy(render(SceneGraph.from_json(drawn["scenes"][0]), 32)).permute(2, 0, 1).float() / 127.5 - 1
+    first = torch.from_numpy(render(drawn["scenes"][0], 32)).permute(2, 0, 1).float() / 127.5 - 1
     assert torch.allclose(drawn["images"][0], first)
     again, other = relation_samples(6, [3, 4, 5], 32), relation_samples(6, [3, 4, 6], 32)
     assert again["captions"] == drawn["captions"] and torch.equal(again["images"], drawn["images"])

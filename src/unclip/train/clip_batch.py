@@ -20,13 +20,17 @@ from unclip.data.shapes import SceneGraph, ShapesWorld, claims_hold, converse_ca
 from unclip.data.shapes.batch import scenes_tensor
 from unclip.data.shapes.counterfactual import counterfactual_scene
 
+# A sample's scene: JSON as the loader gives it (None, or a folder's side file, when there is no scene graph) or a
+# graph already read.
+Scene = dict[str, Any] | SceneGraph | None
+
 if TYPE_CHECKING:
     from unclip.train.clip_stage import ClipStageConfig
 
 
-def _scene_check(scene: dict[str, Any] | None):  # -> Callable[[str], bool] | None
+def _scene_check(scene: Scene):  # -> Callable[[str], bool] | None
     """A predicate "this caption is true of the scene", or None when there is no scene graph to check against."""
-    graph = _scene_graph(scene) if scene else None
+    graph = _scene_graph(scene)
     if graph is None:  # no check possible
         return None
 
@@ -40,14 +44,14 @@ def _scene_check(scene: dict[str, Any] | None):  # -> Callable[[str], bool] | No
 
 
 def batch_negatives(
-    captions: list[str], scenes: list[dict[str, Any] | None], seeds: list[int], kinds: tuple[str, ...], per_caption: int
+    captions: list[str], scenes: list[Scene], seeds: list[int], kinds: tuple[str, ...], per_caption: int
 ) -> list[str]:
     """Up to ``per_caption`` hard negatives per caption, each of a different kind, false of its scene if known."""
     return [text for _, _, text in owned_negatives(captions, scenes, seeds, kinds, per_caption)]
 
 
 def owned_negatives(
-    captions: list[str], scenes: list[dict[str, Any] | None], seeds: list[int], kinds: tuple[str, ...], per_caption: int
+    captions: list[str], scenes: list[Scene], seeds: list[int], kinds: tuple[str, ...], per_caption: int
 ) -> list[tuple[int, str, str]]:
     """:func:`batch_negatives` as ``(index of the caption it was made from, kind, negative)``."""
     out = []
@@ -61,7 +65,7 @@ def owned_negatives(
 
 
 def split_counterfactuals(
-    owned: list[tuple[int, str, str]], captions: list[str], scenes: list[dict[str, Any] | None], kinds: tuple[str, ...]
+    owned: list[tuple[int, str, str]], captions: list[str], scenes: list[Scene], kinds: tuple[str, ...]
 ) -> tuple[list[tuple[int, str, str, Any]], list[tuple[int, str]]]:
     """``owned`` negatives as (counterfactual pairs ``(owner, kind, caption, scene)``, negatives left
     ``(owner, text)``).
@@ -72,7 +76,7 @@ def split_counterfactuals(
     graphs: dict[int, Any] = {}
     for i, kind, text in owned:
         edited = None
-        if kind in kinds and scenes[i]:
+        if kind in kinds:
             if i not in graphs:
                 graphs[i] = _scene_graph(scenes[i])
             if graphs[i] is not None:
@@ -85,7 +89,7 @@ def split_counterfactuals(
 
 
 def text_edits(
-    captions: list[str], scenes: list[dict[str, Any] | None], seeds: list[int], resolution: int, config: ClipStageConfig
+    captions: list[str], scenes: list[Scene], seeds: list[int], resolution: int, config: ClipStageConfig
 ) -> dict[str, Any]:
     """A batch's hard negatives, split as :func:`split_counterfactuals` does: ``pairs`` ``(owner, kind, caption)``
     with ``pair_images`` (their scenes rendered at ``resolution`` as the Shapes source renders, or None) and the
@@ -95,8 +99,9 @@ def text_edits(
     pairs: list[tuple[int, str, str, Any]] = []
     left: list[tuple[int, str]] = []
     if config.hard_negatives:
-        triples = owned_negatives(captions, scenes, seeds, config.negative_kinds, config.negatives_per_caption)
-        pairs, left = split_counterfactuals(triples, captions, scenes, config.counterfactual_kinds)
+        graphs = [_scene_graph(scene) for scene in scenes]  # read each scene once for both steps
+        triples = owned_negatives(captions, graphs, seeds, config.negative_kinds, config.negatives_per_caption)
+        pairs, left = split_counterfactuals(triples, captions, graphs, config.counterfactual_kinds)
     paraphrases = []
     if config.paraphrase_weight:
         texts = captions + [text for _, _, text, _ in pairs]
@@ -130,7 +135,7 @@ RELATION_SAMPLES_STREAM = 0x52656C53  # "RelS": the added samples' random stream
 def relation_samples(k: int, seeds: list[int], resolution: int) -> dict[str, Any]:
     """``k`` train-split Shapes-world samples whose captions state a relation that the counterfactual renderer can
     reverse (their "relation" negative has a drawn scene), from a stream fixed by the micro-batch's ``seeds``:
-    ``captions``, ``scenes`` (as JSON, like a batch's), ``seeds`` (theirs, for their negatives) and ``images``
+    ``captions``, ``scenes`` (:class:`SceneGraph` s), ``seeds`` (theirs, for their negatives) and ``images``
     rendered at ``resolution`` as the Shapes source renders."""
     world = ShapesWorld(split="train", seed=0, relation_rate=1.0)
     rng = np.random.default_rng([RELATION_SAMPLES_STREAM, *seeds])
@@ -143,24 +148,24 @@ def relation_samples(k: int, seeds: list[int], resolution: int) -> dict[str, Any
             captions.append(text)
             scenes.append(scene)
             own_seeds.append(int(rng.integers(2**31)))
-    return {"captions": captions, "scenes": [s.to_json() for s in scenes], "seeds": own_seeds,
-            "images": scenes_tensor(scenes, resolution)}  # fmt: skip
+    return {"captions": captions, "scenes": scenes, "seeds": own_seeds, "images": scenes_tensor(scenes, resolution)}
 
 
 def batch_edits(
-    captions: list[str], scenes: list[dict[str, Any] | None], seeds: list[int], resolution: int, config: ClipStageConfig
+    captions: list[str], scenes: list[Scene], seeds: list[int], resolution: int, config: ClipStageConfig
 ) -> dict[str, Any]:
     """:func:`text_edits` of the batch, after ``config.relation_samples`` added samples (:func:`relation_samples`,
     under ``added``: their captions and images follow the batch's own in the loss)."""
     added = None
     if config.relation_samples:
-        if not all(scene and _scene_graph(scene) is not None for scene in scenes):
+        graphs = [_scene_graph(scene) for scene in scenes]  # parsed once; text_edits takes graphs as they are
+        if any(graph is None for graph in graphs):
             raise ValueError(
                 "model.relation_samples adds Shapes-world scenes to each batch; it needs Shapes-world data "
                 "(--data shapes...), whose samples carry scene graphs"
             )
         added = relation_samples(config.relation_samples, seeds, resolution)
-        captions, scenes, seeds = captions + added["captions"], scenes + added["scenes"], seeds + added["seeds"]
+        captions, scenes, seeds = captions + added["captions"], graphs + added["scenes"], seeds + added["seeds"]
     edits = text_edits(captions, scenes, seeds, resolution, config)
     edits["added"] = None if added is None else {"captions": added["captions"], "images": added["images"]}
     return edits
@@ -174,7 +179,12 @@ def micro_batch_edits(mb: Any, config: ClipStageConfig) -> dict[str, Any]:
     return {EDITS_KEY: batch_edits(list(mb.caption), mb.scene, seeds, mb.image.shape[-1], config)}
 
 
-def _scene_graph(scene: dict[str, Any]):  # -> SceneGraph | None
+def _scene_graph(scene: Scene) -> SceneGraph | None:
+    """A batch's scene (JSON, as the loader gives it) as a graph; a graph as it is; None when there is none."""
+    if scene is None or isinstance(scene, SceneGraph):
+        return scene
+    if not scene:
+        return None
     try:
         return SceneGraph.from_json(scene)
     except ValueError:  # a folder's KEY.json side file, not a Shapes scene
