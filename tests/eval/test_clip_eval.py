@@ -258,3 +258,17 @@ def test_cli_bad_model_folder(tmp_path, capsys):
     _micro_clip().save_pretrained(tmp_path / "clip")
     assert main(["eval", "clip", "--model", str(tmp_path / "clip"), "--n", "1"]) == 2
     assert "n must be >= 2" in capsys.readouterr().err
+
+
+def test_relation_binding_splits_by_the_axis_of_the_true_caption():
+    from unclip.eval.clip_eval import relation_binding_by_axis
+
+    captions = ["a red circle left of a blue star", "a cat", "a green square above a red heart",
+                "a blue star under a pink cross", "a red circle to the right of a blue star"]  # fmt: skip
+    s_true = torch.tensor([0.9, 0.0, 0.2, 0.3, 0.6])
+    # Images 0 and 4 (x) beat their distractors; 2 (y) loses and 3 (y) ties; 1 has no relation distractor.
+    relation = (torch.tensor([0, 2, 3, 4]), torch.tensor([0.1, 0.5, 0.3, 0.2]))
+    out = relation_binding_by_axis(s_true, relation, captions)
+    assert out == {"x": 1.0, "y": 0.25, "n": {"x": 2, "y": 2}}
+    none_on_y = relation_binding_by_axis(s_true, (torch.tensor([0]), torch.tensor([0.95])), captions)
+    assert none_on_y == {"x": 0.0, "y": None, "n": {"x": 1, "y": 0}}

@@ -56,36 +56,40 @@ def format_table(result: dict) -> str:
     cols = ("seen", "held_out")
     lines = [
         f"CLIP {result['model']}: {result['n']} pairs per split, seed {result['seed']}, {result['seconds']:.1f} s",
-        f"{'':<32}{'seen (test)':<15}{'held-out':<15}{'chance (seen)':<15}",
+        f"{'':<34}{'seen (test)':<15}{'held-out':<15}{'chance (seen)':<15}",
     ]
     for direction, label in (("image_to_text", "image→text"), ("text_to_image", "text→image")):
         for k in ("R@1", "R@5"):
             r = [result[c]["retrieval"][direction] for c in cols]
             lines.append(
-                f"{'retrieval ' + label + ' ' + k:<32}{_cell(r[0][k])}{_cell(r[1][k])}{_cell(r[0]['chance'][k])}"
+                f"{'retrieval ' + label + ' ' + k:<34}{_cell(r[0][k])}{_cell(r[1][k])}{_cell(r[0]['chance'][k])}"
             )
     kinds = [k for k in KIND_LABELS if k in result["seen"]["binding"]["n"]]
     for kind in kinds:
         b = [result[c]["binding"] for c in cols]
         lines.append(
-            f"{'binding ' + KIND_LABELS[kind]:<32}{_cell(b[0][kind], b[0]['n'][kind])}"
+            f"{'binding ' + KIND_LABELS[kind]:<34}{_cell(b[0][kind], b[0]['n'][kind])}"
             f"{_cell(b[1][kind], b[1]['n'][kind])}{_cell(0.5)}"
         )
+        axes = [result[c].get("relation_binding_by_axis") for c in cols]
+        for axis, label in (("x", "left/right"), ("y", "above/below")) if kind == "relation" and axes[0] else ():
+            lines.append(f"{'  relation, ' + label:<34}{_cell(axes[0][axis], axes[0]['n'][axis])}"
+                         f"{_cell(axes[1][axis], axes[1]['n'][axis])}{_cell(0.5)}")  # fmt: skip
     for stat in ("mean", "min"):
-        lines.append(f"{'binding ' + stat:<32}{_cell(result['seen']['binding'][stat])}"
+        lines.append(f"{'binding ' + stat:<34}{_cell(result['seen']['binding'][stat])}"
                      f"{_cell(result['held_out']['binding'][stat])}")  # fmt: skip
     probe = [result[c].get("swap_probe") for c in cols]
     if probe[0] is not None:  # where binding is lost (unclip.eval.binding_probe)
         chance = probe[0]["chance"]
         keys = ("image_cosine", "text_cosine", "alignment", "text_score", "image_score", "group_score")
         for key in keys + (("image_decodability",) if "image_decodability" in probe[0] else ()):
-            lines.append(f"{'swap probe ' + key:<32}{_cell(probe[0][key])}{_cell(probe[1][key])}"
+            lines.append(f"{'swap probe ' + key:<34}{_cell(probe[0][key])}{_cell(probe[1][key])}"
                          f"{_cell(chance[key]) if key in chance else ''}")  # fmt: skip
         relation = [p.get("relation") for p in probe]
         keys = ("text_cosine", "converse_score", "alignment", "group_score", "image_decodability")
         for key in keys if relation[0] else ():
             if key in relation[0]:
-                lines.append(f"{'relation probe ' + key:<32}{_cell(relation[0][key])}{_cell(relation[1][key])}"
+                lines.append(f"{'relation probe ' + key:<34}{_cell(relation[0][key])}{_cell(relation[1][key])}"
                              f"{_cell(chance[key]) if key in chance else ''}")  # fmt: skip
     lines.append("reference (ARO relation/attribution): OpenAI CLIP ~0.6, NegCLIP ~0.7-0.8")
     return "\n".join(lines)

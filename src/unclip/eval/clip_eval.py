@@ -141,6 +141,23 @@ def binding_scores(s_true: Tensor, s_neg: dict[str, tuple[Tensor, Tensor]]) -> d
     return out
 
 
+# The two axes of the spatial relations: "left of" / "right of" (x) and "above" / "below" (y). Placement along one
+# axis is a separate thing for an image tower to learn (docs/clip.md, "Relations: placed pairs along y").
+RELATION_AXES = {"left of": "x", "right of": "x", "above": "y", "below": "y"}
+
+
+def relation_binding_by_axis(
+    s_true: Tensor, relation: tuple[Tensor, Tensor], captions: Sequence[str]
+) -> dict[str, Any]:
+    """The relation kind's binding accuracy split by the axis of the relation its true caption states
+    (:data:`RELATION_AXES`); ``relation`` is :func:`binding_scores`' ``(image indices, similarities)`` of that kind."""
+    idx, s = relation
+    axes = [RELATION_AXES[parse_caption(captions[i]).relation] for i in idx.tolist()]
+    groups = {a: torch.tensor([k for k, b in enumerate(axes) if b == a], dtype=torch.long) for a in ("x", "y")}
+    scores = binding_scores(s_true, {a: (idx[k], s[k]) for a, k in groups.items()})
+    return {"x": scores["x"], "y": scores["y"], "n": scores["n"]}
+
+
 # ---------------------------------------------------------------- running a CLIP
 
 
@@ -203,6 +220,8 @@ def evaluate_split(
         "retrieval": retrieval_scores(z_i, z_cap, relevance(captions, [s.scene for s in samples])),
         "binding": binding_scores(s_true, s_neg),
     }
+    if "relation" in s_neg:
+        out["relation_binding_by_axis"] = relation_binding_by_axis(s_true, s_neg["relation"], captions)
     if probe_n > 0:  # where binding is lost (unclip.eval.binding_probe)
         # the decodability probe's layouts shrink with n too (160 at the issue's 1,000), never below 16
         layouts = min(PROBE_LAYOUTS, max(16, n))
