@@ -94,12 +94,32 @@ class Upsampler(nn.Module):
         return self.unet(torch.cat([x, cond], dim=1), t, extra_emb=extra)
 
 
-def upsampler_denoiser(upsampler: Upsampler, low_res: Tensor):  # -> tuple[Denoiser, NoiseSchedule]
-    """The (x, t) denoiser samplers drive for ``low_res``: eps-parameterized, x0 clamped to the image range, and
-    (with noise-level augmentation) told the condition is clean."""
+# How the low-resolution image reaches the network at inference. "trained": through the deterministic part of the
+# corruption the upsampler was trained on (App. C's Gaussian blur for 64→256), so it sees the inputs it learned
+# from; a network trained to undo that blur over-sharpens a clean input into halos around every edge (the bundled
+# 32→128 upsampler on 1,000 held-out images: docs/results.md). BSR's corruption is random, there for robustness
+# to the decoder's artefacts, and is not applied. "clean": the image as given.
+UPSAMPLER_CONDITIONS = ("trained", "clean")
+
+
+def inference_condition(config: UpsamplerConfig, low_res: Tensor, condition: str = "trained") -> Tensor:
+    """``low_res`` as the network should see it at inference (see ``UPSAMPLER_CONDITIONS``)."""
+    if condition not in UPSAMPLER_CONDITIONS:
+        raise ValueError(f"condition must be one of {', '.join(UPSAMPLER_CONDITIONS)}, got {condition!r}")
+    if condition == "trained" and config.degradation == "blur":
+        from unclip.data.degradations import blur_corrupt
+
+        return blur_corrupt(low_res)
+    return low_res
+
+
+def upsampler_denoiser(upsampler: Upsampler, low_res: Tensor, condition: str = "trained"):  # -> (Denoiser, schedule)
+    """The (x, t) denoiser samplers drive for ``low_res``: eps-parameterized, x0 clamped to the image range, the
+    condition prepared by :func:`inference_condition`, and (with noise-level augmentation) told it is clean."""
     from unclip.diffusion import ModelDenoiser, NoiseSchedule, Parameterization, clamp_x0, conditioned
 
     cfg = upsampler.config
+    low_res = inference_condition(cfg, low_res, condition)
     schedule = NoiseSchedule.named(cfg.schedule)
     den = ModelDenoiser(upsampler, schedule, Parameterization("eps", cfg.learned_variance))
     cond: dict[str, Tensor] = {"low_res": low_res}

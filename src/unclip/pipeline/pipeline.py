@@ -263,7 +263,7 @@ class UnCLIPPipeline:
         s = s or self.settings
         for up in self.upsamplers:
             res = up.config.resolution
-            den, schedule = upsampler_denoiser(up, images)
+            den, schedule = upsampler_denoiser(up, images, s.upsampler_condition)
             x_T = randn((images.shape[0], 3, res, res), generators, device=images.device)
             grid = schedule.grid_below(s.upsampler_steps, s.upsampler_strength)  # strength 1: the full grid
             if s.upsampler_strength < 1.0:  # SDEdit: the bicubic upsample, noised to the grid's first timestep

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from unclip.diffusion import SAMPLERS
+from unclip.models.upsampler import UPSAMPLER_CONDITIONS
 from unclip.prior.sampling import COMBINES
 
 Z_SOURCES = ("prior", "text")
@@ -38,6 +39,9 @@ class SamplingSettings:
     # input noised to t = strength × T and runs only the rest of the schedule (SDEdit, Meng et al. 2022; diffusers'
     # img2img ``strength``). The high-noise steps are the ones a briefly trained upsampler has learned least.
     upsampler_strength: float = 1.0
+    # "trained": the upsampler sees its input through the deterministic corruption it was trained on (the blur of
+    # App. C); "clean": as given (the behaviour before session 15). unclip.models.upsampler.UPSAMPLER_CONDITIONS.
+    upsampler_condition: str = "trained"
     inversion_steps: int = 50
     # How far DDIM inversion runs (§3's x_T), as a fraction of the schedule, like ``upsampler_strength``; variations,
     # interpolations and text diffs decode from the same timestep. 1 runs to the last timestep, where the cosine
@@ -73,6 +77,9 @@ class SamplingSettings:
                 raise ValueError(f"{name} must be a number in (0, 1], got {v!r}")
         if self.prior_combine not in COMBINES:
             raise ValueError(f"prior_combine must be one of {', '.join(COMBINES)}, got {self.prior_combine!r}")
+        if self.upsampler_condition not in UPSAMPLER_CONDITIONS:
+            allowed = ", ".join(UPSAMPLER_CONDITIONS)
+            raise ValueError(f"upsampler_condition must be one of {allowed}, got {self.upsampler_condition!r}")
         if self.z_source not in Z_SOURCES:
             raise ValueError(f"z_source must be one of {', '.join(Z_SOURCES)}, got {self.z_source!r}")
         if not isinstance(self.inversion_refine, int) or not 0 <= self.inversion_refine <= 50:
