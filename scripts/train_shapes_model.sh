@@ -25,6 +25,11 @@
 # CLIP_BINDING=1 trains CLIP for attribute binding (docs/clip.md, "Binding"): every kind of hard negative, the
 # swap and relation negatives drawn as counterfactual pairs, the pairwise and separation terms. The prior and the
 # decoder then learn the binding CLIP's embeddings; with INIT_FROM they start from the old stack's weights.
+#
+# CLIP_FROM=CLIP_DIR takes a finished CLIP as it is instead of training one (e.g. a checkpoint of the binding recipe,
+# scripts/experiments/binding_recipe.sh); UPSAMPLER_FROM=DIR does the same for the upsampler, which does not depend
+# on CLIP (e.g. src/unclip/assets/shapes-model/upsampler0). A lease then spends its minutes on the prior and the
+# decoder, the parts that must learn a new CLIP's embeddings.
 set -euo pipefail
 
 OUT=${1:?usage: scripts/train_shapes_model.sh OUT_DIR}
@@ -128,13 +133,23 @@ train_prior() {  # $1: diffusion_prior or ar_prior; the prior reads the embeddin
   $UNCLIP export "$RUNS/$name" --out "$MODELS/$name"
 }
 
-mkdir -p "$RUNS"
-launch train_upsampler
+# A finished part taken as it is (CLIP_FROM, UPSAMPLER_FROM): $1 the folder, $2 its variable, $3 where it goes.
+use_part() {
+  [ -f "$1/config.json" ] || { echo "$2: not a model folder (no config.json): $1" >&2; exit 2; }
+  rm -rf "$3" && cp -r "$1" "$3"
+}
 
-# shellcheck disable=SC2046
-logged "$RUNS/clip.log" $UNCLIP train clip --preset "$CLIP_PRESET" --data "$SHAPES" --out "$RUNS/clip" "${EXTRA[@]}" \
-  "${CLIP_SET[@]}" $(steps "${CLIP_STEPS:-}") $(init_from clip)
-$UNCLIP export "$RUNS/clip" --out "$MODELS/clip"
+mkdir -p "$RUNS"
+if [ -n "${UPSAMPLER_FROM:-}" ]; then use_part "$UPSAMPLER_FROM" UPSAMPLER_FROM "$MODELS/upsampler"; else launch train_upsampler; fi
+
+if [ -n "${CLIP_FROM:-}" ]; then
+  use_part "$CLIP_FROM" CLIP_FROM "$MODELS/clip"
+else
+  # shellcheck disable=SC2046
+  logged "$RUNS/clip.log" $UNCLIP train clip --preset "$CLIP_PRESET" --data "$SHAPES" --out "$RUNS/clip" \
+    "${EXTRA[@]}" "${CLIP_SET[@]}" $(steps "${CLIP_STEPS:-}") $(init_from clip)
+  $UNCLIP export "$RUNS/clip" --out "$MODELS/clip"
+fi
 
 launch train_decoder
 $UNCLIP embed --model "$MODELS/clip" --data "shapes:split=train,seed=$DATA_SEED" --n "$EMBED_N" --out "$OUT/embeddings" \

@@ -56,6 +56,22 @@ def test_the_documented_script_trains_a_stack_from_nothing(tmp_path, parallel):
         assert clip["negatives_per_caption"] == 3  # CLIP_NEGATIVES overrides CLIP_BINDING's 5
         assert clip["counterfactual_kinds"] == ["swap", "relation"] and clip["separation_weight"] == 1
         assert runs["decoder"]["data"] == "shapes:seed=1"  # a fine-tune sees scenes the first run did not
+    else:
+        # CLIP_FROM and UPSAMPLER_FROM take finished parts as they are: only the priors and the decoder train.
+        env.update(CLIP_FROM=str(stack / "clip"), UPSAMPLER_FROM=str(stack / "upsampler0"))
+        again = tmp_path / "again"
+        done = subprocess.run(["bash", str(script), str(again)], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert {p.name for p in (again / "runs").iterdir() if p.is_dir()} == {"prior", "decoder"}
+        for src, dst in (("clip", "clip"), ("upsampler0", "upsampler0")):
+            a, b = (
+                load_file(str(stack / src / "model.safetensors")),
+                load_file(str(again / "model" / dst / "model.safetensors")),
+            )
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), src
+        env.update(CLIP_FROM=str(tmp_path / "nowhere"))
+        done = subprocess.run(["bash", str(script), str(tmp_path / "bad")], env=env, capture_output=True, text=True)
+        assert done.returncode == 2 and "CLIP_FROM: not a model folder" in done.stderr
 
 
 def test_export_refuses_what_is_not_a_finished_run(tmp_path, capsys):
