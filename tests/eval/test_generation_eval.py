@@ -122,6 +122,10 @@ def test_eval_commands_run_on_a_model_folder(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["n"] == 2 and 0.0 <= out["faithful"] <= 1.0
     assert "fid" in out  # Inception features by default (--no-fid skips them)
-    assert main(["eval", "upsampler", "--model", str(tmp_path / "m"), "--n", "2", "--no-fid"]) == 0
-    printed = capsys.readouterr().out
-    assert "bicubic_psnr" in printed and "fid" not in printed
+    assert out["settings"]["upsampler_condition"] == "trained"  # the JSON records the sampling settings used
+    args = ["eval", "upsampler", "--model", str(tmp_path / "m"), "--n", "2", "--no-fid", "--json"]
+    assert main([*args, "--set", "upsampler_condition=clean"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "bicubic_psnr" in out and "fid" not in out and out["settings"]["upsampler_condition"] == "clean"
+    assert main(args[:-1]) == 0
+    assert "settings" not in capsys.readouterr().out  # the text output lists the figures only

@@ -8,6 +8,7 @@ import the library inside, so ``unclip --help`` stays free of torch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from unclip.cli.eval_clip import register_clip
 from unclip.cli.eval_metrics import register_metrics
@@ -181,6 +182,7 @@ def run_generation(args: argparse.Namespace) -> int:
         evaluate = generation.decoder_reconstruction if args.evaluation == "decoder" else generation.upsampler_fidelity
         result = evaluate(pipe, n=args.n, seed=args.seed, features=features)
     result["model"] = folder
+    result["settings"] = dataclasses.asdict(pipe.settings)  # what produced the figures, --set overrides included
     if args.json:
         print(json.dumps(result, indent=2))
     else:
