@@ -44,7 +44,8 @@ AR_PRIOR=0
 # The trained stacks' sampling defaults: DDPM for the image stages (DDIM leaves speckle on briefly trained
 # networks, docs/training.md) and the upsampler started from its noised bicubic input at 0.3 T (SDEdit): from pure
 # noise the mini upsampler left blotches (PSNR 18.0, FID 274 against the truth; 31.2 and 173 from 0.3 T;
-# docs/results.md).
+# docs/results.md). With its condition blurred as in training (upsampler_condition=trained, session 15) the bundled
+# upsampler works from pure noise too; 0.3 T stays because it takes 3 network calls instead of 10.
 DDPM_SET=(--set decoder_sampler=ddpm --set decoder_steps=50 --set upsampler_sampler=ddpm
           --set upsampler_steps=10 --set inversion_steps=50 --set prior_steps=25 --set upsampler_strength=0.3)
 case "$PROFILE" in
