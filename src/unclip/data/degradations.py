@@ -120,12 +120,19 @@ def bsr_degrade(images: Tensor, factor: int, generators: Sequence[torch.Generato
     return torch.stack(out)
 
 
+def fixed_corruption(low_res: Tensor, kind: str) -> Tensor:
+    """The deterministic part of degradation ``kind`` applied to an already downsampled image: App. C's blur for
+    ``"blur"``, nothing for ``"none"``, and nothing for ``"bsr"``, whose corruption is random from end to end. Training
+    (:func:`corrupt`) and inference (``unclip.models.upsampler.inference_condition``) both go through it."""
+    if kind not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation {kind!r}; expected one of {', '.join(DEGRADATIONS)}")
+    return blur_corrupt(low_res) if kind == "blur" else low_res
+
+
 def corrupt(high_res: Tensor, factor: int, kind: str, generators: Sequence[torch.Generator] | None = None) -> Tensor:
     """The low-resolution conditioning an upsampler trains on: ``high_res`` downsampled and corrupted."""
-    if kind == "none":
-        return downsample(high_res, factor)
-    if kind == "blur":
-        return blur_corrupt(downsample(high_res, factor))
+    if kind in ("none", "blur"):
+        return fixed_corruption(downsample(high_res, factor), kind)
     if kind == "bsr":
         if generators is None:
             raise ValueError("BSR degradation is random: pass one generator per sample")

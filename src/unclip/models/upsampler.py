@@ -106,11 +106,9 @@ def inference_condition(config: UpsamplerConfig, low_res: Tensor, condition: str
     """``low_res`` as the network should see it at inference (see ``UPSAMPLER_CONDITIONS``)."""
     if condition not in UPSAMPLER_CONDITIONS:
         raise ValueError(f"condition must be one of {', '.join(UPSAMPLER_CONDITIONS)}, got {condition!r}")
-    if condition == "trained" and config.degradation == "blur":
-        from unclip.data.degradations import blur_corrupt
+    from unclip.data.degradations import fixed_corruption
 
-        return blur_corrupt(low_res)
-    return low_res
+    return fixed_corruption(low_res, config.degradation) if condition == "trained" else low_res
 
 
 def upsampler_denoiser(upsampler: Upsampler, low_res: Tensor, condition: str = "trained"):  # -> (Denoiser, schedule)
