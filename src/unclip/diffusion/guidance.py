@@ -93,6 +93,7 @@ def guided(denoiser: ConditionalDenoiser, conds: Sequence[Any], scales: Sequence
             return denoiser(x, t, full)
 
         return single_branch
+    conds, scales = merge_equal_scales(conds, scales)
     merged = cat_conditions(conds)
     n = len(conds)
 
@@ -108,6 +109,20 @@ def guided(denoiser: ConditionalDenoiser, conds: Sequence[Any], scales: Sequence
         return Denoised(x0, eps, var_frac)
 
     return guided_denoiser
+
+
+def merge_equal_scales(conds: Sequence[Any], scales: Sequence[float]) -> tuple[list[Any], list[float]]:
+    """Drop the branches that equal neighbouring scales cancel: s (D(c_k) - D(c_{k-1})) + s (D(c_{k+1}) - D(c_k))
+    = s (D(c_{k+1}) - D(c_{k-1})). One scale over z_i and the caption (the paper's and Karlo's decoder guidance)
+    then runs two branches, not three; the result is the same up to float rounding."""
+    kept, kept_scales = [conds[0]], []
+    for cond, s in zip(conds[1:], scales, strict=True):
+        if kept_scales and kept_scales[-1] == s:
+            kept[-1] = cond
+        else:
+            kept.append(cond)
+            kept_scales.append(s)
+    return kept, kept_scales
 
 
 def _check_batch(cond: Any, x: Tensor) -> None:

@@ -78,6 +78,10 @@ def decoder_config(
 class Decoder(nn.Module):
     """``forward(x_t, t, z_i, text, text_mask, drop_z_i, drop_text) -> raw output`` (eps [+ variance])."""
 
+    # Whether forward also takes the caption's z_t (``text_embedding``): Karlo's decoder adds it to the timestep
+    # embedding (unclip.pipeline.diffusers_folder); this one pools the caption's token states instead.
+    uses_text_embedding = False
+
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
         self.config = cfg = config
@@ -167,10 +171,12 @@ def guided_denoiser(
     mask: Tensor | None = None,
     drop_text: Tensor | None = None,
     scales: tuple[float, float] = (1.0, 1.0),
+    text_embedding: Tensor | None = None,
 ):  # -> tuple[Denoiser, NoiseSchedule]
     """The (x, t) denoiser samplers drive: eps-parameterized, guided with separate (image, caption) scales, and
     with x0 clamped to the image range. Without caption states (variations), every branch drops the caption;
-    ``drop_text`` drops it for chosen samples (empty prompts)."""
+    ``drop_text`` drops it for chosen samples (empty prompts). ``text_embedding`` (the caption's z_t) reaches
+    decoders that take it (``uses_text_embedding``) with the caption."""
     from unclip.diffusion import ModelDenoiser, NoiseSchedule, Parameterization, clamp_x0, guided
 
     dc = decoder.config
@@ -187,6 +193,9 @@ def guided_denoiser(
             cond["drop_z_i"] = torch.ones_like(cond["drop_z_i"])
     if drop_text is not None:
         conds[2]["drop_text"] = conds[2]["drop_text"] | drop_text
+    if getattr(decoder, "uses_text_embedding", False) and text_embedding is not None:
+        for cond in conds:
+            cond["text_embedding"] = text_embedding
     return clamp_x0(guided(den, conds, list(scales)), schedule), schedule
 
 

@@ -91,12 +91,16 @@ class PipelineOutput:
 
 
 class UnCLIPPipeline:
-    """CLIP, a prior (diffusion or autoregressive), the decoder and optional upsamplers, with their settings."""
+    """CLIP, a prior (diffusion or autoregressive), the decoder and optional upsamplers, with their settings.
+
+    ``prior`` may be None for a stack that only decodes image embeddings (diffusers' image-variation folders):
+    the manipulations and ``z_source="text"`` work, sampling z_i from a caption is refused.
+    """
 
     def __init__(
         self,
         clip: nn.Module,
-        prior: nn.Module,
+        prior: nn.Module | None,
         decoder: Decoder,
         upsamplers: Sequence[Upsampler] = (),
         settings: SamplingSettings | None = None,
@@ -136,6 +140,8 @@ class UnCLIPPipeline:
         each shape pays the compilation. Worth it on a GPU for many images; on a CPU compilation usually costs
         more than it saves."""
         for net in (self.clip, self.prior, self.decoder, *self.upsamplers):
+            if net is None:
+                continue
             net.forward = torch.compile(net.forward, **options)
         return self
 
@@ -158,9 +164,12 @@ class UnCLIPPipeline:
     def from_pretrained(cls, folder: str | Path, device: torch.device | str = "cpu") -> UnCLIPPipeline:
         from unclip.clip import load_clip
         from unclip.models.checkpoint import from_pretrained as load_image_model
+        from unclip.pipeline.diffusers_folder import load_diffusers_unclip, read_model_index
         from unclip.prior import from_pretrained as load_prior
 
         folder = Path(folder)
+        if not (folder / INDEX_FILE).is_file() and read_model_index(folder) is not None:
+            return load_diffusers_unclip(folder, device)  # Karlo and other diffusers-layout unCLIP folders
         meta = read_index(folder)
         parts = meta["components"]
         settings = config_from_dict(SamplingSettings, meta.get("settings", {}), f"{folder / INDEX_FILE}: settings")
@@ -178,6 +187,9 @@ class UnCLIPPipeline:
         from unclip.models.checkpoint import save_pretrained as save_image_model
         from unclip.prior import save_pretrained as save_prior
 
+        if not isinstance(self.decoder, Decoder) or self.prior is None:
+            raise ValueError("only stacks of unclip's own networks are saved in its format; a diffusers folder "
+                             "(Karlo) is already on disk in its own")  # fmt: skip
         folder = Path(folder)
         self.clip.save_pretrained(folder / "clip", half)
         save_prior(self.prior, folder / "prior", half)
@@ -222,6 +234,11 @@ class UnCLIPPipeline:
             return torch.zeros_like(enc.embedding)
         if s.z_source == "text" and not bool(empty.any()):
             return enc.embedding
+        if self.prior is None:
+            raise ValueError(
+                "this model has no prior (an image-variation folder): it decodes images' embeddings "
+                "(vary, interpolate, textdiff) and captions' z_t (z_source=text, non-empty prompts)"
+            )
         tokens, mask = fit_tokens(enc.token_states, enc.mask, self.prior.config.text_len)
         if isinstance(self.prior, ARPrior):
             return sample_ar_prior(self.prior, enc.embedding, tokens, mask, generator=generators).z_i
@@ -241,7 +258,8 @@ class UnCLIPPipeline:
         s = s or self.settings
         tokens, mask = (None, None) if text is None else (text.token_states, text.mask)
         scales = (s.decoder_guidance_image, s.decoder_guidance_text)
-        return guided_denoiser(self.decoder, z_i, tokens, mask, drop_text, scales)
+        z_t = None if text is None else text.embedding
+        return guided_denoiser(self.decoder, z_i, tokens, mask, drop_text, scales, text_embedding=z_t)
 
     def decode(
         self, z_i: Tensor, generators: list[torch.Generator], *, text=None, drop_text: Tensor | None = None,

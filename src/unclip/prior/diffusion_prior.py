@@ -44,6 +44,9 @@ class DiffusionPriorConfig:
     normalization: str = "standardize"
     scale: float = 17.2
     best_of: int = 2  # candidates drawn per caption at sampling, the one with the largest z_i . z_t kept (§2.2)
+    # Clip the guided x0 estimate to [-c, c] (normalized units) at every sampling step; None: no clipping. Karlo's
+    # prior samples with c = 5 (diffusers' UnCLIPScheduler clip_sample_range).
+    sample_clamp: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "text_width", "text_len", "width", "depth", "heads", "train_steps", "best_of"):
@@ -60,6 +63,9 @@ class DiffusionPriorConfig:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        clamp = self.sample_clamp
+        if clamp is not None and (isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not clamp > 0):
+            raise ValueError(f"sample_clamp must be a positive number or None, got {self.sample_clamp!r}")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"unknown normalization {self.normalization!r}; expected one of {', '.join(NORMALIZATIONS)}"

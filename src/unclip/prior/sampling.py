@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from unclip.diffusion import ModelDenoiser, conditioned, get_sampler, guided, randn
+from unclip.diffusion import ModelDenoiser, clamp_x0, conditioned, get_sampler, guided, randn
 from unclip.diffusion.samplers import Callback
 from unclip.prior.diffusion_prior import DiffusionPrior
 from unclip.prior.transformer import check_caption
@@ -130,6 +130,8 @@ def sample_diffusion_prior(
     else:
         uncond = {**cond, "keep": torch.zeros_like(cond["keep"])}
         d = guided(denoiser, [uncond, cond], [guidance_scale])
+    if c.sample_clamp is not None:  # after guidance, as diffusers' UnCLIPScheduler clips Karlo's prior
+        d = clamp_x0(d, schedule, -c.sample_clamp, c.sample_clamp)
     x_T = randn((b * n, c.embed_dim), gens).to(device)
     x0 = get_sampler(sampler)(d, x_T, grid, generator=gens, callback=callback, progress=progress, **sampler_options)
     candidates = model.norm.denormalize(x0).view(b, n, c.embed_dim)

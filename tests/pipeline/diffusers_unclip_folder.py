@@ -1,0 +1,99 @@
+"""A tiny random diffusers unCLIP folder (Karlo's layout) for the tests of unclip.pipeline.diffusers_folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+EMBED = 32  # CLIP projection size = text width, as Karlo's parts require (768 there)
+TEXT_LEN = 16
+
+
+def _tokenizer(folder: Path):
+    import transformers
+    from tokenizers import pre_tokenizers
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    vocab.update({ch + "</w>": len(alphabet) + i for i, ch in enumerate(alphabet)})
+    merges = ["r e", "re d</w>", "c i", "ci r", "cir c", "l e</w>", "circ le</w>", "b l", "bl u", "blu e</w>"]
+    for m in merges:
+        vocab["".join(m.split())] = len(vocab)
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tok = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=TEXT_LEN)
+    tok.save_pretrained(str(folder))
+    return tok
+
+
+def make_components(folder: Path, seed: int = 0) -> dict:
+    """Every part of a tiny diffusers ``UnCLIPPipeline`` with random weights (and an image encoder)."""
+    import transformers
+    from diffusers import PriorTransformer, UnCLIPScheduler, UNet2DConditionModel, UNet2DModel
+    from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
+
+    torch.manual_seed(seed)
+    tok = _tokenizer(folder / "tokenizer")
+    vocab = len(tok)
+    text = transformers.CLIPTextModelWithProjection(transformers.CLIPTextConfig(
+        vocab_size=vocab, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=TEXT_LEN, projection_dim=EMBED, bos_token_id=vocab - 2, eos_token_id=vocab - 1,
+        pad_token_id=vocab - 1,
+    )).eval()  # fmt: skip
+    image = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(
+        image_size=30, patch_size=6, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+        num_attention_heads=4, projection_dim=EMBED,
+    )).eval()  # fmt: skip
+    prior = PriorTransformer(
+        num_attention_heads=2, attention_head_dim=16, embedding_dim=EMBED, num_layers=1, num_embeddings=TEXT_LEN
+    )
+    # Karlo's prior stores statistics of its training embeddings; random ones make the test see them used.
+    with torch.no_grad():
+        prior.clip_mean.copy_(torch.randn_like(prior.clip_mean) * 0.1)
+        prior.clip_std.copy_(torch.rand_like(prior.clip_std) + 0.5)
+    text_proj = UnCLIPTextProjModel(clip_embeddings_dim=EMBED, time_embed_dim=128, cross_attention_dim=32)
+    # Zero-initialised in diffusers: a non-zero null embedding makes the tests see it used.
+    with torch.no_grad():
+        text_proj.learned_classifier_free_guidance_embeddings.normal_()
+    decoder = UNet2DConditionModel(
+        sample_size=16, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn", in_channels=3, out_channels=6, cross_attention_dim=32,
+        attention_head_dim=16, resnet_time_scale_shift="scale_shift", class_embed_type="identity",
+    )  # fmt: skip
+
+    def super_res():
+        return UNet2DModel(
+            sample_size=32, layers_per_block=1, block_out_channels=(32, 64), in_channels=6, out_channels=3,
+            down_block_types=("ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D"),
+            up_block_types=("ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"), resnet_time_scale_shift="scale_shift",
+        )  # fmt: skip
+
+    return {
+        "prior": prior.eval(), "decoder": decoder.eval(), "text_proj": text_proj.eval(), "text_encoder": text,
+        "tokenizer": tok, "super_res_first": super_res().eval(), "super_res_last": super_res().eval(),
+        "prior_scheduler": UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="sample",
+                                           num_train_timesteps=1000, clip_sample_range=5.0),
+        "decoder_scheduler": UnCLIPScheduler(variance_type="learned_range", prediction_type="epsilon",
+                                             num_train_timesteps=1000),
+        "super_res_scheduler": UnCLIPScheduler(variance_type="fixed_small_log", prediction_type="epsilon",
+                                               num_train_timesteps=1000),
+        "image_encoder": image,
+    }  # fmt: skip
+
+
+def make_folder(folder: Path, seed: int = 0):
+    """Save a tiny Karlo-layout text-to-image folder (with an image encoder) and return diffusers' pipeline."""
+    from diffusers import UnCLIPPipeline
+
+    parts = make_components(folder, seed)
+    image = parts.pop("image_encoder")
+    pipe = UnCLIPPipeline(**parts)
+    pipe.save_pretrained(str(folder))
+    image.save_pretrained(str(folder / "image_encoder"))
+    return pipe
