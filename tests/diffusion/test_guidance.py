@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from unclip.diffusion import Denoised, cat_conditions, conditioned, guided
+from unclip.diffusion.guidance import merge_equal_scales
 
 
 class ShiftDenoiser:
@@ -73,6 +74,27 @@ def test_all_scales_one_run_only_the_full_condition_branch():
     net.batch_sizes.clear()
     guided(net, conds, [1.0, 3.0])(x, t)
     assert net.batch_sizes == [9]  # any other scale keeps every branch
+
+
+def test_equal_scales_skip_the_branch_between_them():
+    """s (D(c1) - D(c0)) + s (D(c2) - D(c1)) = s (D(c2) - D(c0)): one scale over z_i and caption (the paper's and
+    Karlo's decoder guidance) runs two branches, with the three-branch result and the full branch's variance."""
+    conds = branches()
+    x, t = torch.randn(3, 4), torch.full((3,), 10)
+    net = ShiftDenoiser()
+    two = guided(net, conds, [3.0, 3.0])(x, t)
+    assert net.batch_sizes == [6]
+    assert torch.allclose(two.x0, 0.5 * x + 3.0 * conds[2]["img"] + 3.0 * 2 * conds[2]["txt"], atol=1e-5)
+    assert torch.allclose(two.var_frac, conds[2]["img"].sigmoid())
+    three = guided(net, conds, [3.0, 3.0 + 1e-7])(x, t)
+    assert net.batch_sizes[-1] == 9
+    assert torch.allclose(two.x0, three.x0, atol=1e-5) and torch.allclose(two.eps, three.eps, atol=1e-5)
+
+
+def test_merge_equal_scales_keeps_the_outer_branches():
+    kept, scales = merge_equal_scales(["c0", "c1", "c2", "c3", "c4"], [2.0, 2.0, 5.0, 5.0])
+    assert (kept, scales) == (["c0", "c2", "c4"], [2.0, 5.0])
+    assert merge_equal_scales(["c0", "c1", "c2"], [2.0, 5.0]) == (["c0", "c1", "c2"], [2.0, 5.0])
 
 
 def test_conditioned_binds_without_guidance():

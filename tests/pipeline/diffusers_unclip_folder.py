@@ -87,6 +87,34 @@ def make_components(folder: Path, seed: int = 0) -> dict:
     }  # fmt: skip
 
 
+def exact_schedules(pipe) -> None:
+    """Give diffusers' schedulers the float64 cosine table. In float32, UnCLIPScheduler's step coefficient
+    sqrt(1 - beta) for the step from t = 999 cancels (beta = 1 - 1.7e-8 rounds) and moves x by ~1e-4; our
+    samplers keep the schedule in float64, so image-for-image comparisons need diffusers to as well."""
+    from unclip.diffusion import NoiseSchedule
+
+    table = NoiseSchedule.named("cosine")
+    for name in ("prior_scheduler", "decoder_scheduler", "super_res_scheduler"):
+        sch = getattr(pipe, name, None)
+        if sch is not None:
+            sch.betas, sch.alphas = table.betas.clone(), 1 - table.betas
+            sch.alphas_cumprod, sch.one = table.alpha_bar.clone(), torch.tensor(1.0, dtype=torch.float64)
+
+
+def make_variation_folder(folder: Path, seed: int = 0):
+    """Save a tiny Karlo-layout image-variation folder (no prior) and return diffusers' pipeline."""
+    import transformers
+    from diffusers import UnCLIPImageVariationPipeline
+
+    parts = make_components(folder, seed)
+    for name in ("prior", "prior_scheduler"):
+        parts.pop(name)
+    processor = transformers.CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30})
+    pipe = UnCLIPImageVariationPipeline(feature_extractor=processor, **parts)
+    pipe.save_pretrained(str(folder))
+    return pipe
+
+
 def make_folder(folder: Path, seed: int = 0):
     """Save a tiny Karlo-layout text-to-image folder (with an image encoder) and return diffusers' pipeline."""
     from diffusers import UnCLIPPipeline

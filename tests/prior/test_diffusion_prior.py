@@ -139,6 +139,21 @@ def test_sampling_reranks_and_each_caption_depends_on_its_seed_only():
         sample_diffusion_prior(m, z_t, tokens, mask, combine="median")
 
 
+def test_sample_clamp_bounds_every_draw_in_normalized_units():
+    # Karlo's prior clips its guided x0 estimate to ±5 at each step; the last step returns that estimate itself.
+    _, z_t, tokens, mask = synthetic_pairs(4)
+    free = fitted()
+    kwargs = dict(best_of=2, steps=6, sampler="ddpm", guidance_scale=3.0)
+    loose = sample_diffusion_prior(free, z_t, tokens, mask, generator=torch.Generator().manual_seed(0), **kwargs)
+    reach = free.norm.normalize(loose.candidates).abs().max().item()
+    bounded = fitted(tiny(sample_clamp=reach / 4))
+    out = sample_diffusion_prior(bounded, z_t, tokens, mask, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert bounded.norm.normalize(out.candidates).abs().max().item() <= reach / 4 + 1e-5
+    for bad in (0.0, -1.0, True, "5"):
+        with pytest.raises(ValueError, match="sample_clamp"):
+            tiny(sample_clamp=bad)
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp_2m"])
 def test_any_core_sampler_runs(sampler):
     m = fitted()

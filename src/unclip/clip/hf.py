@@ -176,9 +176,24 @@ def load_hf_tokenizer(folder: Path, context_length: int) -> Tokenizer | None:
     return None
 
 
-def load_hf_clip(folder: str | Path, device: torch.device | str = "cpu") -> CLIP:
-    """A transformers CLIP folder (``CLIPModel``, or Karlo's text_encoder/ + image_encoder/) as our :class:`CLIP`."""
+# A stand-in image tower for text-only folders (Karlo's text-to-image folder has no image_encoder/): the smallest
+# VisionConfig, left at its random initialisation. Callers that allow it must refuse to encode images.
+_NO_VISION = {"image_size": 32, "patch_size": 32, "hidden_size": 8, "num_hidden_layers": 1,
+              "num_attention_heads": 1, "intermediate_size": 8}  # fmt: skip
+
+
+def has_image_tower(folder: str | Path) -> bool:
     folder = Path(folder)
+    return (folder / "config.json").is_file() or (folder / "image_encoder" / "config.json").is_file()
+
+
+def load_hf_clip(folder: str | Path, device: torch.device | str = "cpu", text_only: bool = False) -> CLIP:
+    """A transformers CLIP folder (``CLIPModel``, or Karlo's text_encoder/ + image_encoder/) as our :class:`CLIP`.
+
+    ``text_only`` accepts a Karlo-layout folder without ``image_encoder/``: its image tower is then a tiny random
+    stand-in, which the caller must never use (``unclip.pipeline.diffusers_folder`` refuses image encoding)."""
+    folder = Path(folder)
+    stand_in = text_only and not has_image_tower(folder)
     if (folder / "config.json").is_file():
         cfg = _json(folder / "config.json")
         if cfg.get("model_type") != "clip":
@@ -188,11 +203,16 @@ def load_hf_clip(folder: str | Path, device: torch.device | str = "cpu") -> CLIP
         pixel_dir, tok_dir, proj = folder, folder, int(cfg.get("projection_dim", 512))
     else:
         tdir, vdir = folder / "text_encoder", folder / "image_encoder"
-        text, vision = _json(tdir / "config.json"), _json(vdir / "config.json")
+        text = _json(tdir / "config.json")
+        vision = (
+            {**_NO_VISION, "hidden_act": text.get("hidden_act", "quick_gelu")}
+            if stand_in
+            else _json(vdir / "config.json")
+        )
         proj = int(text.get("projection_dim", 512))
         if int(vision.get("projection_dim", proj)) != proj:
             raise CheckpointError(f"text projection_dim {proj} differs from vision {vision.get('projection_dim')}")
-        weights = {**read_weights(tdir), **read_weights(vdir)}
+        weights = {**read_weights(tdir), **({} if stand_in else read_weights(vdir))}
         # CLIPVisionModelWithProjection / CLIPTextModelWithProjection carry no temperature; use CLIP's initial one.
         weights.setdefault("logit_scale", torch.tensor(DEFAULT_LOGIT_SCALE))
         pixel_dir = (
@@ -204,5 +224,8 @@ def load_hf_clip(folder: str | Path, device: torch.device | str = "cpu") -> CLIP
     config = config_from_hf(text, vision, proj, pixel)
     tokenizer = load_hf_tokenizer(tok_dir, config.text.context_length)
     model = CLIP(config, tokenizer)
-    load_weights(model, convert_state_dict(weights), f"transformers CLIP in {folder}")
+    state = convert_state_dict(weights)
+    if stand_in:
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("visual")})
+    load_weights(model, state, f"transformers CLIP in {folder}")
     return model.to(device).eval()

@@ -100,17 +100,25 @@ class EmptyPrompt(nn.Module):
 
 
 class RawEmbeddingCLIP(nn.Module):
-    """A CLIP whose ``encode_text`` / ``encode_image`` return un-normalized embeddings, as Karlo's parts expect."""
+    """A CLIP whose ``encode_text`` / ``encode_image`` return un-normalized embeddings, as Karlo's parts expect.
 
-    def __init__(self, clip: nn.Module) -> None:
+    ``image_tower=False`` (a folder without ``image_encoder/``): encoding images is refused with the fix."""
+
+    def __init__(self, clip: nn.Module, image_tower: bool = True, folder: Path | None = None) -> None:
         super().__init__()
-        self.clip = clip
+        self.clip, self.has_image_tower, self.folder = clip, image_tower, folder
         self.embed_dim, self.image_size, self.tokenizer = clip.embed_dim, clip.image_size, clip.tokenizer
 
     def encode_text(self, captions: list[str], normalize: bool = False):
         return self.clip.encode_text(captions, normalize=normalize)
 
     def encode_image(self, images: Tensor, normalize: bool = False) -> Tensor:
+        if not self.has_image_tower:
+            raise ValueError(
+                f"{self.folder} has no image_encoder/, so it cannot encode images (variations, interpolations, text "
+                "diffs, evaluations). Karlo's text-to-image folder lacks it: copy image_encoder/ and "
+                "feature_extractor/ from karlo-v1-alpha-image-variations (the same ViT-L/14) into it"
+            )
         return self.clip.encode_image(images, normalize=normalize)
 
     def forward(self, *args: Any, **kwargs: Any):
@@ -263,8 +271,9 @@ def load_diffusers_unclip(folder: str | Path, device: torch.device | str = "cpu"
     """A diffusers ``UnCLIPPipeline`` / ``UnCLIPImageVariationPipeline`` folder as an :class:`UnCLIPPipeline`.
 
     A variation folder has no prior: it decodes images' embeddings (variations, interpolations, text diffs) and
-    captions' z_t (``z_source="text"``), and refuses to sample z_i. A text-to-image folder needs the CLIP image
-    tower as well (``image_encoder/``: Karlo's is OpenAI's ViT-L/14, the one in its variation folder).
+    captions' z_t (``z_source="text"``), and refuses to sample z_i. Karlo's text-to-image folder has no CLIP image
+    tower (``image_encoder/``): it generates from captions, and refuses what needs images until the tower of its
+    variation folder (the same ViT-L/14) is copied in.
     """
     try:
         from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel
@@ -274,7 +283,7 @@ def load_diffusers_unclip(folder: str | Path, device: torch.device | str = "cpu"
             f"{folder} is a diffusers unCLIP folder; loading it needs the diffusers package "
             '(pip install "unclip[pretrained]")'
         ) from err
-    from unclip.clip.hf import load_hf_clip
+    from unclip.clip.hf import has_image_tower, load_hf_clip
     from unclip.pipeline.pipeline import UnCLIPPipeline
     from unclip.pipeline.settings import SamplingSettings
 
@@ -282,13 +291,8 @@ def load_diffusers_unclip(folder: str | Path, device: torch.device | str = "cpu"
     index = read_model_index(folder)
     if index is None:
         raise CheckpointError(f"{folder} has no {MODEL_INDEX}: not a diffusers pipeline folder")
-    if not (folder / "image_encoder").is_dir():
-        raise CheckpointError(
-            f"{folder} has no image_encoder/: unclip needs CLIP's image tower beside its text tower (for variations "
-            "and evaluations). Karlo's text-to-image folder lacks it; copy image_encoder/ and feature_extractor/ "
-            "from karlo-v1-alpha-image-variations (the same ViT-L/14) into it"
-        )
-    clip = RawEmbeddingCLIP(load_hf_clip(folder, device))
+    image_tower = has_image_tower(folder)
+    clip = RawEmbeddingCLIP(load_hf_clip(folder, device, text_only=True), image_tower, folder)
     empty = EmptyPrompt(clip.clip).to(device)
     text_len = int(empty.tokens.shape[0])
     prior = None

@@ -1,0 +1,158 @@
+"""Karlo-layout (diffusers) unCLIP folders through UnCLIPPipeline, against diffusers' own pipelines.
+
+The folders are tiny and random (diffusers_unclip_folder.py). With Karlo's settings our pipeline must give
+diffusers' image for the same seed: that pins every convention the adapters encode (unnormalized embeddings, the
+empty prompt as the unconditional caption, z_t in the decoder's timestep embedding, text_proj's null z_i,
+the ±5 clip of the prior, the super-res pair and its bicubic condition).
+"""
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from diffusers_unclip_folder import exact_schedules, make_folder, make_variation_folder
+
+from unclip.diffusion import generators_from_seeds
+from unclip.model_folder import CheckpointError
+from unclip.pipeline import UnCLIPPipeline
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def karlo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("karlo")
+    ref = make_folder(folder)
+    ref.set_progress_bar_config(disable=True)
+    exact_schedules(ref)
+    return folder, ref
+
+
+@pytest.fixture(scope="module")
+def karlo_variations(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("karlo_variations")
+    ref = make_variation_folder(folder)
+    ref.set_progress_bar_config(disable=True)
+    exact_schedules(ref)
+    return folder, ref
+
+
+def _unit(images: torch.Tensor) -> torch.Tensor:
+    return ((images.float() + 1) / 2).clamp(0, 1)
+
+
+def _reference(ref, *args, **kwargs) -> torch.Tensor:
+    """diffusers' images (NHWC numpy in [0, 1]) as (N, 3, H, W)."""
+    return torch.from_numpy(ref(*args, output_type="np", **kwargs).images).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize(("prompt", "seed"), [("a red circle", 3), ("blue", 0), ("", 1)])
+def test_text_to_image_equals_diffusers_unclip_pipeline(karlo, prompt, seed):
+    folder, ref = karlo
+    pipe = UnCLIPPipeline.from_pretrained(folder)
+    expected = _reference(ref, prompt, generator=torch.Generator().manual_seed(seed))
+    ours = pipe([prompt], seed=seed)
+    assert ours.tensors.shape == (1, 3, 32, 32) and pipe.resolution == 32
+    # Equal up to float32 rounding through ~40 network calls (a wrong convention moves pixels by 0.05 to 0.6).
+    assert (_unit(ours.tensors) - expected).abs().max().item() < 1e-3
+
+
+def test_karlo_settings_and_parts(karlo):
+    folder, _ = karlo
+    pipe = UnCLIPPipeline.from_pretrained(folder)
+    s = pipe.settings
+    assert (s.prior_sampler, s.prior_steps, s.prior_guidance, s.prior_best_of) == ("ddpm", 25, 4.0, 1)
+    assert (s.decoder_steps, s.decoder_guidance_image, s.decoder_guidance_text, s.upsampler_steps) == (25, 8.0, 8.0, 7)
+    assert pipe.prior.config.sample_clamp == 5.0 and pipe.decoder.config.learned_variance
+    # Karlo's embeddings are not normalized: z_t is text_embeds itself.
+    z_t = pipe.clip.encode_text(["a red circle"]).embedding
+    assert abs(z_t.norm().item() - 1.0) > 1e-3
+
+
+def test_best_of_two_and_ddim_run_on_karlo_weights(karlo):
+    # What diffusers' pipeline lacks: §2.2's best-of-2 and other samplers, on the same weights.
+    folder, _ = karlo
+    pipe = UnCLIPPipeline.from_pretrained(folder)
+    enc, empty = pipe.encode_text(["a red circle"])
+    gens = generators_from_seeds([0])
+    from unclip.prior import sample_diffusion_prior
+
+    out = sample_diffusion_prior(pipe.prior, enc.embedding, enc.token_states, enc.mask, guidance_scale=4.0,
+                                 steps=5, sampler="ddim", best_of=2, generator=gens)  # fmt: skip
+    dots = torch.einsum("bnd,bd->bn", out.candidates, enc.embedding)
+    assert out.z_i.shape == (1, 32) and torch.equal(out.z_i[0], out.candidates[0, int(dots.argmax())])
+    # The ±5 clip holds in the prior's standardized space.
+    assert pipe.prior.norm.normalize(out.candidates).abs().max().item() <= 5.0 + 1e-4
+
+
+def test_variation_folder_decodes_embeddings_like_diffusers(karlo_variations):
+    folder, ref = karlo_variations
+    pipe = UnCLIPPipeline.from_pretrained(folder)
+    assert pipe.prior is None
+    image = torch.rand(1, 3, 30, 30, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    z_i = pipe.clip.encode_image(image)
+    # The image tower itself, against transformers with the folder's pixel statistics.
+    mean = torch.tensor(ref.feature_extractor.image_mean)[:, None, None]
+    std = torch.tensor(ref.feature_extractor.image_std)[:, None, None]
+    with torch.no_grad():
+        expected_z = ref.image_encoder(pixel_values=((image + 1) / 2 - mean) / std).image_embeds
+    torch.testing.assert_close(z_i, expected_z, rtol=0, atol=1e-5)
+    expected = _reference(ref, image_embeddings=z_i, generator=torch.Generator().manual_seed(2))
+    gens = generators_from_seeds([2])
+    with torch.no_grad():
+        ours = pipe.upsample(pipe.decode(z_i, gens), gens)
+    assert (_unit(ours) - expected).abs().max().item() < 1e-3
+
+
+def test_variation_folder_refuses_to_sample_z_i_but_decodes_z_t(karlo_variations):
+    folder, _ = karlo_variations
+    pipe = UnCLIPPipeline.from_pretrained(folder)
+    with pytest.raises(ValueError, match="no prior"):
+        pipe(["a red circle"])
+    out = pipe(["a red circle"], z_source="text", decoder_steps=2, upsampler_steps=2)
+    torch.testing.assert_close(out.z_i, pipe.clip.encode_text(["a red circle"]).embedding)
+    with pytest.raises(ValueError, match="own networks"):
+        pipe.save_pretrained(folder / "copy")
+
+
+def test_not_an_unclip_pipeline(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    with pytest.raises(CheckpointError, match="StableDiffusionPipeline"):
+        UnCLIPPipeline.from_pretrained(tmp_path)
+
+
+def test_text_to_image_folder_without_image_tower(tmp_path, karlo):
+    # Karlo's own text-to-image folder has no image_encoder/: it generates, and says how to get the tower.
+    from PIL import Image
+
+    from unclip.pipeline.manipulations import variations
+
+    folder, ref = karlo
+    text_only = tmp_path / "text_only"
+    text_only.mkdir()
+    for item in folder.iterdir():
+        if item.name != "image_encoder":
+            (text_only / item.name).symlink_to(item)
+    pipe = UnCLIPPipeline.from_pretrained(text_only)
+    expected = _reference(ref, "a red circle", generator=torch.Generator().manual_seed(3))
+    assert (_unit(pipe(["a red circle"], seed=3).tensors) - expected).abs().max().item() < 1e-3
+    with pytest.raises(ValueError, match="no image_encoder/.*karlo-v1-alpha-image-variations"):
+        variations(pipe, Image.new("RGB", (16, 16)), n=1)
+
+
+def test_cli_generates_from_a_karlo_folder(karlo, tmp_path):
+    from PIL import Image
+
+    from unclip.cli.main import main
+
+    folder, _ = karlo
+    out = tmp_path / "gen"
+    args = ["generate", "a red circle", "--n", "2", "--model", str(folder), "--out", str(out)]
+    assert main([*args, "--set", "decoder_steps=3", "--set", "upsampler_steps=2"]) == 0
+    assert Image.open(out / "image_001.png").size == (32, 32)
+    side = json.loads((out / "image_001.json").read_text())
+    assert side["settings"]["decoder_steps"] == 3 and side["settings"]["prior_sampler"] == "ddpm"
