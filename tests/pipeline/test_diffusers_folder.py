@@ -77,7 +77,7 @@ def test_best_of_two_and_ddim_run_on_karlo_weights(karlo):
     # What diffusers' pipeline lacks: §2.2's best-of-2 and other samplers, on the same weights.
     folder, _ = karlo
     pipe = UnCLIPPipeline.from_pretrained(folder)
-    enc, empty = pipe.encode_text(["a red circle"])
+    enc, _ = pipe.encode_text(["a red circle"])
     gens = generators_from_seeds([0])
     from unclip.prior import sample_diffusion_prior
 
@@ -140,7 +140,7 @@ def test_text_to_image_folder_without_image_tower(tmp_path, karlo):
     pipe = UnCLIPPipeline.from_pretrained(text_only)
     expected = _reference(ref, "a red circle", generator=torch.Generator().manual_seed(3))
     assert (_unit(pipe(["a red circle"], seed=3).tensors) - expected).abs().max().item() < 1e-3
-    with pytest.raises(ValueError, match="no image_encoder/.*karlo-v1-alpha-image-variations"):
+    with pytest.raises(ValueError, match=r"no image_encoder/.*karlo-v1-alpha-image-variations"):
         variations(pipe, Image.new("RGB", (16, 16)), n=1)
 
 
