@@ -30,8 +30,9 @@ def _tokenizer(folder: Path):
     return tok
 
 
-def make_components(folder: Path, seed: int = 0) -> dict:
-    """Every part of a tiny diffusers ``UnCLIPPipeline`` with random weights (and an image encoder)."""
+def make_components(folder: Path, seed: int = 0, width: int = 32, resolution: int = 16) -> dict:
+    """Every part of a tiny diffusers ``UnCLIPPipeline`` with random weights (and an image encoder); ``width``
+    and ``resolution`` grow the U-Nets (decoder at ``resolution``, upsamplers to twice it) for benchmarks."""
     import transformers
     from diffusers import PriorTransformer, UnCLIPScheduler, UNet2DConditionModel, UNet2DModel
     from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
@@ -55,12 +56,12 @@ def make_components(folder: Path, seed: int = 0) -> dict:
     with torch.no_grad():
         prior.clip_mean.copy_(torch.randn_like(prior.clip_mean) * 0.1)
         prior.clip_std.copy_(torch.rand_like(prior.clip_std) + 0.5)
-    text_proj = UnCLIPTextProjModel(clip_embeddings_dim=EMBED, time_embed_dim=128, cross_attention_dim=32)
+    text_proj = UnCLIPTextProjModel(clip_embeddings_dim=EMBED, time_embed_dim=4 * width, cross_attention_dim=32)
     # Zero-initialised in diffusers: a non-zero null embedding makes the tests see it used.
     with torch.no_grad():
         text_proj.learned_classifier_free_guidance_embeddings.normal_()
     decoder = UNet2DConditionModel(
-        sample_size=16, layers_per_block=1, block_out_channels=(32, 64),
+        sample_size=resolution, layers_per_block=1, block_out_channels=(width, 2 * width),
         down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
         up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
         mid_block_type="UNetMidBlock2DSimpleCrossAttn", in_channels=3, out_channels=6, cross_attention_dim=32,
@@ -69,7 +70,8 @@ def make_components(folder: Path, seed: int = 0) -> dict:
 
     def super_res():
         return UNet2DModel(
-            sample_size=32, layers_per_block=1, block_out_channels=(32, 64), in_channels=6, out_channels=3,
+            sample_size=2 * resolution, layers_per_block=1, block_out_channels=(width, 2 * width), in_channels=6,
+            out_channels=3,
             down_block_types=("ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D"),
             up_block_types=("ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"), resnet_time_scale_shift="scale_shift",
         )  # fmt: skip
@@ -115,11 +117,11 @@ def make_variation_folder(folder: Path, seed: int = 0):
     return pipe
 
 
-def make_folder(folder: Path, seed: int = 0):
+def make_folder(folder: Path, seed: int = 0, **sizes: int):
     """Save a tiny Karlo-layout text-to-image folder (with an image encoder) and return diffusers' pipeline."""
     from diffusers import UnCLIPPipeline
 
-    parts = make_components(folder, seed)
+    parts = make_components(folder, seed, **sizes)
     image = parts.pop("image_encoder")
     pipe = UnCLIPPipeline(**parts)
     pipe.save_pretrained(str(folder))
