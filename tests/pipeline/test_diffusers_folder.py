@@ -23,22 +23,22 @@ from unclip.pipeline import UnCLIPPipeline
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning")
 
 
-@pytest.fixture(scope="module")
-def karlo(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("karlo")
-    ref = make_folder(folder)
+def _saved(tmp_path_factory, name, build):
+    folder = tmp_path_factory.mktemp(name)
+    ref = build(folder)
     ref.set_progress_bar_config(disable=True)
     exact_schedules(ref)
     return folder, ref
+
+
+@pytest.fixture(scope="module")
+def karlo(tmp_path_factory):
+    return _saved(tmp_path_factory, "karlo", make_folder)
 
 
 @pytest.fixture(scope="module")
 def karlo_variations(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("karlo_variations")
-    ref = make_variation_folder(folder)
-    ref.set_progress_bar_config(disable=True)
-    exact_schedules(ref)
-    return folder, ref
+    return _saved(tmp_path_factory, "karlo_variations", make_variation_folder)
 
 
 def _unit(images: torch.Tensor) -> torch.Tensor:

@@ -164,3 +164,23 @@ def test_invert_accepts_files_of_any_size_and_mode_and_names_bad_ones(tmp_path):
     assert math.isclose(z_i.norm().item(), 1.0, rel_tol=1e-4)  # CLIP embeddings are unit vectors
     with pytest.raises(ValueError, match=r"cannot read image .*bad\.png"):
         invert(pipe, [tmp_path / "bad.png"])
+
+
+def test_invert_encodes_image_files_at_clips_size_and_tensors_as_given(tmp_path):
+    # CLIP sees the image at its own input size (32 px here), the decoder's inversion at the decoder's (16 px):
+    # a 16 px thumbnail would lose what a larger CLIP sees (Karlo: 224 against 64).
+    from PIL import Image
+
+    pipe = tiny_pipeline(upsampler=False)
+    assert pipe.clip.image_size == 32 and pipe.decoder.config.resolution == 16
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "photo.png")
+    seen = []
+    encode = pipe.clip.encode_image
+    pipe.clip.encode_image = lambda x, **kw: seen.append(tuple(x.shape)) or encode(x, **kw)
+    z_file, _ = invert(pipe, [tmp_path / "photo.png"])
+    torch.testing.assert_close(z_file, encode(from_pil([tmp_path / "photo.png"], 32)))
+    small = from_pil([tmp_path / "photo.png"], 16)
+    z_tensor, _ = invert(pipe, small)
+    assert seen == [(1, 3, 32, 32), (1, 3, 16, 16)]
+    torch.testing.assert_close(z_tensor, encode(small))

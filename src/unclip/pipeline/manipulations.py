@@ -53,15 +53,20 @@ def slerp(a: Tensor, b: Tensor, theta: float | Tensor) -> Tensor:
 def invert(
     pipe: UnCLIPPipeline, images: Sequence[ImageLike] | Tensor, *, progress: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """The bipartite latent (z_i, x_T) of images: CLIP's embedding and the decoder's DDIM-inverted noise."""
+    """The bipartite latent (z_i, x_T) of images: CLIP's embedding and the decoder's DDIM-inverted noise.
+
+    Image files and PIL images are read twice: at CLIP's input size for z_i (CLIP sees the image, not the decoder's
+    thumbnail of it: Karlo's ViT-L/14 takes 224 px, its decoder 64 px) and at the decoder's for x_T. A tensor is
+    encoded as given, so evaluations that pass decoder-sized renders encode what the decoder was trained on."""
     res = pipe.decoder.config.resolution
     x = images if isinstance(images, Tensor) else from_pil(images, res)
+    source = x if isinstance(images, Tensor) else from_pil(images, max(res, int(pipe.clip.image_size)))
     x = x.to(pipe.device)
     if x.shape[-1] != res or x.shape[-2] != res:
         x = F.interpolate(x, size=(res, res), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
     s = pipe.settings
     with pipe.autocast():
-        z_i = pipe.clip.encode_image(x).float()
+        z_i = pipe.clip.encode_image(source.to(pipe.device)).float()
         den, schedule = pipe.decoder_denoiser(z_i)
         grid = schedule.grid_below(s.inversion_steps, s.inversion_strength)
         x_T = invert_ddim(den, x, grid, refine=s.inversion_refine, progress=progress)
