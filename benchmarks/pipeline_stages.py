@@ -1,10 +1,11 @@
 """Each stage of the text-to-image pipeline at a model's own settings: seconds per image and peak memory (issue 8).
 
 Stages, in the order a call runs them: CLIP text encoding, the prior (its sampler, steps, guidance and best-of),
-the decoder (its sampler and steps, three guidance branches per image) and each upsampler; then the whole call,
-and the DDIM inversion a variation starts with. Times are the best of ``--repeats`` calls (after one warm-up call)
-divided by the batch; peak memory is the high-water mark above the memory in use before the stage (CPU: the
-resident set, so it includes what the allocator keeps; CUDA: ``max_memory_allocated``).
+the decoder (its sampler and steps; three guidance branches per image, two when both decoder scales are equal)
+and each upsampler; then the whole call, and the DDIM inversion a variation starts with. Times are the best of
+``--repeats`` calls (after one warm-up call) divided by the batch; peak memory is the high-water mark above the
+memory in use before the stage (CPU: the resident set, so it includes what the allocator keeps; CUDA:
+``max_memory_allocated``).
 
     python benchmarks/pipeline_stages.py                          # the bundled model, CPU
     python benchmarks/pipeline_stages.py --model DIR --device cuda --batch 16 --precision bf16
@@ -67,12 +68,14 @@ def stages(pipe, batch: int) -> dict[str, Callable[[], object]]:
 
         return call
 
+    scales = (s.decoder_guidance_image, s.decoder_guidance_text)
+    branches = 1 if scales == (1.0, 1.0) else 2 if scales[0] == scales[1] else 3  # unclip.diffusion.guided
     out = {
         "CLIP text": run(lambda: pipe.encode_text(prompts)),
         f"prior ({s.prior_sampler} {s.prior_steps}, best of {s.prior_best_of})": run(
             lambda: pipe.sample_z_i(enc, empty, gens(), s)
         ),
-        f"decoder ({s.decoder_sampler} {s.decoder_steps}, 3 branches)": run(
+        f"decoder ({s.decoder_sampler} {s.decoder_steps}, {branches} branches)": run(
             lambda: pipe.decode(z_i, gens(), text=enc, drop_text=empty, s=s)
         ),
     }
