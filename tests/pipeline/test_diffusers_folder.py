@@ -156,3 +156,16 @@ def test_cli_generates_from_a_karlo_folder(karlo, tmp_path):
     assert Image.open(out / "image_001.png").size == (32, 32)
     side = json.loads((out / "image_001.json").read_text())
     assert side["settings"]["decoder_steps"] == 3 and side["settings"]["prior_sampler"] == "ddpm"
+
+
+def test_cli_varies_with_a_karlo_variation_folder(karlo_variations, tmp_path):
+    from PIL import Image
+
+    from unclip.cli.main import main
+
+    folder, _ = karlo_variations
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "red.png")
+    args = ["vary", str(tmp_path / "red.png"), "--n", "2", "--model", str(folder), "--out", str(tmp_path / "v")]
+    assert main([*args, "--set", "inversion_steps=3", "--set", "upsampler_steps=2"]) == 0
+    assert [Image.open(p).size for p in sorted((tmp_path / "v").glob("variation_*.png"))] == [(32, 32)] * 2
+    assert main(["generate", "a red circle", "--model", str(folder), "--out", str(tmp_path / "g")]) == 2

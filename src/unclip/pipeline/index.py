@@ -27,7 +27,9 @@ def read_index(folder: str | Path, required: tuple[str, ...] = REQUIRED) -> dict
     folder = Path(folder)
     index = folder / INDEX_FILE
     if not index.is_file():
-        raise FileNotFoundError(f"{folder} is not an unclip model folder: it has no {INDEX_FILE}")
+        raise FileNotFoundError(
+            f"{folder} is not an unclip model folder: it has no {INDEX_FILE} (nor a diffusers unCLIP model_index.json)"
+        )
     meta = read_meta(folder, FORMAT, FORMAT_VERSION, {"components", "settings"}, "unclip model", file=INDEX_FILE)
     parts = meta.get("components")
     bad = [k for k in required if not isinstance(parts, dict) or not isinstance(parts.get(k), str)]
