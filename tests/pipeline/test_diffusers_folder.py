@@ -169,3 +169,14 @@ def test_cli_varies_with_a_karlo_variation_folder(karlo_variations, tmp_path):
     assert main([*args, "--set", "inversion_steps=3", "--set", "upsampler_steps=2"]) == 0
     assert [Image.open(p).size for p in sorted((tmp_path / "v").glob("variation_*.png"))] == [(32, 32)] * 2
     assert main(["generate", "a red circle", "--model", str(folder), "--out", str(tmp_path / "g")]) == 2
+
+
+def test_half_precision_folders_load_in_float32(tmp_path):
+    import copy
+
+    ref = make_folder(tmp_path)
+    copy.deepcopy(ref.decoder).half().save_pretrained(str(tmp_path / "decoder"))  # as Karlo's fp16 variant stores it
+    pipe = UnCLIPPipeline.from_pretrained(tmp_path)
+    assert {p.dtype for p in pipe.decoder.parameters()} == {torch.float32}
+    out = pipe(["a red circle"], decoder_steps=2, upsampler_steps=2, prior_steps=2)
+    assert out.tensors.dtype == torch.float32 and bool(torch.isfinite(out.tensors).all())

@@ -264,7 +264,9 @@ class DiffusersUpsampler(nn.Module):
 def _load(module_cls: Any, folder: Path, device: torch.device | str) -> nn.Module:
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is missing: a diffusers unCLIP folder needs it")
-    return module_cls.from_pretrained(str(folder)).to(device).eval()
+    # float32 whatever the folder stores (Karlo ships fp16 variants): speed comes from set_precision's autocast,
+    # and the samplers' arithmetic stays in float32 / float64 as for every other model.
+    return module_cls.from_pretrained(str(folder), torch_dtype=torch.float32).to(device).eval()
 
 
 def load_diffusers_unclip(folder: str | Path, device: torch.device | str = "cpu"):
