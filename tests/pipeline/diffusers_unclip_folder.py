@@ -56,6 +56,8 @@ def make_components(folder: Path, seed: int = 0, width: int = 32, resolution: in
     with torch.no_grad():
         prior.clip_mean.copy_(torch.randn_like(prior.clip_mean) * 0.1)
         prior.clip_std.copy_(torch.rand_like(prior.clip_std) + 0.5)
+        # Outputs beyond ±5 in places, so that the ±5 clip of Karlo's prior sampling binds and is under test.
+        prior.proj_to_clip_embeddings.weight.mul_(4.0)
     text_proj = UnCLIPTextProjModel(clip_embeddings_dim=EMBED, time_embed_dim=4 * width, cross_attention_dim=32)
     # Zero-initialised in diffusers: a non-zero null embedding makes the tests see it used.
     with torch.no_grad():

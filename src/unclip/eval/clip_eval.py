@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -185,7 +186,9 @@ def _encode(
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if truncated:
         warnings.warn(f"{truncated} of {len(texts)} captions were truncated to the CLIP's context length", stacklevel=3)
-    return torch.cat(z_i), torch.cat(z_t)
+    # Cosine geometry whatever the CLIP returns: Karlo's wrapper gives un-normalized embeddings (the prior and
+    # decoder need them), retrieval and binding compare directions.
+    return F.normalize(torch.cat(z_i), dim=-1), F.normalize(torch.cat(z_t), dim=-1)
 
 
 def evaluate_split(

@@ -96,6 +96,9 @@ def evaluate_all(
         if metric == "upsampler" and not pipe.upsamplers:
             log("upsampler: skipped (the model has no upsampler)")
             continue
+        if metric in ("prior", "compositional") and pipe.prior is None:
+            log(f"{metric}: skipped (the model has no prior: an image-variation folder)")
+            continue
         start = time.perf_counter()
         result = runs[metric]()
         result = {"model": str(folder), "size": size, **result, "wall_seconds": time.perf_counter() - start}

@@ -140,9 +140,10 @@ def check_compatible(prior: nn.Module, clip: nn.Module) -> None:
 
 
 def prior_kind(prior: nn.Module) -> str:
+    from unclip.pipeline.diffusers_folder import DiffusersPrior
     from unclip.prior import ARPrior, DiffusionPrior
 
-    if isinstance(prior, DiffusionPrior):
+    if isinstance(prior, (DiffusionPrior, DiffusersPrior)):
         return "diffusion"
     if isinstance(prior, ARPrior):
         return "ar"

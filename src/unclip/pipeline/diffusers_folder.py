@@ -76,6 +76,8 @@ class EmptyPrompt(nn.Module):
     def __init__(self, clip: nn.Module) -> None:
         super().__init__()
         tok = clip.tokenizer  # refuses "" (our captions must say something): frame nothing by BOS and EOT here
+        if tok is None:
+            raise CheckpointError("the folder has no tokenizer/ (vocab.json and merges.txt, or tokenizer.json)")
         ids = torch.full((1, tok.context_length), tok.pad_id, dtype=torch.long)
         ids[0, :2] = torch.tensor([tok.bos_id, tok.eos_id])
         mask = torch.zeros(tok.context_length, dtype=torch.bool)
@@ -135,7 +137,7 @@ class DiffusersPrior(nn.Module):
         dim = int(cfg.embedding_dim)
         self.config = DiffusionPriorConfig(
             embed_dim=dim, text_width=int(empty.tokens.shape[1]), text_len=text_len, width=8, depth=1, heads=1,
-            train_steps=1000, sample_steps=25, best_of=1, sample_clamp=PRIOR_CLIP_RANGE,
+            train_steps=1000, sample_steps=25, best_of=1, sample_clamp=PRIOR_CLIP_RANGE, rank_by="cosine",
         )  # fmt: skip
         self.norm = EmbeddingNorm(dim)
         mean, std = getattr(transformer, "clip_mean", None), getattr(transformer, "clip_std", None)
@@ -214,9 +216,13 @@ class DiffusersDecoder(nn.Module):
         if drop_z_i is not None:
             null = self.text_proj.learned_classifier_free_guidance_embeddings.to(z_i.dtype)
             z_i = torch.where(drop_z_i[:, None], null, z_i)
-        drop = torch.ones(b, dtype=torch.bool, device=x.device) if drop_text is None else drop_text
+        # As unclip's Decoder: drop_text None keeps every caption; no caption at all is the empty prompt in every row.
+        drop = torch.zeros(b, dtype=torch.bool, device=x.device) if drop_text is None else drop_text
         e = self.empty
-        if text is None or text_embedding is None:  # no caption at all (variations): every row is the empty prompt
+        if text is not None and text_embedding is None and not bool(drop.all()):
+            raise ValueError("Karlo's decoder adds the caption's z_t to its timestep embedding: pass text_embedding "
+                             "with the token states, or drop the caption")  # fmt: skip
+        if text is None or text_embedding is None:
             drop = torch.ones_like(drop)
             text, text_embedding = e.tokens.expand(b, -1, -1), e.z_t.expand(b, -1)
             text_mask = e.mask.expand(b, -1)
@@ -243,8 +249,9 @@ class DiffusersUpsamplerConfig:
 
 
 class DiffusersUpsampler(nn.Module):
-    """Karlo's 64 → 256 super-resolution pair as one :class:`unclip.models.Upsampler`: ``first`` for every step
-    but the one that lands on t = 0, ``last`` for that one (as diffusers' ``UnCLIPPipeline`` runs them)."""
+    """Karlo's 64 → 256 super-resolution pair as one :class:`unclip.models.Upsampler`: ``last`` for the step from
+    t = 0, ``first`` for every other (as diffusers' ``UnCLIPPipeline`` runs them). Every grid of this package ends
+    at t = 0 except ``trailing`` spacing, which may skip it and then never runs ``last``; one step is t = 999 only."""
 
     def __init__(self, first: nn.Module, last: nn.Module, low_resolution: int) -> None:
         super().__init__()

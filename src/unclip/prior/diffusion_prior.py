@@ -22,6 +22,8 @@ from unclip.diffusion.schedules import SCHEDULES
 from unclip.prior.normalize import NORMALIZATIONS, EmbeddingNorm
 from unclip.prior.transformer import CausalTransformer, check_caption, timestep_embedding
 
+RANKINGS = ("dot", "cosine")
+
 
 @dataclass
 class DiffusionPriorConfig:
@@ -44,6 +46,10 @@ class DiffusionPriorConfig:
     normalization: str = "standardize"
     scale: float = 17.2
     best_of: int = 2  # candidates drawn per caption at sampling, the one with the largest z_i . z_t kept (§2.2)
+    # How best-of-N ranks candidates against z_t (§2.2: "a higher dot product"): "dot" for this package's unit CLIP
+    # embeddings (the prior's draws are near unit length), "cosine" where embeddings are not normalized (Karlo), so
+    # that a candidate's norm does not outrank its direction.
+    rank_by: str = "dot"
     # Clip the guided x0 estimate to [-c, c] (normalized units) at every sampling step; None: no clipping. Karlo's
     # prior samples with c = 5 (diffusers' UnCLIPScheduler clip_sample_range).
     sample_clamp: float | None = None
@@ -63,6 +69,8 @@ class DiffusionPriorConfig:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        if self.rank_by not in RANKINGS:
+            raise ValueError(f"rank_by must be one of {', '.join(RANKINGS)}, got {self.rank_by!r}")
         clamp = self.sample_clamp
         if clamp is not None and (isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not clamp > 0):
             raise ValueError(f"sample_clamp must be a positive number or None, got {self.sample_clamp!r}")

@@ -21,8 +21,9 @@ from unclip.prior.diffusion_prior import DiffusionPrior
 from unclip.prior.transformer import check_caption
 
 
-def best_of_n(candidates: Tensor, z_t: Tensor) -> tuple[Tensor, Tensor]:
-    """From ``candidates`` (B, N, D) keep, per row, the one with the largest dot product with ``z_t`` (B, D).
+def best_of_n(candidates: Tensor, z_t: Tensor, by: str = "dot") -> tuple[Tensor, Tensor]:
+    """From ``candidates`` (B, N, D) keep, per row, the one with the largest dot product with ``z_t`` (B, D), or
+    the largest cosine (``by="cosine"``, for embeddings that are not unit vectors).
 
     Returns the chosen embeddings (B, D) and their indices (B,).
     """
@@ -31,7 +32,11 @@ def best_of_n(candidates: Tensor, z_t: Tensor) -> tuple[Tensor, Tensor]:
                          f"{tuple(candidates.shape)} and {tuple(z_t.shape)}")  # fmt: skip
     if candidates.shape[2] != z_t.shape[1]:
         raise ValueError(f"candidates have dim {candidates.shape[2]} but z_t has dim {z_t.shape[1]}")
+    if by not in ("dot", "cosine"):
+        raise ValueError(f"by must be 'dot' or 'cosine', got {by!r}")
     scores = torch.einsum("bnd,bd->bn", candidates, z_t)
+    if by == "cosine":  # |z_t| is the same for a row's candidates: dividing by each candidate's norm is enough
+        scores = scores / candidates.norm(dim=2).clamp_min(1e-12)
     idx = scores.argmax(dim=1)
     return candidates[torch.arange(candidates.shape[0]), idx], idx
 
@@ -138,5 +143,5 @@ def sample_diffusion_prior(
     if combine == "mean":
         z_i, chosen = mean_of_n(candidates), torch.full((b,), -1, dtype=torch.int64, device=device)
     else:
-        z_i, chosen = best_of_n(candidates, z_t.to(device, candidates.dtype))
+        z_i, chosen = best_of_n(candidates, z_t.to(device, candidates.dtype), c.rank_by)
     return PriorSample(z_i, candidates, chosen, time.perf_counter() - start)
