@@ -139,6 +139,18 @@ def test_sampling_reranks_and_each_caption_depends_on_its_seed_only():
         sample_diffusion_prior(m, z_t, tokens, mask, combine="median")
 
 
+def test_best_of_n_ranks_by_dot_product_or_cosine():
+    # The longer candidate wins on dot product, the better-aligned one on cosine (Karlo's un-normalized z_i).
+    z_t = torch.tensor([[1.0, 0.0]])
+    candidates = torch.tensor([[[3.0, 3.0], [1.0, 0.1]]])
+    assert best_of_n(candidates, z_t)[1].item() == 0
+    assert best_of_n(candidates, z_t, by="cosine")[1].item() == 1
+    with pytest.raises(ValueError, match="'dot' or 'cosine'"):
+        best_of_n(candidates, z_t, by="l2")
+    with pytest.raises(ValueError, match="rank_by"):
+        tiny(rank_by="l2")
+
+
 def test_sample_clamp_bounds_every_draw_in_normalized_units():
     # Karlo's prior clips its guided x0 estimate to ±5 at each step; the last step returns that estimate itself.
     _, z_t, tokens, mask = synthetic_pairs(4)
