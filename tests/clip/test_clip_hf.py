@@ -72,17 +72,10 @@ def test_karlo_layout_text_and_image_encoders(tmp_path):
 
 
 def test_clip_vocab_and_merges_tokenize_like_transformers(tmp_path):
-    from tokenizers import pre_tokenizers
+    from diffusers_unclip_folder import write_clip_bpe
 
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {ch: i for i, ch in enumerate(alphabet)}
-    vocab.update({ch + "</w>": len(alphabet) + i for i, ch in enumerate(alphabet)})
     merges = ["r e", "re d</w>", "c i", "ci r", "cir c", "l e</w>", "circ le</w>", "t h", "th e</w>", "a b"]
-    for m in merges:
-        vocab["".join(m.split())] = len(vocab)
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    write_clip_bpe(tmp_path, merges)
     ref = transformers.CLIPTokenizer.from_pretrained(str(tmp_path))
 
     from unclip.clip.hf import load_hf_tokenizer

@@ -11,20 +11,27 @@ EMBED = 32  # CLIP projection size = text width, as Karlo's parts require (768 t
 TEXT_LEN = 16
 
 
-def _tokenizer(folder: Path):
-    import transformers
+def write_clip_bpe(folder: Path, merges: list[str]) -> None:
+    """A CLIP-style byte-level BPE (``vocab.json`` + ``merges.txt``): every byte with and without ``</w>``, the
+    ``merges``, then the start and end tokens (the last two ids, as in OpenAI's vocabulary)."""
     from tokenizers import pre_tokenizers
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {ch: i for i, ch in enumerate(alphabet)}
     vocab.update({ch + "</w>": len(alphabet) + i for i, ch in enumerate(alphabet)})
-    merges = ["r e", "re d</w>", "c i", "ci r", "cir c", "l e</w>", "circ le</w>", "b l", "bl u", "blu e</w>"]
     for m in merges:
         vocab["".join(m.split())] = len(vocab)
     vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+
+
+def _tokenizer(folder: Path):
+    import transformers
+
+    merges = ["r e", "re d</w>", "c i", "ci r", "cir c", "l e</w>", "circ le</w>", "b l", "bl u", "blu e</w>"]
+    write_clip_bpe(folder, merges)
     tok = transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=TEXT_LEN)
     tok.save_pretrained(str(folder))
     return tok
