@@ -130,13 +130,14 @@ class RawEmbeddingCLIP(nn.Module):
 class DiffusersPrior(nn.Module):
     """diffusers' ``PriorTransformer`` as a :class:`unclip.prior.DiffusionPrior` (x0 in standardized units)."""
 
-    def __init__(self, transformer: nn.Module, empty: EmptyPrompt, text_len: int) -> None:
+    def __init__(self, transformer: nn.Module, empty: EmptyPrompt) -> None:
         super().__init__()
         cfg = transformer.config
         self.transformer, self.empty = transformer, empty
         dim = int(cfg.embedding_dim)
         self.config = DiffusionPriorConfig(
-            embed_dim=dim, text_width=int(empty.tokens.shape[1]), text_len=text_len, width=8, depth=1, heads=1,
+            embed_dim=dim, text_width=int(empty.tokens.shape[1]), text_len=int(empty.tokens.shape[0]), width=8,
+            depth=1, heads=1,
             train_steps=1000, sample_steps=25, best_of=1, sample_clamp=PRIOR_CLIP_RANGE, rank_by="cosine",
         )  # fmt: skip
         self.norm = EmbeddingNorm(dim)
@@ -223,11 +224,10 @@ class DiffusersDecoder(nn.Module):
             raise ValueError("Karlo's decoder adds the caption's z_t to its timestep embedding: pass text_embedding "
                              "with the token states, or drop the caption")  # fmt: skip
         if text is None or text_embedding is None:
-            drop = torch.ones_like(drop)
-            text, text_embedding = e.tokens.expand(b, -1, -1), e.z_t.expand(b, -1)
-            text_mask = e.mask.expand(b, -1)
-        mask = text_mask if text_mask is not None else torch.ones(text.shape[:2], dtype=torch.bool, device=x.device)
-        z_t, tokens, mask = e.fill(drop, text_embedding, text, mask)
+            z_t, tokens, mask = e.z_t.expand(b, -1), e.tokens.expand(b, -1, -1), e.mask.expand(b, -1)
+        else:
+            mask = text_mask if text_mask is not None else torch.ones(text.shape[:2], dtype=torch.bool, device=x.device)
+            z_t, tokens, mask = e.fill(drop, text_embedding, text, mask)
         context, time_emb = self.text_proj(
             image_embeddings=z_i, prompt_embeds=z_t, text_encoder_hidden_states=tokens,
             do_classifier_free_guidance=False,
@@ -303,10 +303,9 @@ def load_diffusers_unclip(folder: str | Path, device: torch.device | str = "cpu"
     image_tower = has_image_tower(folder)
     clip = RawEmbeddingCLIP(load_hf_clip(folder, device, text_only=True), image_tower, folder)
     empty = EmptyPrompt(clip.clip).to(device)
-    text_len = int(empty.tokens.shape[0])
     prior = None
     if "prior" in index:
-        prior = DiffusersPrior(_load(PriorTransformer, folder / "prior", device), empty, text_len).to(device)
+        prior = DiffusersPrior(_load(PriorTransformer, folder / "prior", device), empty).to(device)
     unet = _load(UNet2DConditionModel, folder / "decoder", device)
     decoder = DiffusersDecoder(unet, _load(UnCLIPTextProjModel, folder / "text_proj", device), empty)
     upsamplers = []
