@@ -56,7 +56,8 @@ def invert(
     """The bipartite latent (z_i, x_T) of images: CLIP's embedding and the decoder's DDIM-inverted noise.
 
     Image files and PIL images are read twice: at CLIP's input size for z_i (CLIP sees the image, not the decoder's
-    thumbnail of it: Karlo's ViT-L/14 takes 224 px, its decoder 64 px) and at the decoder's for x_T. A tensor is
+    thumbnail of it: Karlo's ViT-L/14 takes 224 px, its decoder 64 px) and at the decoder's for x_T (resizing the
+    first read instead would change the pixels that eta = 0 must give back). A tensor is
     encoded as given, so evaluations that pass decoder-sized renders encode what the decoder was trained on."""
     res = pipe.decoder.config.resolution
     x = images if isinstance(images, Tensor) else from_pil(images, res)
