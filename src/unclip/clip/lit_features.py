@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from unclip.atomic import atomic_directory
-from unclip.data.datasets import ShardSource, parse_data_spec
+from unclip.data.datasets import StreamingSource, parse_data_spec
 from unclip.data.embed import PairBatches
 from unclip.data.loader import mix_seed
 
@@ -106,8 +106,8 @@ def build_feature_cache(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     source = parse_data_spec(data, model.image_size)
-    size = None if isinstance(source, ShardSource) else source.size()  # shards: a stream of unknown length
-    if size is None and pairs is None and not isinstance(source, ShardSource):
+    size = None if isinstance(source, StreamingSource) else source.size()  # shards: a stream of unknown length
+    if size is None and pairs is None and not isinstance(source, StreamingSource):
         raise ValueError(f"data {data!r} is unlimited (Shapes world): give the number of pairs to cache")
     identity = cache_identity(model.tower_identities(), data, pairs, model.image_size, token_states)
     parts: dict[str, list[Tensor]] = {"image": [], "text": [], "states": [], "mask": []}

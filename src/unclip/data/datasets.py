@@ -1,4 +1,4 @@
-"""Sources of captioned images for training: a folder, WebDataset tar shards, or the Shapes world.
+"""Sources of captioned images for training: a folder, WebDataset tar shards, Parquet files, or the Shapes world.
 
 Every source yields :class:`Record` s: the raw bytes (or array) of one image with its caption and optional
 scene graph, decoded later by the loader so that corrupt files cost nothing until they are needed and are
@@ -6,15 +6,18 @@ skipped and counted there. Two kinds of source:
 
 - *random access* (``FolderSource``, ``ShapesSource``): ``get(i)`` for any index, so a sample's place in the
   stream is a pure function of (seed, epoch, position) and resuming is O(1);
-- *streaming* (``ShardSource``): tar shards read in order (img2dataset layout ``KEY.jpg|png`` + ``KEY.txt`` +
-  optional ``KEY.json``), so a position is a record count within a per-epoch shard order.
+- *streaming* (:class:`StreamingSource`: ``ShardSource``, ``caption_tables.ParquetSource``): tar shards
+  (img2dataset layout ``KEY.jpg|png`` + ``KEY.txt`` + optional ``KEY.json``) or Parquet row groups read in
+  order, so a position is a record count within a per-epoch shard order.
 
 ``parse_data_spec`` turns the ``--data`` option into a source:
 ``shapes`` / ``shapes:split=val,seed=3`` (``relations=0.9``: captions state a relation that often where their scene has
 a clear one, instead of 0.35; ``placed=x``: only two-object scenes fit for a placed pair, captioned "a red circle to
 the left of a blue square", ``placed=y`` "... above ...", ``placed=xy`` both; ``unclip.data.shapes.placed``),
-``folder:PATH``, ``wds:PATH/{000..009}.tar``, or a bare path that is auto-detected (a folder of images, a folder
-of ``.tar`` shards, a ``.tar`` file or a brace pattern).
+``folder:PATH[,caption=COLUMN]`` (``.txt`` side files, or a ``metadata.jsonl`` / ``metadata.csv`` table),
+``wds:PATH/{000..009}.tar``, ``parquet:PATTERN[,caption=COLUMN][,image=COLUMN]``, or a bare path that is
+auto-detected (a folder of images, a folder of ``.tar`` shards, a folder with ``*.parquet`` or ``data/*.parquet``,
+a ``.tar`` or ``.parquet`` file, or a brace pattern).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import io
 import json
 import os
 import tarfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -49,16 +53,24 @@ class Record:
 
 @dataclass
 class FolderSource:
-    """``KEY.png|jpg|jpeg|webp`` + ``KEY.txt`` [+ ``KEY.json``], searched recursively, in sorted key order."""
+    """``KEY.png|jpg|jpeg|webp`` + ``KEY.txt`` [+ ``KEY.json``], searched recursively, in sorted key order; or,
+    when the folder holds ``metadata.jsonl`` / ``metadata.csv`` (Hugging Face's imagefolder layout), the images
+    and captions its rows name, in row order (``unclip.data.caption_tables``)."""
 
     root: str
+    caption_column: str | None = None  # the metadata table's caption column; found by name when None
     keys: list[str] = field(default_factory=list, repr=False)
     images: dict[str, str] = field(default_factory=dict, repr=False)
+    captions: dict[str, str | None] = field(default_factory=dict, repr=False)  # from a metadata table
 
     def __post_init__(self) -> None:
         root = Path(self.root)
         if not root.is_dir():
             raise FileNotFoundError(f"data folder {self.root!r} does not exist")
+        if self._read_metadata(root):
+            return
+        if self.caption_column is not None:
+            raise ValueError(f"data folder {self.root!r}: caption= needs a metadata.jsonl or metadata.csv table")
         for path in root.rglob("*"):
             ext = path.suffix.lower().lstrip(".")
             if ext in IMAGE_EXTS and path.is_file():
@@ -70,21 +82,57 @@ class FolderSource:
         if not self.keys:
             raise ValueError(f"data folder {self.root!r} holds no images ({', '.join(IMAGE_EXTS)})")
 
+    def _read_metadata(self, root: Path) -> bool:
+        from unclip.data.caption_tables import read_folder_metadata
+
+        found = read_folder_metadata(root, self.caption_column)
+        if found is None:
+            return False
+        name, rows = found
+        missing = []
+        for row in rows:
+            key = str(Path(row.file_name).with_suffix(""))
+            k = 1
+            while key in self.images:  # one sample per caption: an image named again gets KEY#1, KEY#2...
+                key = f"{Path(row.file_name).with_suffix('')}#{k}"
+                k += 1
+            path = root / row.file_name
+            if not path.is_file():
+                missing.append(row.file_name)
+            self.keys.append(key)
+            self.images[key] = str(path)
+            self.captions[key] = row.caption
+        if len(missing) == len(rows):
+            raise ValueError(f"{name} in {self.root!r} names {len(rows)} images and none exists, e.g. {missing[0]!r}")
+        if missing:
+            warnings.warn(
+                f"{name} in {self.root!r}: {len(missing)} of {len(rows)} named images do not exist "
+                f"(e.g. {missing[0]!r}); they are skipped and counted in training",
+                stacklevel=3,
+            )
+        return True
+
     def size(self) -> int | None:
         """Number of samples; ``None`` for an unlimited source."""
         return len(self.keys)
 
     def get(self, i: int) -> Record:
         key = self.keys[i]
-        base = Path(self.root) / key
+        image_path = Path(self.images[key])
         try:
-            image = Path(self.images[key]).read_bytes()
+            image = image_path.read_bytes()
         except OSError as err:
             return Record(key, None, None, problem=f"unreadable image: {err}")
-        caption_path = base.with_suffix(".txt")
-        if not caption_path.is_file():
-            return Record(key, image, None, problem="no caption file")
-        caption = caption_path.read_text(encoding="utf-8", errors="replace").strip()
+        base = image_path.with_suffix("")
+        if self.captions:
+            caption = self.captions[key]
+            if caption is None:
+                return Record(key, image, None, problem="no caption in the metadata table")
+        else:
+            caption_path = base.with_suffix(".txt")
+            if not caption_path.is_file():
+                return Record(key, image, None, problem="no caption file")
+            caption = caption_path.read_text(encoding="utf-8", errors="replace").strip()
         scene = None
         json_path = base.with_suffix(".json")
         if json_path.is_file():
@@ -160,8 +208,21 @@ class ShapesSource:
         return Record(f"shapes-{self.split}-{self.seed}-{i}", np.asarray(s.image), s.caption, s.scene.to_json())
 
 
+class StreamingSource:
+    """A source read in order, shard by shard (tar files, Parquet row groups): the loader shuffles the shards'
+    order per epoch and splits them between processes. Subclasses give ``shards``, ``count`` and ``records``."""
+
+    shards: list[str]
+
+    def count(self, shard: str) -> int:
+        raise NotImplementedError
+
+    def records(self, shard: str, read: bool = True) -> Iterator[Record]:
+        raise NotImplementedError
+
+
 @dataclass
-class ShardSource:
+class ShardSource(StreamingSource):
     """WebDataset tar shards in the img2dataset layout, read as a stream of records."""
 
     shards: list[str]
@@ -220,7 +281,7 @@ def _shard_record(key: str, files: dict[str, bytes | None]) -> Record:
     return Record(key, image, caption, scene, problem)
 
 
-Source = FolderSource | ShapesSource | ShardSource
+Source = FolderSource | ShapesSource | StreamingSource  # streaming: ShardSource, caption_tables.ParquetSource
 
 
 def expand_shards(pattern: str) -> list[str]:
@@ -243,10 +304,36 @@ def _parse_options(text: str, spec: str) -> dict[str, str]:
     return opts
 
 
+def _trailing_options(text: str, spec: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """``PATH,name=value,...`` -> (PATH, options): only trailing items named in ``allowed`` are options, so a
+    path with a comma in it still reads as a path."""
+    opts: dict[str, str] = {}
+    while "," in text:
+        head, _, item = text.rpartition(",")
+        name, eq, value = item.partition("=")
+        if not eq or name.strip() not in allowed:
+            break
+        if not value.strip():
+            raise ValueError(f"data spec {spec!r}: option {name.strip()!r} needs a value")
+        opts[name.strip()] = value.strip()
+        text = head
+    return text, opts
+
+
+def _parquet(text: str, spec: str) -> Source:
+    from unclip.data.caption_tables import ParquetSource, expand_parquet
+
+    pattern, opts = _trailing_options(text, spec, ("caption", "image"))
+    files = expand_parquet(pattern)
+    if not files:
+        raise FileNotFoundError(f"data spec {spec!r} matches no .parquet file")
+    return ParquetSource(files, opts.get("caption"), opts.get("image"))
+
+
 def parse_data_spec(spec: str, resolution: int = 64) -> Source:
     """Resolve ``--data``; a spec that matches nothing is an error that names it."""
     if not spec:
-        raise ValueError("empty data spec; expected shapes, folder:PATH, wds:PATTERN or a path")
+        raise ValueError("empty data spec; expected shapes, folder:PATH, wds:PATTERN, parquet:PATTERN or a path")
     kind, _, rest = spec.partition(":")
     if kind == "shapes":
         opts = _parse_options(rest, spec)
@@ -274,7 +361,10 @@ def parse_data_spec(spec: str, resolution: int = 64) -> Source:
         except ValueError as err:
             raise ValueError(f"data spec {spec!r}: {err}") from err
     if kind == "folder":
-        return FolderSource(rest)
+        path, opts = _trailing_options(rest, spec, ("caption",))
+        return FolderSource(path, opts.get("caption"))
+    if kind == "parquet":
+        return _parquet(rest, spec)
     if kind == "wds":
         shards = expand_shards(rest)
         if not shards or not any(os.path.isfile(s) for s in shards):
@@ -283,14 +373,23 @@ def parse_data_spec(spec: str, resolution: int = 64) -> Source:
     # Auto-detection of a bare path.
     if os.path.isdir(spec):
         tars = sorted(glob.glob(os.path.join(spec, "*.tar")))
-        return ShardSource(tars) if tars else FolderSource(spec)
+        if tars:
+            return ShardSource(tars)
+        has_table = any(os.path.isfile(os.path.join(spec, name)) for name in ("metadata.jsonl", "metadata.csv"))
+        parquet = glob.glob(os.path.join(spec, "*.parquet")) or glob.glob(os.path.join(spec, "data", "*.parquet"))
+        if parquet and not has_table:
+            return _parquet(spec, spec)  # a hub snapshot keeps its files under data/
+        return FolderSource(spec)
+    if spec.endswith(".parquet") or spec.partition(",")[0].endswith(".parquet"):
+        return _parquet(spec, spec)
     if spec.endswith(".tar") or "{" in spec or any(c in spec for c in "*?["):
         shards = [s for s in expand_shards(spec) if os.path.isfile(s)]
         if not shards:
             raise FileNotFoundError(f"data spec {spec!r} matches no tar shard")
         return ShardSource(shards)
     raise FileNotFoundError(
-        f"data spec {spec!r} matches nothing; expected shapes, folder:PATH, wds:PATTERN, a folder or .tar shards"
+        f"data spec {spec!r} matches nothing; expected shapes, folder:PATH, wds:PATTERN, parquet:PATTERN, "
+        "a folder, .tar shards or .parquet files"
     )
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from unclip.data.datasets import CorruptSample, Record, ShardSource, Source, decode_image, parse_data_spec
+from unclip.data.datasets import CorruptSample, Record, Source, StreamingSource, decode_image, parse_data_spec
 from unclip.data.loader import to_training_image
 
 
 def iter_records(source: Source, limit: int | None) -> Iterator[Record]:
     """Records in the source's own order, at most ``limit`` (required for the unlimited Shapes world)."""
-    if isinstance(source, ShardSource):
+    if isinstance(source, StreamingSource):
         count = 0
         for shard in source.shards:
             for record in source.records(shard):
@@ -66,12 +66,12 @@ class PairBatches:
         self.skipped = 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
-        if self.workers and not isinstance(self.source, ShardSource):
+        if self.workers and not isinstance(self.source, StreamingSource):
             yield from self._parallel()
             return
         images: list[torch.Tensor] = []
         captions: list[str] = []
-        total = self.limit if self.limit is not None or isinstance(self.source, ShardSource) else self.source.size()
+        total = self.limit if self.limit is not None or isinstance(self.source, StreamingSource) else self.source.size()
         records = iter_records(self.source, self.limit)
         for record in tqdm(records, total=total, desc=self.desc, disable=not self.progress):
             pair = training_pair(record, self.image_size)

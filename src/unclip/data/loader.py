@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from unclip.data.datasets import CorruptSample, Record, ShardSource, Source, decode_image
+from unclip.data.datasets import CorruptSample, Record, Source, StreamingSource, decode_image
 
 MAX_CONSECUTIVE_CORRUPT = 1000
 
@@ -112,7 +112,7 @@ class BatchStream(IterableDataset):
             g += n
 
     def micro_batch(self, g: int) -> MicroBatch:
-        if isinstance(self.source, ShardSource):
+        if isinstance(self.source, StreamingSource):
             return self._stream_batch(g)
         return self._random_access_batch(g)
 
@@ -171,7 +171,7 @@ class BatchStream(IterableDataset):
         return shards, True  # fewer shards than processes: split record by record instead
 
     def _epoch_records(self, epoch: int, skip: int) -> Iterator[tuple[int, Record]]:
-        src: ShardSource = self.source  # type: ignore[assignment]
+        src: StreamingSource = self.source  # type: ignore[assignment]
         shards, by_record = self._rank_layout()
         if not hasattr(self, "_counts"):
             self._counts = {s: src.count(s) for s in shards}
@@ -200,7 +200,7 @@ class BatchStream(IterableDataset):
         total = sum(self._counts.values())
         n = len(range(self.rank, total, self.world)) if by_record else total
         if n == 0:
-            raise ValueError(f"the tar shards hold no records for process {self.rank} of {self.world}")
+            raise ValueError(f"the shards hold no records for process {self.rank} of {self.world}")
         return n
 
     def _next_record(self, q: int) -> Record:
