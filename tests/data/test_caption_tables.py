@@ -83,17 +83,17 @@ def test_metadata_errors_name_the_file_and_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match=r"no column 'words'; columns are \['file_name', 'label'\]"):
         parse_data_spec(f"folder:{root},caption=words")
     (root / "metadata.jsonl").write_text('{"file_name": "train/0.png", "text": "a"}\n')
-    with pytest.raises(ValueError, match="holds both metadata.jsonl and metadata.csv"):
+    with pytest.raises(ValueError, match=r"holds both metadata\.jsonl and metadata\.csv"):
         FolderSource(str(root))
     (root / "metadata.csv").unlink()
     (root / "metadata.jsonl").write_text('{"file_name": "train/0.png", "text": "a"}\n[1, 2]\n')
     with pytest.raises(ValueError, match="line 2: expected a JSON object, got list"):
         FolderSource(str(root))
     (root / "metadata.jsonl").write_text('{"file_name": "gone.png", "text": "a"}\n')
-    with pytest.raises(ValueError, match="names 1 images and none exists, e.g. 'gone.png'"):
+    with pytest.raises(ValueError, match=r"names 1 images and none exists, e\.g\. 'gone\.png'"):
         FolderSource(str(root))
     (root / "metadata.jsonl").unlink()
-    with pytest.raises(ValueError, match="caption= needs a metadata.jsonl or metadata.csv table"):
+    with pytest.raises(ValueError, match=r"caption= needs a metadata\.jsonl or metadata\.csv table"):
         parse_data_spec(f"folder:{root},caption=text")
 
 
@@ -180,9 +180,9 @@ def test_parquet_errors_say_what_to_do(tmp_path):
     with pytest.raises(ValueError, match=r"no caption column .*columns are \['image', 'label'\]"):
         parse_data_spec(f"parquet:{tmp_path / 'labels.parquet'}")
     (tmp_path / "fake.parquet").write_bytes(b"PAR1 but not really")
-    with pytest.raises(ValueError, match="'.*fake.parquet' is not a readable Parquet file"):
+    with pytest.raises(ValueError, match=r"'.*fake\.parquet' is not a readable Parquet file"):
         parse_data_spec(f"parquet:{tmp_path / 'fake.parquet'}")
-    with pytest.raises(FileNotFoundError, match="matches no .parquet file"):
+    with pytest.raises(FileNotFoundError, match=r"matches no \.parquet file"):
         parse_data_spec(f"parquet:{tmp_path / 'none'}/*.parquet")
     pq.write_table(pa.table({"jpg": [_png(0)], "text": ["c"]}), tmp_path / "other.parquet")
     with pytest.raises(ValueError, match="no column 'image'"):  # every file must hold the first file's columns

@@ -19,7 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m = subparsers.add_parser("embed", help="CLIP embeddings of a dataset, for prior training", formatter_class=fmt)
     m.add_argument("--model", required=True, help="CLIP model folder")
     m.add_argument(
-        "--data", required=True, help="shapes[:split=S,seed=N,relations=P] | folder:PATH | wds:PATTERN | a path"
+        "--data",
+        required=True,
+        help="shapes[:split=S,seed=N,relations=P] | folder:PATH[,caption=COLUMN] | wds:PATTERN | parquet:PATTERN | "
+        "a path",
     )
     m.add_argument("--out", required=True, help="embedding folder to write")
     m.add_argument("--n", type=int, help="at most this many pairs (required for shapes)")

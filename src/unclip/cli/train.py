@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", help="preset name (default: the stage's first)")
     p.add_argument(
         "--data",
-        help="shapes[:split=S,seed=N,relations=P] | folder:PATH | wds:PATH/{000..009}.tar | a path; priors: "
+        help="shapes[:split=S,seed=N,relations=P] | folder:PATH[,caption=COLUMN] (.txt files or metadata.jsonl/csv) | "
+        "wds:PATH/{000..009}.tar | parquet:PATTERN[,caption=COLUMN][,image=COLUMN] | a path; priors: "
         "embeddings:DIR (no images; the default when model.embeddings is set)",
     )
     p.add_argument("--out", help="run folder: config.json, metrics.jsonl, checkpoints/, samples/")
