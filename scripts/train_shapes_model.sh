@@ -26,6 +26,10 @@
 # swap and relation negatives drawn as counterfactual pairs, the pairwise and separation terms. The prior and the
 # decoder then learn the binding CLIP's embeddings; with INIT_FROM they start from the old stack's weights.
 #
+# DATA=SPEC trains on your own captioned images instead of the Shapes world: a folder (KEY.png + KEY.txt, or a
+# metadata.jsonl / metadata.csv table), WebDataset tars or Parquet files (docs/training.md, "Data"); EMBED_N caps
+# the images whose embeddings the priors learn from (all of a smaller dataset).
+#
 # CLIP_FROM=CLIP_DIR takes a finished CLIP as it is instead of training one (e.g. a checkpoint of the binding recipe,
 # scripts/experiments/binding_recipe.sh); UPSAMPLER_FROM=DIR does the same for the upsampler, which does not depend
 # on CLIP (e.g. src/unclip/assets/shapes-model/upsampler0). A lease then spends its minutes on the prior and the
@@ -94,7 +98,9 @@ case "$PROFILE" in
   *) echo "unknown UNCLIP_PROFILE '$PROFILE' (bundle, small, mini or tiny)" >&2; exit 2 ;;
 esac
 DATA_SEED=${DATA_SEED:-$([ -n "${INIT_FROM:-}" ] && echo 1 || echo 0)}
-SHAPES="shapes:seed=$DATA_SEED"
+# DATA=SPEC trains every stage on other captioned images (any --data spec: a folder, tar shards, Parquet files).
+SHAPES=${DATA:-"shapes:seed=$DATA_SEED"}
+EMBED_DATA=${DATA:-"shapes:split=train,seed=$DATA_SEED"}
 # Fine-tuning: a stage starts from STACK/part when INIT_FROM names a stack that has it.
 init_from() { [ -n "${INIT_FROM:-}" ] && [ -d "$INIT_FROM/$1" ] && echo "--set train.init_from=$INIT_FROM/$1" || true; }
 [ "${CLIP_BINDING:-0}" = 1 ] && CLIP_SET+=(--set model.negatives_per_caption=5 --set model.counterfactual_kinds=swap,relation
@@ -153,7 +159,7 @@ else
 fi
 
 launch train_decoder
-$UNCLIP embed --model "$MODELS/clip" --data "shapes:split=train,seed=$DATA_SEED" --n "$EMBED_N" --out "$OUT/embeddings" \
+$UNCLIP embed --model "$MODELS/clip" --data "$EMBED_DATA" --n "$EMBED_N" --out "$OUT/embeddings" \
   --device "$DEVICE" --batch-size 256 --workers "${WORKERS_EMBED:-$([ "$PARALLEL" = 1 ] && echo 6 || echo 0)}"
 launch train_prior diffusion_prior
 [ "$AR_PRIOR" = 1 ] && launch train_prior ar_prior

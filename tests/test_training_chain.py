@@ -27,9 +27,14 @@ def test_the_documented_script_trains_a_stack_from_nothing(tmp_path, parallel):
     env = {**os.environ, "UNCLIP_PROFILE": "tiny", "UNCLIP": f"{sys.executable} -m unclip", "OMP_NUM_THREADS": "1"}
     if parallel:
         env.update(PARALLEL_TINY="1", AR_PRIOR_TINY="1", HALF="1")
+    else:  # DATA: the user's own captioned images, here a folder with a metadata.jsonl table
+        env.update(DATA=f"folder:{_captioned_folder(tmp_path / 'data', 20)}")
     done = subprocess.run(["bash", str(script), str(tmp_path)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "embeddings" / "meta.json").read_text())["count"] == 16
+    for run in ("clip", "decoder", "upsampler"):
+        data = json.loads((tmp_path / "runs" / run / "config.json").read_text())["data"]
+        assert data == env.get("DATA", "shapes:seed=0"), run
     stack = tmp_path / "model"
     assert json.loads((stack / "pipeline.json").read_text())["settings"]["decoder_steps"] == 2
     weights = load_file(str(stack / "decoder" / "model.safetensors"))
@@ -72,6 +77,21 @@ def test_the_documented_script_trains_a_stack_from_nothing(tmp_path, parallel):
         env.update(CLIP_FROM=str(tmp_path / "nowhere"))
         done = subprocess.run(["bash", str(script), str(tmp_path / "bad")], env=env, capture_output=True, text=True)
         assert done.returncode == 2 and "CLIP_FROM: not a model folder" in done.stderr
+
+
+def _captioned_folder(root, n):
+    """``n`` Shapes-world images in Hugging Face's imagefolder layout: images/ and a metadata.jsonl of captions."""
+    from unclip.data.shapes import ShapesWorld
+
+    (root / "images").mkdir(parents=True)
+    world = ShapesWorld(split="train", seed=5, resolution=32)
+    rows = []
+    for i in range(n):
+        sample = world[i]
+        Image.fromarray(sample.image).save(root / "images" / f"{i:03d}.png")
+        rows.append(json.dumps({"file_name": f"images/{i:03d}.png", "text": sample.caption}))
+    (root / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    return root
 
 
 def test_export_refuses_what_is_not_a_finished_run(tmp_path, capsys):
