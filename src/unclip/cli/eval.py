@@ -110,11 +110,13 @@ def _register_generation(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("decoder", help="reconstruction faithfulness of held-out scenes, judged", formatter_class=fmt)
     d.add_argument("--n", type=int, default=200, help="held-out scenes")
     d.add_argument("--no-fid", action="store_true", help="skip FID and KID of reconstructions vs sources")
+    d.add_argument("--data", help="reconstruct these held-out images instead of Shapes-world scenes (a --data spec)")
     _model_options(d)
     d.set_defaults(func=run_generation, evaluation="decoder")
     u = sub.add_parser("upsampler", help="PSNR / SSIM of the upsampler(s) against bicubic", formatter_class=fmt)
     u.add_argument("--n", type=int, default=64, help="held-out images")
     u.add_argument("--no-fid", action="store_true", help="skip FID and KID (upsampler and bicubic vs truth)")
+    u.add_argument("--data", help="upsample these held-out images instead of Shapes-world scenes (a --data spec)")
     _model_options(u)
     u.set_defaults(func=run_generation, evaluation="upsampler")
     m = sub.add_parser(
@@ -180,7 +182,7 @@ def run_generation(args: argparse.Namespace) -> int:
 
         features = None if args.no_fid else InceptionFeatures()
         evaluate = generation.decoder_reconstruction if args.evaluation == "decoder" else generation.upsampler_fidelity
-        result = evaluate(pipe, n=args.n, seed=args.seed, features=features)
+        result = evaluate(pipe, n=args.n, seed=args.seed, features=features, data=args.data)
     result["model"] = folder
     result["settings"] = dataclasses.asdict(pipe.settings)  # what produced the figures, --set overrides included
     if args.json:

@@ -25,6 +25,11 @@ def register_clip(sub: argparse._SubParsersAction) -> None:
         "--model", required=True, help="CLIP model folder (unclip or transformers format) or a pipeline folder"
     )
     p.add_argument("--n", type=int, default=1000, help="image-caption pairs per split")
+    p.add_argument(
+        "--data",
+        help="evaluate retrieval on these held-out pairs instead (any --data spec of training: a folder, tar "
+        "shards, Parquet); a caption counts as correct when it equals the image's own",
+    )
     p.add_argument("--seed", type=int, default=0, help="Shapes-world seed (which scenes, which distractors)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--batch-size", type=int, default=64, help="images or captions per forward pass")
@@ -40,15 +45,29 @@ def run_clip(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     result = clip_eval(
-        args.model, n=args.n, seed=args.seed, device=args.device, batch_size=args.batch_size, progress=True
-    )
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
+        args.model, n=args.n, seed=args.seed, device=args.device, batch_size=args.batch_size, progress=True,
+        data=args.data,
+    )  # fmt: skip
+    table = format_data_table if "data" in result else format_table
+    print(json.dumps(result, indent=2) if args.json else table(result))
     return 0
 
 
 def _cell(value: float | None, n: int | None = None) -> str:
     text = "   -  " if value is None else f"{value:.3f}"
     return f"{text} (n={n})".ljust(15) if n is not None else text.ljust(15)
+
+
+def format_data_table(result: dict) -> str:
+    """The result of ``clip_eval(..., data=SPEC)``: retrieval on the user's pairs, next to chance."""
+    d = result["data"]
+    lines = [f"CLIP {result['model']}: {d['n']} pairs of {d['split']} ({d['skipped']} skipped), "
+             f"{result['seconds']:.1f} s", f"{'':<34}{'score':<15}{'chance':<15}"]  # fmt: skip
+    for direction, label in (("image_to_text", "image→text"), ("text_to_image", "text→image")):
+        for k in ("R@1", "R@5"):
+            r = d["retrieval"][direction]
+            lines.append(f"{'retrieval ' + label + ' ' + k:<34}{_cell(r[k])}{_cell(r['chance'][k])}")
+    return "\n".join(lines)
 
 
 def format_table(result: dict) -> str:

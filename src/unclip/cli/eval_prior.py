@@ -31,6 +31,14 @@ def register_prior(sub: argparse._SubParsersAction) -> None:
         "training captions (0: skip; 200000 covers about a third of test captions)",
     )  # fmt: skip
     p.add_argument("--split", default="test", choices=("test", "val", "heldout"), help="Shapes-world split evaluated")
+    p.add_argument(
+        "--data", help="held-out pairs of other data instead of the Shapes world (any --data spec of training)"
+    )
+    p.add_argument(
+        "--train-data",
+        help="with --data: the training data whose first --pool pairs the nearest-caption baseline searches "
+        "(without it that baseline is left out)",
+    )
     p.add_argument("--steps", type=int, help="prior sampling steps (default: as stored)" + _NO_DEFAULT)
     p.add_argument("--guidance", type=float, help="prior guidance scale (default: as stored)" + _NO_DEFAULT)
     p.add_argument(
@@ -61,6 +69,7 @@ def run_prior(args: argparse.Namespace) -> int:
     report = prior_eval.evaluate_prior(
         prior, clip, n=args.n, samples_per_caption=args.samples_per_caption, pool=args.pool, seed=args.seed,
         split=args.split, settings=settings, batch_size=args.batch_size, ceiling_pool=args.ceiling_pool, progress=True,
+        data=args.data, train_data=args.train_data,
     )  # fmt: skip
     report = {"model": args.model, "clip": args.clip, **report}
     if args.json:
@@ -68,13 +77,15 @@ def run_prior(args: argparse.Namespace) -> int:
         return 0
     knobs = ", ".join(f"{k} {v}" for k, v in report["settings"].items())
     print(f"{report['kind']} prior ({report['parameters']:,} parameters; {knobs})")
-    print(f"{report['n']} held-out pairs ({report['split']} split), {report['samples_per_caption']} draw(s) each")
+    where = f"{report['split']} split" if args.data is None else f"{report['split']}, {report['skipped']} skipped"
+    print(f"{report['n']} held-out pairs ({where}), {report['samples_per_caption']} draw(s) each")
     print(f"{'':<32}{'cosine':>8}{'R@1':>8}{'R@10':>8}")
     rows = (("prior", "prior"), ("z_t as z_i", "baseline_z_t"),
             (f"nearest of {report['pool']} train captions", "baseline_nearest_caption"))  # fmt: skip
     for label, key in rows:
         r = report[key]
-        print(f"{label:<32}{r['cosine']:>8.4f}{r['r_at_1']:>8.4f}{r['r_at_10']:>8.4f}")
+        if r is not None:  # the nearest-caption baseline needs a training pool (--train-data with --data)
+            print(f"{label:<32}{r['cosine']:>8.4f}{r['r_at_1']:>8.4f}{r['r_at_10']:>8.4f}")
     print(f"{'chance':<32}{'':>8}{report['chance']['r_at_1']:>8.4f}{report['chance']['r_at_10']:>8.4f}")
     c = report.get("ceiling")
     if c is not None and c["covered"] == 0:

@@ -247,6 +247,27 @@ def evaluate_clip(
     return out
 
 
+def evaluate_data(clip, spec: str, *, n: int = 1000, batch_size: int = 64, progress: bool = False) -> dict[str, Any]:
+    """Retrieval of ``clip`` on the first ``n`` pairs of any data spec (a user's held-out images). A retrieved
+    caption or image is correct when its caption equals the pair's (case and spacing folded), since such data
+    has no scene graphs to judge claims against; binding needs Shapes-world captions and is left out."""
+    from unclip.eval.held_out import caption_relevance, load_held_out
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    start = time.perf_counter()
+    if hasattr(clip, "eval"):
+        clip.eval()
+    held = load_held_out(spec, n, clip.image_size, progress=progress)
+    texts = list(dict.fromkeys(held.captions))
+    row = {t: k for k, t in enumerate(texts)}
+    z_i, z_t = _encode(clip, held.images, texts, batch_size, "clip eval data", progress)
+    z_cap = z_t[[row[c] for c in held.captions]]
+    result = {"split": spec, "n": len(held), "skipped": held.skipped}
+    result["retrieval"] = retrieval_scores(z_i, z_cap, caption_relevance(held.captions))
+    return {"data": result, "n": len(held), "seconds": time.perf_counter() - start}
+
+
 def load_eval_clip(folder: str | Path, device: torch.device | str = "cpu"):
     """The CLIP of ``folder``: a CLIP model folder (ours or transformers') or an unclip pipeline folder."""
     from unclip.clip import load_clip
@@ -257,10 +278,13 @@ def load_eval_clip(folder: str | Path, device: torch.device | str = "cpu"):
 
 def clip_eval(
     model: str | Path, *, n: int = 1000, seed: int = 0, device: str = "cpu", batch_size: int = 64,
-    progress: bool = False,
+    progress: bool = False, data: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Load the CLIP of ``model`` (see :func:`load_eval_clip`) and run :func:`evaluate_clip`."""
+    """Load the CLIP of ``model`` (see :func:`load_eval_clip`) and run :func:`evaluate_clip`, or
+    :func:`evaluate_data` on ``data`` (a data spec) when given."""
     if n < 2:
         raise ValueError(f"n must be >= 2, got {n}")
     clip = load_eval_clip(model, device)
+    if data is not None:
+        return {"model": str(model), **evaluate_data(clip, data, n=n, batch_size=batch_size, progress=progress)}
     return {"model": str(model), **evaluate_clip(clip, n=n, seed=seed, batch_size=batch_size, progress=progress)}

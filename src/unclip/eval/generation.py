@@ -123,16 +123,33 @@ def _distances(real: np.ndarray, fake: np.ndarray, prefix: str = "") -> dict[str
     return {f"{prefix}fid": fid, f"{prefix}kid": kid_mean, f"{prefix}kid_std": kid_std}
 
 
+def _held_out_images(
+    data: str | None, n: int, resolution: int, split: str = "test"
+) -> tuple[torch.Tensor, list | None]:
+    """(images in [-1, 1], scene graphs or None) of the first ``n`` held-out pairs: Shapes-world scenes of
+    ``split`` by default, else those of the data spec ``data`` (scene graphs only where it carries them)."""
+    if data is None:
+        samples, images = render_batch(n, resolution, split=split)
+        return images, [s.scene for s in samples]
+    from unclip.eval.held_out import load_held_out
+
+    held = load_held_out(data, n, resolution)
+    return held.images, held.scene_graphs()
+
+
 @torch.no_grad()
 def decoder_reconstruction(
-    pipe, *, n: int = 200, seed: int = 0, batch_size: int = 16, features=None
+    pipe, *, n: int = 200, seed: int = 0, batch_size: int = 16, features=None, data: str | None = None
 ) -> dict[str, Any]:  # fmt: skip
-    """Decode the z_i of held-out scenes (no caption) and judge each result against its source scene graph.
+    """Decode the z_i of held-out images (no caption) and say how close each result comes to its source.
 
-    ``faithful`` is the fraction of scenes whose reconstruction satisfies every requirement the scene
-    supports (objects, colours, counts, relations, colour binding); per-category accuracies come with it.
-    With ``features`` (e.g. :class:`unclip.eval.InceptionFeatures`), ``fid`` and ``kid`` of the reconstructions
-    against their sources (FID is biased upwards at small ``n``: compare at equal ``n`` only).
+    ``clip_similarity``: the mean cosine between the CLIP image embedding of a reconstruction and the z_i it was
+    decoded from (how well the decoder inverts CLIP, §2.1; any data). ``faithful`` (Shapes world, or data with
+    scene graphs): the fraction of scenes whose reconstruction satisfies every requirement the scene supports
+    (objects, colours, counts, relations, colour binding), with per-category accuracies. With ``features`` (e.g.
+    :class:`unclip.eval.InceptionFeatures`), ``fid`` and ``kid`` of the reconstructions against their sources (FID
+    is biased upwards at small ``n``: compare at equal ``n`` only). ``data``: a data spec to take the images
+    from instead of the Shapes world's test split.
     """
     from unclip.data.shapes import judge
     from unclip.data.shapes.requirements import requirements_for_scene
@@ -140,40 +157,49 @@ def decoder_reconstruction(
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    samples, real = render_batch(n, pipe.decoder.config.resolution)
+    real, scenes = _held_out_images(data, n, pipe.decoder.config.resolution)
+    n = len(real)
     hits: dict[str, list[bool]] = {}
-    faithful = []
-    decoded = []
+    faithful, similarity, decoded = [], [], []
     start = time.perf_counter()
     for i in range(0, n, batch_size):
         x = real[i : i + batch_size].to(pipe.device)
         z_i = pipe.clip.encode_image(x)
         fake = pipe.decode(z_i, generators_from_seeds(range(seed + i, seed + i + len(x))))
         decoded.append(fake.float().cpu())
-        for s, image in zip(samples[i : i + batch_size], judge_ready(fake), strict=True):
-            verdicts = {c: bool(judge(image, r)) for c, r in requirements_for_scene(s.scene).items()}
+        similarity += F.cosine_similarity(pipe.clip.encode_image(fake).float(), z_i.float(), dim=-1).tolist()
+        for s, image in zip(scenes[i : i + batch_size] if scenes else (), judge_ready(fake), strict=False):
+            verdicts = {c: bool(judge(image, r)) for c, r in requirements_for_scene(s).items()}
             for c, ok in verdicts.items():
                 hits.setdefault(c, []).append(ok)
             faithful.append(all(verdicts.values()))
-    result = _summary(hits)
-    result.update({"faithful": float(np.mean(faithful)), "n": n, "seconds": time.perf_counter() - start})
+    result = _summary(hits) if scenes else {}
+    if scenes:
+        result["faithful"] = float(np.mean(faithful))
+    result.update({"clip_similarity": float(np.mean(similarity)), "n": n, "seconds": time.perf_counter() - start})
+    if data is not None:
+        result["data"] = data
     if features is not None and n >= 2:
         result.update(_distances(image_features(features, real), image_features(features, torch.cat(decoded))))
     return result
 
 
 @torch.no_grad()
-def upsampler_fidelity(pipe, *, n: int = 64, seed: int = 0, batch_size: int = 8, features=None) -> dict[str, Any]:
+def upsampler_fidelity(
+    pipe, *, n: int = 64, seed: int = 0, batch_size: int = 8, features=None, data: str | None = None
+) -> dict[str, Any]:  # fmt: skip
     """PSNR and SSIM of the pipeline's upsampler(s) against the true high-resolution image, next to bicubic; with
     ``features`` (e.g. :class:`unclip.eval.InceptionFeatures`), ``fid``, ``kid`` and ``kid_std`` against the truth,
-    and the same for bicubic (``bicubic_fid``, ...)."""
+    and the same for bicubic (``bicubic_fid``, ...). ``data``: a data spec to take the high-resolution images from
+    instead of the Shapes world's test split."""
     from unclip.diffusion import generators_from_seeds
     from unclip.eval.image_quality import psnr, ssim
 
     if not pipe.upsamplers:
         raise ValueError("this model has no upsampler")
     low_res = pipe.decoder.config.resolution
-    _, high = render_batch(n, pipe.resolution, split="test")
+    high, _ = _held_out_images(data, n, pipe.resolution)
+    n = len(high)
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "bicubic_psnr": [], "bicubic_ssim": []}
     images: dict[str, list[torch.Tensor]] = {"": [], "bicubic_": []}
     for i in range(0, n, batch_size):
@@ -187,6 +213,8 @@ def upsampler_fidelity(pipe, *, n: int = 64, seed: int = 0, batch_size: int = 8,
             scores[f"{name}ssim"] += ssim(a, b).tolist()
             images[name].append(y)
     result: dict[str, Any] = {k: float(np.mean(v)) for k, v in scores.items()} | {"n": n}
+    if data is not None:
+        result["data"] = data
     if features is not None and n >= 2:
         real = image_features(features, high)  # once, for both
         for name, fake in images.items():

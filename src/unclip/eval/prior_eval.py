@@ -190,36 +190,45 @@ class Pairs:
     tokens: Tensor | None  # (N, L, W) caption token states, when asked for
     mask: Tensor | None  # (N, L) bool
     captions: list[str]
+    skipped: int = 0  # records of the data that did not decode or had no caption
 
 
 @torch.no_grad()
+def encode_pairs(
+    clip: nn.Module, spec: str, n: int, *, batch_size: int = 64, with_tokens: bool = True, progress: bool = False,
+    desc: str = "embed",
+) -> Pairs:  # fmt: skip
+    """The first ``n`` records of a data spec through ``clip``, as ``unclip embed`` computes them (records that
+    do not decode or have no caption are skipped and counted in ``Pairs.skipped``)."""
+    from unclip.data.datasets import parse_data_spec
+    from unclip.data.embed import PairBatches
+
+    source = parse_data_spec(spec, clip.image_size)
+    device = next(clip.parameters()).device
+    out: dict[str, list[Tensor]] = {"z_i": [], "z_t": [], "tokens": [], "mask": []}
+    captions: list[str] = []
+    batches = PairBatches(source, n, clip.image_size, batch_size, progress=progress, desc=desc)
+    for images, texts in batches:
+        enc = clip.encode_text(texts)
+        out["z_i"].append(clip.encode_image(images.to(device)).float().cpu())
+        out["z_t"].append(enc.embedding.float().cpu())
+        if with_tokens:
+            out["tokens"].append(enc.token_states.float().cpu())
+            out["mask"].append(enc.mask.cpu())
+        captions += texts
+    if len(captions) < 2:
+        raise ValueError(f"data {spec!r} gave {len(captions)} usable (image, caption) pairs of the first {n} "
+                         f"({batches.skipped} skipped); the prior evaluation needs at least 2")  # fmt: skip
+    cat = {k: torch.cat(v) if v else None for k, v in out.items()}
+    return Pairs(cat["z_i"], cat["z_t"], cat["tokens"], cat["mask"], captions, batches.skipped)  # type: ignore[arg-type]
+
+
 def encode_shapes(
     clip: nn.Module, split: str, n: int, *, batch_size: int = 64, with_tokens: bool = True, progress: bool = False
 ) -> Pairs:
     """The first ``n`` pairs of a Shapes-world split through ``clip``, as ``unclip embed`` computes them."""
-    from unclip.data.datasets import parse_data_spec
-    from unclip.data.embed import iter_records
-    from unclip.data.loader import to_training_image
-
-    source = parse_data_spec(f"shapes:split={split}", clip.image_size)
-    device = next(clip.parameters()).device
-    out: dict[str, list[Tensor]] = {"z_i": [], "z_t": [], "tokens": [], "mask": []}
-    captions: list[str] = []
-    records = iter(iter_records(source, n))
-    with tqdm(total=n, desc=f"embed {split}", unit="pair", disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            batch = [next(records) for _ in range(min(batch_size, n - start))]
-            images = torch.stack([to_training_image(r.image, clip.image_size) for r in batch])
-            enc = clip.encode_text([r.caption for r in batch])
-            out["z_i"].append(clip.encode_image(images.to(device)).float().cpu())
-            out["z_t"].append(enc.embedding.float().cpu())
-            if with_tokens:
-                out["tokens"].append(enc.token_states.float().cpu())
-                out["mask"].append(enc.mask.cpu())
-            captions += [r.caption for r in batch]
-            bar.update(len(batch))
-    cat = {k: torch.cat(v) if v else None for k, v in out.items()}
-    return Pairs(cat["z_i"], cat["z_t"], cat["tokens"], cat["mask"], captions)  # type: ignore[arg-type]
+    return encode_pairs(clip, f"shapes:split={split}", n, batch_size=batch_size, with_tokens=with_tokens,
+                        progress=progress, desc=f"embed {split}")  # fmt: skip
 
 
 @torch.no_grad()
@@ -263,10 +272,13 @@ def sample_prior(
 def evaluate_prior(
     prior: nn.Module, clip: nn.Module, *, n: int = 1000, samples_per_caption: int = 1, pool: int = 5000,
     seed: int = 0, split: str = "test", settings: dict[str, Any] | None = None, batch_size: int = 64,
-    ceiling_pool: int = 0, progress: bool = False,
+    ceiling_pool: int = 0, progress: bool = False, data: str | None = None, train_data: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The prior and both baselines on the first ``n`` pairs of ``split``; the nearest-caption baseline searches
     the first ``pool`` pairs of the training split. Sample j of caption i uses seed ``seed + j * n + i``.
+
+    On other data: ``data`` (a data spec) replaces the Shapes split, and the nearest-caption baseline searches the
+    first ``pool`` pairs of ``train_data`` (left out, as None, when it is not given).
 
     ``settings`` as :func:`sampling_settings` returns (default: the prior's own). With ``ceiling_pool`` > 0, also
     the ceiling that the captions put on the cosine (:mod:`unclip.eval.prior_ceiling`), estimated from same-claims
@@ -282,12 +294,25 @@ def evaluate_prior(
         raise ValueError(f"ceiling_pool must be a non-negative integer (0: no ceiling), got {ceiling_pool!r}")
     if split == "train":
         raise ValueError("split 'train' is what the prior learned from; evaluate on test, val or heldout")
+    if data is None and train_data is not None:
+        raise ValueError("train_data is the pool of the nearest-caption baseline on other data: give data too")
+    if data is not None and ceiling_pool:
+        raise ValueError("the ceiling estimate matches Shapes-world captions' claims; it needs the Shapes world")
     check_compatible(prior, clip)
     kind = prior_kind(prior)
     settings = sampling_settings(prior) if settings is None else settings
     start = time.perf_counter()
-    held = encode_shapes(clip, split, n, batch_size=batch_size, progress=progress)
-    train = encode_shapes(clip, "train", pool, batch_size=batch_size, with_tokens=False, progress=progress)
+    if data is None:
+        held = encode_shapes(clip, split, n, batch_size=batch_size, progress=progress)
+        train: Pairs | None = encode_shapes(clip, "train", pool, batch_size=batch_size, with_tokens=False,
+                                            progress=progress)  # fmt: skip
+    else:
+        split = data
+        held = encode_pairs(clip, data, n, batch_size=batch_size, progress=progress, desc="embed held-out")
+        train = None if train_data is None else encode_pairs(
+            clip, train_data, pool, batch_size=batch_size, with_tokens=False, progress=progress, desc="embed pool"
+        )  # fmt: skip
+        n = len(held.captions)  # fewer than asked when the data is smaller or has unusable records
 
     # The prior: samples_per_caption draws per caption, every draw scored against all n held-out images.
     z_i, seconds = [], 0.0
@@ -299,7 +324,7 @@ def evaluate_prior(
         seconds += sec
     truth = torch.arange(n).repeat(samples_per_caption)
     scores = score_embeddings(torch.cat(z_i), held.z_i, truth)
-    nearest, _ = nearest_caption(held.z_t, train.z_t, train.z_i)
+    nearest = None if train is None else nearest_caption(held.z_t, train.z_t, train.z_i)[0]
     draws = n * samples_per_caption
     extra = {}
     if ceiling_pool:
@@ -313,12 +338,13 @@ def evaluate_prior(
         "split": split,
         "n": n,
         "samples_per_caption": samples_per_caption,
-        "pool": pool,
+        "pool": 0 if train is None else len(train.captions),  # 0: no nearest-caption baseline
+        "skipped": held.skipped,
         "seed": seed,
         "settings": settings,
         "prior": scores.to_dict(),
         "baseline_z_t": score_embeddings(held.z_t, held.z_i).to_dict(),
-        "baseline_nearest_caption": score_embeddings(nearest, held.z_i).to_dict(),
+        "baseline_nearest_caption": None if nearest is None else score_embeddings(nearest, held.z_i).to_dict(),
         "chance": {f"r_at_{k}": min(k, n) / n for k in KS},
         "seconds_per_embedding": seconds / draws,
         "batch_size": batch_size,
