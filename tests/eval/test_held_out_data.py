@@ -199,3 +199,18 @@ def test_clip_eval_cli_on_data(stack, tmp_path, capsys):
     code, out = _eval(capsys, "clip", "--model", str(stack), "--data", str(held), "--n", "6", "--json")
     result = json.loads(out.out)
     assert result["data"]["n"] == 6 and set(result["data"]["retrieval"]) == {"image_to_text", "text_to_image"}
+
+
+def test_eval_all_on_data_runs_what_needs_no_scene_graph(stack, tmp_path, capsys):
+    from unclip.clip import load_clip
+
+    held = _shapes_folder(tmp_path / "test", "test", 4, load_clip(stack / "clip").image_size)
+    out = tmp_path / "run"
+    args = ["all", "--model", str(stack), "--out", str(out), "--data", str(held)]
+    code, printed = _eval(capsys, *args, "--only", "clip", "decoder", "compositional")
+    assert code == 0 and "compositional: skipped (it judges Shapes-world prompts" in printed.out
+    assert sorted(p.name for p in out.iterdir()) == ["clip.json", "decoder.json"]
+    clip = json.loads((out / "clip.json").read_text())
+    assert clip["data.n"] == 4 and "data.retrieval.image_to_text" not in clip  # flattened to three levels
+    decoder = json.loads((out / "decoder.json").read_text())
+    assert decoder["n"] == 4 and -1 <= decoder["clip_similarity"] <= 1 and "faithful" not in decoder

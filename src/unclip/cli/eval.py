@@ -142,6 +142,10 @@ def _register_generation(sub: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--only", nargs="+", metavar="METRIC", help="clip prior compositional decoder upsampler manipulations"
     )
+    a.add_argument(
+        "--data", help="held-out pairs of your own data instead of the Shapes world (clip, prior, decoder, upsampler)"
+    )
+    a.add_argument("--train-data", help="with --data: the pool of the prior's nearest-caption baseline")
     _model_options(a)
     a.set_defaults(func=run_generation, evaluation="all")
 
@@ -158,7 +162,8 @@ def run_generation(args: argparse.Namespace) -> int:
         from unclip.eval.evaluate_all import METRICS, evaluate_all
 
         only = tuple(args.only or METRICS)
-        results = evaluate_all(pipe, folder, args.out, size=args.size, seed=args.seed, only=only)
+        results = evaluate_all(pipe, folder, args.out, size=args.size, seed=args.seed, only=only, data=args.data,
+                               train_data=args.train_data)  # fmt: skip
         if args.json:
             print(json.dumps(results, indent=2))
         return 0

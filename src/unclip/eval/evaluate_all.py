@@ -23,6 +23,7 @@ SIZES: dict[str, dict[str, int]] = {
               "decoder": 24, "upsampler": 8, "manipulations": 8},
 }  # fmt: skip
 METRICS = ("clip", "prior", "compositional", "decoder", "upsampler", "manipulations")
+SHAPES_ONLY = ("compositional", "manipulations")  # judged against Shapes-world scene graphs
 
 
 def flatten(result: dict[str, Any], prefix: str = "", depth: int = 3) -> dict[str, float]:
@@ -46,11 +47,16 @@ def _write(out: Path, metric: str, result: dict[str, Any]) -> Path:
 
 def evaluate_all(
     pipe, folder: str | Path, out: str | Path, *, size: str = "quick", seed: int = 0,
-    only: tuple[str, ...] = METRICS, log: Callable[[str], None] = print,
+    only: tuple[str, ...] = METRICS, log: Callable[[str], None] = print, data: str | None = None,
+    train_data: str | None = None,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Run the evaluations named in ``only`` on ``pipe`` (loaded from ``folder``) and write them under ``out``."""
+    """Run the evaluations named in ``only`` on ``pipe`` (loaded from ``folder``) and write them under ``out``.
+
+    ``data`` (a data spec): held-out pairs of the user's own data instead of the Shapes world, for the
+    evaluations that need no scene graph (clip, prior, decoder, upsampler; ``train_data`` is the prior's
+    nearest-caption pool); the Shapes-world-only ones (compositional, manipulations) are then skipped."""
     from unclip.eval import generation
-    from unclip.eval.clip_eval import evaluate_clip
+    from unclip.eval.clip_eval import evaluate_clip, evaluate_data
     from unclip.eval.manipulations import manipulations
     from unclip.eval.prior_eval import evaluate_prior, sampling_settings
 
@@ -75,7 +81,11 @@ def evaluate_all(
             return None
 
     runs: dict[str, Callable[[], dict[str, Any]]] = {
-        "clip": lambda: evaluate_clip(pipe.clip, n=n["clip"], seed=seed),
+        "clip": lambda: (
+            evaluate_clip(pipe.clip, n=n["clip"], seed=seed)
+            if data is None
+            else evaluate_data(pipe.clip, data, n=n["clip"])
+        ),
         "prior": lambda: evaluate_prior(
             pipe.prior,
             pipe.clip,
@@ -83,12 +93,18 @@ def evaluate_all(
             pool=n["pool"],
             seed=seed,
             settings=sampling_settings(pipe.prior, pipe.settings),
+            data=data,
+            train_data=train_data,
         ),
         "compositional": lambda: generation.compositional(
             pipe, per_category=n["per_category"], images_per_prompt=n["images_per_prompt"], seed=seed
         ),
-        "decoder": lambda: generation.decoder_reconstruction(pipe, n=n["decoder"], seed=seed, features=features()),
-        "upsampler": lambda: generation.upsampler_fidelity(pipe, n=n["upsampler"], seed=seed, features=features()),
+        "decoder": lambda: generation.decoder_reconstruction(
+            pipe, n=n["decoder"], seed=seed, features=features(), data=data
+        ),
+        "upsampler": lambda: generation.upsampler_fidelity(
+            pipe, n=n["upsampler"], seed=seed, features=features(), data=data
+        ),
         "manipulations": lambda: manipulations(pipe, n=n["manipulations"], seed=seed),
     }
     results: dict[str, dict[str, Any]] = {}
@@ -98,6 +114,9 @@ def evaluate_all(
             continue
         if metric in ("prior", "compositional") and pipe.prior is None:
             log(f"{metric}: skipped (the model has no prior: an image-variation folder)")
+            continue
+        if metric in SHAPES_ONLY and data is not None:
+            log(f"{metric}: skipped (it judges Shapes-world prompts and scenes, not --data)")
             continue
         start = time.perf_counter()
         result = runs[metric]()
