@@ -1,4 +1,4 @@
-"""``unclip data``: write Shapes-world datasets and the prompt suite to disk."""
+"""``unclip data``: write Shapes-world datasets and the prompt suite to disk, and check a dataset before training."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="write Shapes-world datasets and prompt suites")
+    p = subparsers.add_parser("data", help="write Shapes-world datasets and prompt suites; check a dataset")
     sub = p.add_subparsers(dest="data_command", metavar="WHAT", required=True)
 
     s = sub.add_parser(
@@ -31,6 +31,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=run_prompts)
+
+    c = sub.add_parser(
+        "check",
+        help="read a dataset as training will and report what is usable, image sizes and caption lengths",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    c.add_argument(
+        "spec", metavar="SPEC", help="any --data spec of training: folder:PATH, wds:..., parquet:..., a path"
+    )
+    c.add_argument("--n", type=int, help="check only the first N records (default: all; required for shapes)")
+    c.add_argument("--resolution", type=int, default=64, help="training resolution: count images smaller than it")
+    c.add_argument("--clip", help="a CLIP (or pipeline) folder: count captions longer than its context")
+    c.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    c.set_defaults(func=run_check)
 
 
 def run_shapes(args: argparse.Namespace) -> int:
@@ -66,3 +80,19 @@ def run_prompts(args: argparse.Namespace) -> int:
     path = write_prompts(PROMPT_SUITE, Path(args.out))
     print(f"wrote {len(PROMPT_SUITE)} prompts of {PROMPT_SUITE_VERSION} to {path}")
     return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Exit 0 when some record is usable, 1 when none is (a dataset training could not use)."""
+    import json
+
+    from unclip.data.check import check_data, format_report
+
+    clip = None
+    if args.clip:
+        from unclip.eval.clip_eval import load_eval_clip
+
+        clip = load_eval_clip(args.clip)
+    report = check_data(args.spec, n=args.n, resolution=args.resolution, clip=clip, progress=True)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+    return 0 if report.usable else 1
