@@ -1,4 +1,5 @@
-"""``unclip generate | vary | interpolate | textdiff``: text-to-image and the manipulations of §3."""
+"""``unclip generate | vary | interpolate | textdiff | probe``: text-to-image, the manipulations of §3 and the
+probing of §4."""
 
 from __future__ import annotations
 
@@ -64,6 +65,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--max-theta", type=float, default=0.5, help="how far to move (the paper uses 0.25-0.5)")
     _common(t, "outputs/textdiff")
     t.set_defaults(func=run_textdiff)
+
+    pr = subparsers.add_parser(
+        "probe", help="decode an image's z_i rebuilt from its top PCA components (§4, Fig. 7)", formatter_class=fmt
+    )
+    pr.add_argument("image")
+    pr.add_argument("--dims", default="1,2,4,8,16,32,all", help="principal components per image; all: z_i itself")
+    pr.add_argument(  # the defaults of unclip.pipeline.probing, spelled out so that --help imports no torch
+        "--pca-data", default="shapes:split=train",
+        help="images whose CLIP embeddings the PCA is fitted on (any --data spec of training, or embeddings:DIR "
+        "from unclip embed); fits are cached per CLIP, data and size",
+    )  # fmt: skip
+    pr.add_argument("--pca-n", type=int, default=5000, help="embeddings the PCA is fitted on")
+    pr.add_argument("--no-cache", action="store_true", help="fit the PCA afresh and do not store it")
+    _common(pr, "outputs/probe")
+    pr.set_defaults(func=run_probe)
 
 
 def load_pipeline(args: argparse.Namespace):
@@ -166,3 +182,27 @@ def run_textdiff(args: argparse.Namespace) -> int:
         {"source": args.image, "from": args.source, "to": args.target, "theta": th, "model": folder} for th in thetas
     ]
     return _finish(args, images, records, [f"θ={th:.2f}" for th in thetas], "frame")
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from unclip.pipeline import to_pil
+    from unclip.pipeline.index import clip_folder
+    from unclip.pipeline.pipeline import from_pil
+    from unclip.pipeline.probing import embedding_pca, parse_dims, probe
+
+    dims = parse_dims(args.dims)  # before any work
+    pipe, folder = load_pipeline(args)
+    image = from_pil([args.image], max(pipe.decoder.config.resolution, int(pipe.clip.image_size)))  # read it first
+    pca = embedding_pca(pipe, clip_folder(folder), spec=args.pca_data, n=args.pca_n, cache=not args.no_cache,
+                        progress=True)  # fmt: skip
+    too_many = [k for k in dims if k is not None and k > pca.components.shape[0]]
+    if too_many:
+        raise ValueError(f"--dims {too_many[0]}: the PCA has {pca.components.shape[0]} components")
+    images = to_pil(probe(pipe, image, dims, pca, seed=args.seed, progress=True))
+    records, labels = [], []
+    for k in dims:
+        share = 1.0 if k is None else pca.cumulative(k)
+        records.append({"source": args.image, "dims": "all" if k is None else k, "variance": share, "seed": args.seed,
+                        "pca_data": args.pca_data, "pca_n": pca.n, "model": folder})  # fmt: skip
+        labels.append("z_i" if k is None else f"{k} dims, {share:.0%}")
+    return _finish(args, images, records, labels, "probe")
