@@ -117,3 +117,40 @@ def test_cli_writes_the_rows_and_caches_the_fit(tmp_path, monkeypatch, capsys):
     assert "cannot read image" in capsys.readouterr().err  # before any PCA work (no_fit would have raised)
     assert main([*args[:-1], "999", "--out", str(tmp_path / "c")]) == 2
     assert "the PCA has" in capsys.readouterr().err
+    # unclip eval probing on the same model reads the same cached fit
+    assert main(["eval", "probing", "--model", str(tmp_path / "m"), "--n", "2", "--pca-n", "40", "--dims", "0,all",
+                 "--json"]) == 0  # fmt: skip
+    result = json.loads(capsys.readouterr().out)
+    assert [r["dims"] for r in result["rows"]] == [0, "all"] and result["n"] == 2 and result["pca_n"] == 40
+    assert all(0 <= r["faithful"] <= 1 and -1 <= r["clip_similarity"] <= 1 for r in result["rows"])
+
+
+def test_probing_curve_judges_each_k_and_reaches_the_source_at_all_components(tmp_path, capsys):
+    """A stub whose decoder draws the render of the scene whose z_i is nearest the one it is given: decodes from
+    every component reproduce the scenes (faithful 1, similarity 1); from the mean alone they mostly do not."""
+    from types import SimpleNamespace
+
+    from unclip.data.shapes.batch import render_batch
+    from unclip.eval.probing_eval import probing_curve
+
+    _, truth = render_batch(8, 32)
+    keys = truth.flatten(1)[:, ::97][:, :16]  # a fixed 16-dim "CLIP" of each render: some of its pixels
+
+    def encode_image(x):
+        return x.flatten(1)[:, ::97][:, :16] + 0.0
+
+    def decode(z_i, generators, **kw):
+        nearest = torch.cdist(torch.nn.functional.normalize(z_i, dim=1), torch.nn.functional.normalize(keys, dim=1))
+        return truth[nearest.argmin(1)]
+
+    stub = SimpleNamespace(
+        decoder=SimpleNamespace(config=SimpleNamespace(resolution=32)), device=torch.device("cpu"),
+        clip=SimpleNamespace(encode_image=encode_image), decode=decode, autocast=torch.no_grad,
+    )  # fmt: skip
+    pca = fit_embedding_pca(keys)
+    out = probing_curve(stub, pca, [0, None, pca.components.shape[0]], n=8, batch_size=3)
+    mean_row, source_row, full_row = out["rows"]
+    assert source_row["faithful"] == full_row["faithful"] == 1.0 and full_row["variance"] == pytest.approx(1.0)
+    assert source_row["clip_similarity"] == pytest.approx(1.0) and full_row["clip_similarity"] == pytest.approx(1.0)
+    assert mean_row["faithful"] <= 0.25 and mean_row["variance"] == 0 and mean_row["dims"] == 0
+    assert out["n"] == 8 and out["components"] == pca.components.shape[0]

@@ -119,6 +119,16 @@ def _register_generation(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--data", help="upsample these held-out images instead of Shapes-world scenes (a --data spec)")
     _model_options(u)
     u.set_defaults(func=run_generation, evaluation="upsampler")
+    pr = sub.add_parser(
+        "probing", help="decodes of z_i rebuilt from its top-k PCA components, judged per k (§4)", formatter_class=fmt
+    )
+    pr.add_argument("--n", type=int, default=24, help="held-out scenes")
+    pr.add_argument("--dims", default="1,2,4,8,16,32,all", help="principal components kept; all: z_i itself")
+    pr.add_argument("--pca-data", default="shapes:split=train", help="images the PCA is fitted on (a --data spec)")
+    pr.add_argument("--pca-n", type=int, default=5000, help="embeddings the PCA is fitted on (cached)")
+    pr.add_argument("--data", help="held-out images of your own data instead of Shapes-world scenes (a --data spec)")
+    _model_options(pr)
+    pr.set_defaults(func=run_generation, evaluation="probing")
     m = sub.add_parser(
         "manipulations", help="§3 variations and text diffs, judged (issue 8 rates)", formatter_class=fmt
     )
@@ -175,6 +185,15 @@ def run_generation(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=True,
         )
+    elif args.evaluation == "probing":
+        from unclip.eval.probing_eval import probing_curve
+        from unclip.pipeline.index import clip_folder
+        from unclip.pipeline.probing import embedding_pca, parse_dims
+
+        dims = parse_dims(args.dims)
+        pca = embedding_pca(pipe, clip_folder(folder), spec=args.pca_data, n=args.pca_n, progress=True)
+        result = probing_curve(pipe, pca, dims, n=args.n, seed=args.seed, data=args.data, progress=True)
+        result["pca_data"] = args.pca_data
     elif args.evaluation == "manipulations":
         from unclip.eval.manipulations import manipulations
 
@@ -194,7 +213,11 @@ def run_generation(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         for key, value in result.items():
-            if key == "categories":
+            if key == "rows":  # probing: one line per number of components
+                for row in value:
+                    cells = "  ".join(f"{k} {v:.3f}" for k, v in row.items() if isinstance(v, float))
+                    print(f"  dims {row['dims']!s:<5} {cells}")
+            elif key == "categories":
                 for cat, v in value.items():
                     print(f"  {cat:<20} {v['accuracy']:.3f}  (n={v['n']})")
             elif key in ("variations", "text_diffs"):

@@ -123,9 +123,7 @@ def _distances(real: np.ndarray, fake: np.ndarray, prefix: str = "") -> dict[str
     return {f"{prefix}fid": fid, f"{prefix}kid": kid_mean, f"{prefix}kid_std": kid_std}
 
 
-def _held_out_images(
-    data: str | None, n: int, resolution: int, split: str = "test"
-) -> tuple[torch.Tensor, list | None]:
+def held_out_images(data: str | None, n: int, resolution: int, split: str = "test") -> tuple[torch.Tensor, list | None]:
     """(images in [-1, 1], scene graphs or None) of the first ``n`` held-out pairs: Shapes-world scenes of
     ``split`` by default, else those of the data spec ``data`` (scene graphs only where it carries them)."""
     if data is None:
@@ -157,7 +155,7 @@ def decoder_reconstruction(
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    real, scenes = _held_out_images(data, n, pipe.decoder.config.resolution)
+    real, scenes = held_out_images(data, n, pipe.decoder.config.resolution)
     n = len(real)
     hits: dict[str, list[bool]] = {}
     faithful, similarity, decoded = [], [], []
@@ -198,7 +196,7 @@ def upsampler_fidelity(
     if not pipe.upsamplers:
         raise ValueError("this model has no upsampler")
     low_res = pipe.decoder.config.resolution
-    high, _ = _held_out_images(data, n, pipe.resolution)
+    high, _ = held_out_images(data, n, pipe.resolution)
     n = len(high)
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "bicubic_psnr": [], "bicubic_ssim": []}
     images: dict[str, list[torch.Tensor]] = {"": [], "bicubic_": []}

@@ -146,6 +146,16 @@ def parse_dims(text: str) -> list[int | None]:
     return out
 
 
+def rebuilt_embeddings(pca: EmbeddingPCA, z: Tensor, dims: Sequence[int | None]) -> Tensor:
+    """Each row of z (B, D) rebuilt from its first k components for every k of ``dims`` (None: z itself), scaled
+    back to the row's norm: (len(dims) * B, D), all of dims' first k, then the next."""
+    if z.shape[1] != pca.mean.shape[0]:
+        raise ValueError(f"the PCA was fitted on {pca.mean.shape[0]}-dim embeddings; this CLIP's are {z.shape[1]}")
+    rebuilt = torch.cat([pca.project(z, k) for k in dims])
+    norms = z.norm(dim=1, keepdim=True).repeat(len(dims), 1)
+    return rebuilt / rebuilt.norm(dim=1, keepdim=True).clamp_min(1e-12) * norms
+
+
 @torch.no_grad()
 def probe(
     pipe, image, dims: Sequence[int | None], pca: EmbeddingPCA, *, seed: int = 0, progress: bool = False
@@ -163,10 +173,7 @@ def probe(
     s = pipe.settings
     with pipe.autocast():
         z = pipe.clip.encode_image(x.to(pipe.device)).float()
-        if z.shape[1] != pca.mean.shape[0]:
-            raise ValueError(f"the PCA was fitted on {pca.mean.shape[0]}-dim embeddings; this CLIP's are {z.shape[1]}")
-        rebuilt = torch.cat([pca.project(z, k) for k in dims])
-        rebuilt = rebuilt / rebuilt.norm(dim=1, keepdim=True).clamp_min(1e-12) * z.norm(dim=1, keepdim=True)
+        rebuilt = rebuilt_embeddings(pca, z, dims)
         gens = generators_from_seeds([seed] * len(dims))  # one x_T for every row: they differ by z_i alone
         decoded = pipe.decode(rebuilt, gens, s=s, progress=progress).float()
         return pipe.upsample(decoded, generators_from_seeds([seed] * len(dims)), s).float()
