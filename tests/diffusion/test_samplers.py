@@ -239,3 +239,19 @@ def test_inversion_stops_short_of_the_terminal_step_where_x0_estimates_blow_up(d
         assert errors[1.0] > 0.03, errors
     else:  # the exact denoiser's x0 is exact even there: the terminal step alone is harmless
         assert errors[1.0] < 1e-5, errors
+
+
+def test_step_listener_hears_every_step_of_every_sampler_in_its_context(denoiser):
+    from unclip.diffusion import listen_to_steps
+
+    x = randn((4, MU.numel()), generators_from_seeds(range(4)))
+    heard = []
+    with listen_to_steps(lambda name, done, total: heard.append((name, done, total))):
+        sample_ddim(denoiser, x, SCHED.grid(5))
+        invert_ddim(denoiser, x, SCHED.grid(3))
+        get_sampler("dpmpp_2m")(denoiser, x, SCHED.grid(4))
+    assert heard == [("DDIM", k, 5) for k in range(1, 6)] + [("DDIM inversion", k, 3) for k in range(1, 4)] + [
+        ("DPM-Solver++(2M)", k, 4) for k in range(1, 5)
+    ]
+    sample_ddpm(denoiser, x, SCHED.grid(3))  # outside the context: nobody listens
+    assert len(heard) == 12

@@ -12,7 +12,9 @@ None of them knows which network it drives: the prior, the decoder and the upsam
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +41,22 @@ class SamplerStep:
 Callback = Callable[[SamplerStep], None]
 
 
+StepListener = Callable[[str, int, int], None]
+_step_listener: ContextVar[StepListener | None] = ContextVar("unclip_step_listener", default=None)
+
+
+@contextmanager
+def listen_to_steps(listener: StepListener) -> Iterator[None]:
+    """Call ``listener(sampler name, steps done, steps in all)`` after every step of every sampler run in this
+    context (this thread), whichever stage runs it: how a caller that cannot pass a callback down (a web job
+    around the whole pipeline) shows progress."""
+    token = _step_listener.set(listener)
+    try:
+        yield
+    finally:
+        _step_listener.reset(token)
+
+
 def _steps(grid: TimestepGrid, x: Tensor, progress: bool, desc: str, reverse: bool = False):
     """Yield ``(i, t as a (B,) tensor, alpha_bar, alpha_bar of the state the step lands on)``."""
     if not isinstance(grid, TimestepGrid):
@@ -48,9 +66,12 @@ def _steps(grid: TimestepGrid, x: Tensor, progress: bool, desc: str, reverse: bo
     check_sample(x)
     ab_next = grid.alpha_bar_next()
     order = range(len(grid) - 1, -1, -1) if reverse else range(len(grid))
-    for i in tqdm(order, desc=desc, disable=not progress, leave=False):
+    listener = _step_listener.get()
+    for k, i in enumerate(tqdm(order, desc=desc, disable=not progress, leave=False)):
         t = torch.full((x.shape[0],), int(grid.t[i]), dtype=torch.int64, device=x.device)
         yield i, t, float(grid.alpha_bar[i]), float(ab_next[i])
+        if listener is not None:  # the step's body has run: it is done
+            listener(desc, k + 1, len(grid))
 
 
 def _denoise(denoiser: Denoiser, x: Tensor, t: Tensor) -> Denoised:
