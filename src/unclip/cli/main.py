@@ -17,6 +17,7 @@ import unclip
 COMMAND_MODULES = (
     "unclip.cli.demo",
     "unclip.cli.generate",
+    "unclip.cli.serve",
     "unclip.cli.train",
     "unclip.cli.models",
     "unclip.cli.data",
