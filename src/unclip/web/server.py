@@ -73,6 +73,8 @@ def make_handler(app: App) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, app.page, "text/html; charset=utf-8")
+            elif self.path == "/favicon.ico":
+                self._send(HTTPStatus.NO_CONTENT, b"", "image/x-icon")
             elif self.path == "/api/info":
                 self._json(HTTPStatus.OK, app.info())
             elif self.path.startswith("/api/jobs/"):
