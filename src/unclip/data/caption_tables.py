@@ -159,6 +159,8 @@ class ParquetSource(StreamingSource):
         if missing:
             raise FileNotFoundError(f"{len(missing)} Parquet file(s) do not exist, e.g. {missing[0]!r}")
         pq = _import_pyarrow()
+        import pyarrow as pa
+
         self._rows: dict[str, int] = {}
         self._list_captions = False
         for path in self.files:
@@ -181,8 +183,6 @@ class ParquetSource(StreamingSource):
             caption = pick_column(columns, self.caption_column, CAPTION_COLUMNS, "caption", path)
             # The first file fixes the columns; every other must name the same ones.
             self.image_column, self.caption_column = image, caption
-            import pyarrow as pa
-
             kind = schema.field(caption).type
             self._list_captions = self._list_captions or pa.types.is_list(kind) or pa.types.is_large_list(kind)
             for g in range(meta.num_row_groups):
