@@ -16,3 +16,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Caches the code writes by default (FID features, PCA fits) go to a folder of this run, not the home folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UNCLIP_CACHE", str(tmp_path_factory.mktemp("unclip-cache")))
+        yield

@@ -10,7 +10,8 @@ from unclip.cli.generate import add_pipeline_options
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="a gallery from the bundled Shapes-world model: text to image, variations, interpolation, text diff",
+        help="a gallery from the bundled Shapes-world model: text to image, variations, interpolation, text diff, "
+        "probing",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", default="outputs/demo", help="folder for index.html and its images")
@@ -35,10 +36,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from unclip.cli.generate import load_pipeline
     from unclip.eval.gallery import build_gallery
+    from unclip.pipeline.index import clip_folder
 
     args.decoder_steps = None
-    pipe, _ = load_pipeline(args)
-    report = build_gallery(pipe, args.out, per_category=args.per_category, seed=args.seed)
+    pipe, folder = load_pipeline(args)
+    report = build_gallery(pipe, args.out, per_category=args.per_category, seed=args.seed, clip_dir=clip_folder(folder))
     scores = ", ".join(f"{k} {v:.2f}" for k, v in report["scores"].items())
     print(f"gallery: {args.out}/index.html ({report['seconds']:.0f} s)\njudge scores: {scores}")
     return 0

@@ -1,5 +1,5 @@
-"""The demo gallery (``unclip demo``): text-to-image for every prompt-suite category, judged, and the three
-manipulations of §3 on held-out Shapes-world images, as one HTML page with its PNGs.
+"""The demo gallery (``unclip demo``): text-to-image for every prompt-suite category, judged, the three
+manipulations of §3 and the probing of §4 on held-out Shapes-world images, as one HTML page with its PNGs.
 
 Written into a temporary folder and moved into place at the end, so an interrupted demo leaves nothing half-done.
 """
@@ -17,7 +17,9 @@ import torch
 from unclip.atomic import atomic_directory
 from unclip.data.shapes.batch import render_batch
 from unclip.eval.generation import judge_ready
-from unclip.pipeline import interpolate, text_diff, to_pil, variations
+from unclip.pipeline import embedding_pca, interpolate, probe, text_diff, to_pil, variations
+
+PCA_N = 1000  # images behind the probing row's PCA: about 10 s of CLIP on a CPU, cached after the first demo
 
 
 def _section(title: str, note: str, items: list[tuple[str, str]]) -> str:
@@ -29,8 +31,12 @@ def _section(title: str, note: str, items: list[tuple[str, str]]) -> str:
 
 
 @torch.no_grad()
-def build_gallery(pipe, out: str | Path, *, per_category: int = 2, seed: int = 0) -> dict[str, Any]:
-    """Generate the gallery into ``out`` (``index.html`` + PNGs); returns the judge's scores and timings."""
+def build_gallery(
+    pipe, out: str | Path, *, per_category: int = 2, seed: int = 0, clip_dir: str | Path | None = None,
+    pca_n: int = PCA_N,
+) -> dict[str, Any]:  # fmt: skip
+    """Generate the gallery into ``out`` (``index.html`` + PNGs); returns the judge's scores and timings.
+    ``clip_dir`` (the CLIP's folder) keys the cached PCA of the probing row, fitted on ``pca_n`` images."""
     from unclip.data.shapes import CATEGORIES, PROMPT_SUITE, judge
 
     start = time.perf_counter()
@@ -72,6 +78,17 @@ def build_gallery(pipe, out: str | Path, *, per_category: int = 2, seed: int = 0
             im.save(tmp / f"textdiff_{k}.png")
         sections.append(_section("Text diff (§3.3)", f"{src_text} → {dst_text}",
                                  [(f"textdiff_{k}.png", f"θ={0.5 * k / 3:.2f}") for k in range(4)]))  # fmt: skip
+
+        pca = embedding_pca(pipe, clip_dir, n=pca_n)
+        dims = [1, 4, 16, None]
+        probes = to_pil(probe(pipe, sources[0], [k for k in dims if k is None or k <= len(pca.explained)], pca,
+                              seed=seed))  # fmt: skip
+        cells = []
+        for k, (dim, im) in enumerate(zip(dims, probes, strict=False)):
+            im.save(tmp / f"probe_{k}.png")
+            cells.append((f"probe_{k}.png", "z_i" if dim is None else f"{dim} components, {pca.cumulative(dim):.0%}"))
+        sections.append(_section("Probing (§4)", f"z_i of the first source rebuilt from its top principal components "
+                                 f"(PCA of {pca.n} training images), decoded from one seed", cells))  # fmt: skip
 
         summary = {c: sum(v) / len(v) for c, v in scores.items()}
         summary["overall"] = sum(summary.values()) / len(summary)
