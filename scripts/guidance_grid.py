@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from unclip.atomic import atomic_file
 from unclip.pipeline import UnCLIPPipeline
 
 
@@ -55,9 +56,8 @@ def main() -> int:
     scales = [float(s) for s in args.scales.split(",")]
     image = grid(models, args.prompt, scales, args.seeds, args.cell)
     out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(out)  # all or nothing
+    with atomic_file(out) as tmp:  # all or nothing
+        image.save(tmp, format="PNG")
     print(f"wrote {args.out} ({image.size[0]}×{image.size[1]})")
     return 0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from unclip.atomic import atomic_file
 from unclip.data.shapes.batch import render_batch
 from unclip.pipeline import UnCLIPPipeline, embedding_pca, probe, to_pil
 from unclip.pipeline.index import clip_folder
@@ -44,9 +45,8 @@ def main() -> int:
             out.paste(im.resize((cell, cell), Image.NEAREST), (c * (cell + pad), label_h + r * (cell + pad)))
         print(f"row {r + 1}/{args.n}: {samples[r].caption}")
     path = Path(args.out)
-    tmp = path.with_name(f".{path.name}.tmp")
-    out.save(tmp, format="PNG")
-    tmp.replace(path)  # all or nothing
+    with atomic_file(path) as tmp:  # all or nothing
+        out.save(tmp, format="PNG")
     print(f"wrote {args.out} ({out.size[0]}×{out.size[1]})")
     return 0
 

@@ -37,3 +37,17 @@ def test_an_atomic_directory_gets_ordinary_permissions_not_private_ones(tmp_path
         assert (tmp_path / "model" / "sub").stat().st_mode & 0o777 == 0o755
     finally:
         os.umask(umask)
+
+
+def test_atomic_file_replaces_on_success_and_leaves_the_old_file_on_failure(tmp_path):
+    from unclip.atomic import atomic_file
+
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_file(path) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("interrupted")
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(b"new")
+    assert path.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]

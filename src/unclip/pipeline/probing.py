@@ -53,12 +53,12 @@ class EmbeddingPCA:
         return float(self.explained[:k].sum())
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        from unclip.atomic import atomic_file
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         tensors = {"mean": self.mean, "components": self.components, "explained": self.explained}
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"n": str(self.n)})
-        tmp.replace(path)
+        with atomic_file(path) as tmp:  # concurrent fits of one key never leave a half-written file
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"n": str(self.n)})
 
     @classmethod
     def load(cls, path: str | Path) -> EmbeddingPCA:
