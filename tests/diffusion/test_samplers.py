@@ -255,3 +255,8 @@ def test_step_listener_hears_every_step_of_every_sampler_in_its_context(denoiser
     ]
     sample_ddpm(denoiser, x, SCHED.grid(3))  # outside the context: nobody listens
     assert len(heard) == 12
+    from unclip.diffusion import sampling_stage
+
+    with listen_to_steps(lambda name, done, total: heard.append(name)), sampling_stage("decoder"):
+        sample_ddpm(denoiser, x, SCHED.grid(2))
+    assert heard[-2:] == ["decoder · DDPM", "decoder · DDPM"]

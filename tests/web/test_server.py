@@ -82,6 +82,7 @@ def test_generate_is_seeded_and_reports_its_steps(url):
     first = _images(job)
     assert [im.shape for im in first] == [(32, 32, 3)] * 2
     assert job["steps"] > 0 and job["step"] == job["steps"]  # the last sampler's last step was heard
+    assert job["stage"].startswith("upsampler · ")  # the last stage to sample
     again = _images(_wait(url, _post(url, request)[1]["id"]))
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     other = _images(_wait(url, _post(url, {**request, "seed": 6})[1]["id"]))

@@ -27,6 +27,7 @@ from unclip.diffusion.samplers import (
     sample_ddim,
     sample_ddpm,
     sample_dpmpp_2m,
+    sampling_stage,
 )
 from unclip.diffusion.schedules import SCHEDULES, SPACINGS, NoiseSchedule, TimestepGrid
 
@@ -60,5 +61,6 @@ __all__ = [
     "sample_ddim",
     "sample_ddpm",
     "sample_dpmpp_2m",
+    "sampling_stage",
     "to_x0_eps",
 ]

@@ -43,6 +43,18 @@ Callback = Callable[[SamplerStep], None]
 
 StepListener = Callable[[str, int, int], None]
 _step_listener: ContextVar[StepListener | None] = ContextVar("unclip_step_listener", default=None)
+_stage: ContextVar[str] = ContextVar("unclip_sampling_stage", default="")
+
+
+@contextmanager
+def sampling_stage(name: str) -> Iterator[None]:
+    """Name the stage whose sampler runs in this context ("prior", "decoder"...): listeners hear
+    ``"decoder · DDPM"`` instead of ``"DDPM"``."""
+    token = _stage.set(name)
+    try:
+        yield
+    finally:
+        _stage.reset(token)
 
 
 @contextmanager
@@ -67,11 +79,12 @@ def _steps(grid: TimestepGrid, x: Tensor, progress: bool, desc: str, reverse: bo
     ab_next = grid.alpha_bar_next()
     order = range(len(grid) - 1, -1, -1) if reverse else range(len(grid))
     listener = _step_listener.get()
+    name = f"{_stage.get()} · {desc}" if _stage.get() else desc
     for k, i in enumerate(tqdm(order, desc=desc, disable=not progress, leave=False)):
         t = torch.full((x.shape[0],), int(grid.t[i]), dtype=torch.int64, device=x.device)
         yield i, t, float(grid.alpha_bar[i]), float(ab_next[i])
         if listener is not None:  # the step's body has run: it is done
-            listener(desc, k + 1, len(grid))
+            listener(name, k + 1, len(grid))
 
 
 def _denoise(denoiser: Denoiser, x: Tensor, t: Tensor) -> Denoised:

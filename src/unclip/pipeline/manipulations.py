@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from unclip.diffusion import generators_from_seeds, invert_ddim
+from unclip.diffusion import generators_from_seeds, invert_ddim, sampling_stage
 from unclip.pipeline.pipeline import UnCLIPPipeline, from_pil, to_pil
 
 ImageLike = Image.Image | np.ndarray | str | Path
@@ -70,7 +70,8 @@ def invert(
         z_i = pipe.clip.encode_image(source.to(pipe.device)).float()
         den, schedule = pipe.decoder_denoiser(z_i)
         grid = schedule.grid_below(s.inversion_steps, s.inversion_strength)
-        x_T = invert_ddim(den, x, grid, refine=s.inversion_refine, progress=progress)
+        with sampling_stage("inversion"):
+            x_T = invert_ddim(den, x, grid, refine=s.inversion_refine, progress=progress)
     return z_i, x_T.float()
 
 

@@ -27,6 +27,7 @@ from unclip.diffusion import (
     generators_from_seeds,
     get_sampler,
     randn,
+    sampling_stage,
 )
 from unclip.model_folder import config_from_dict
 from unclip.models.decoder import Decoder, guided_denoiser
@@ -242,11 +243,12 @@ class UnCLIPPipeline:
         tokens, mask = fit_tokens(enc.token_states, enc.mask, self.prior.config.text_len)
         if isinstance(self.prior, ARPrior):
             return sample_ar_prior(self.prior, enc.embedding, tokens, mask, generator=generators).z_i
-        out = sample_diffusion_prior(
-            self.prior, enc.embedding, tokens, mask, keep=~empty, guidance_scale=s.prior_guidance,
-            steps=s.prior_steps, sampler=s.prior_sampler, best_of=s.prior_best_of, combine=s.prior_combine,
-            generator=generators,
-        )  # fmt: skip
+        with sampling_stage("prior"):
+            out = sample_diffusion_prior(
+                self.prior, enc.embedding, tokens, mask, keep=~empty, guidance_scale=s.prior_guidance,
+                steps=s.prior_steps, sampler=s.prior_sampler, best_of=s.prior_best_of, combine=s.prior_combine,
+                generator=generators,
+            )  # fmt: skip
         if s.z_source == "text":  # an empty prompt has no z_t: its sample stays the prior's unconditional one
             return torch.where(empty[:, None], out.z_i.to(enc.embedding.dtype), enc.embedding)
         return out.z_i
@@ -275,7 +277,8 @@ class UnCLIPPipeline:
         options = {"eta": s.decoder_eta} if s.decoder_sampler == "ddim" else {}
         sampler = get_sampler(s.decoder_sampler)
         grid = schedule.grid_below(s.decoder_steps, strength)  # strength 1: schedule.grid(steps)
-        return sampler(den, x_T, grid, generator=generators, progress=progress, **options)
+        with sampling_stage("decoder"):
+            return sampler(den, x_T, grid, generator=generators, progress=progress, **options)
 
     def upsample(self, images: Tensor, generators: list[torch.Generator], s: SamplingSettings | None = None) -> Tensor:
         s = s or self.settings
@@ -288,7 +291,8 @@ class UnCLIPPipeline:
                 start = torch.nn.functional.interpolate(images, size=(res, res), mode="bicubic").clamp(-1, 1)
                 ab = grid.alpha_bar[0].item()
                 x_T = ab**0.5 * start + (1 - ab) ** 0.5 * x_T
-            images = get_sampler(s.upsampler_sampler)(den, x_T, grid, generator=generators)
+            with sampling_stage("upsampler"):
+                images = get_sampler(s.upsampler_sampler)(den, x_T, grid, generator=generators)
         return images
 
     # ---- text to image -----------------------------------------------------------------------------------
