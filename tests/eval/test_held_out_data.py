@@ -207,9 +207,13 @@ def test_eval_all_on_data_runs_what_needs_no_scene_graph(stack, tmp_path, capsys
     held = _shapes_folder(tmp_path / "test", "test", 4, load_clip(stack / "clip").image_size)
     out = tmp_path / "run"
     args = ["all", "--model", str(stack), "--out", str(out), "--data", str(held)]
-    code, printed = _eval(capsys, *args, "--only", "clip", "decoder", "compositional")
+    args += ["--train-data", str(held)]  # also the images of the probing PCA
+    code, printed = _eval(capsys, *args, "--only", "clip", "decoder", "compositional", "probing")
     assert code == 0 and "compositional: skipped (it judges Shapes-world prompts" in printed.out
-    assert sorted(p.name for p in out.iterdir()) == ["clip.json", "decoder.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["clip.json", "decoder.json", "probing.json"]
+    probing = json.loads((out / "probing.json").read_text())
+    assert probing["pca_n"] == 4 and probing["n"] == 4 and "dims.all.clip_similarity" in probing
+    assert probing["dims.all.clip_similarity"] == probing["details"]["rows"][-1]["clip_similarity"]
     clip = json.loads((out / "clip.json").read_text())
     assert clip["data.n"] == 4 and "data.retrieval.image_to_text" not in clip  # flattened to three levels
     decoder = json.loads((out / "decoder.json").read_text())

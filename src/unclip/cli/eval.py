@@ -150,12 +150,18 @@ def _register_generation(sub: argparse._SubParsersAction) -> None:
         "--size", choices=("quick", "full"), default="quick", help="quick: minutes on a CPU; full: the issues' sizes"
     )
     a.add_argument(
-        "--only", nargs="+", metavar="METRIC", help="clip prior compositional decoder upsampler manipulations"
+        "--only",
+        nargs="+",
+        metavar="METRIC",
+        help="clip prior compositional decoder upsampler manipulations probing",
     )
     a.add_argument(
         "--data", help="held-out pairs of your own data instead of the Shapes world (clip, prior, decoder, upsampler)"
     )
-    a.add_argument("--train-data", help="with --data: the pool of the prior's nearest-caption baseline")
+    a.add_argument(
+        "--train-data",
+        help="with --data: the pool of the prior's nearest-caption baseline and the probing PCA's images",
+    )
     _model_options(a)
     a.set_defaults(func=run_generation, evaluation="all")
 

@@ -18,11 +18,12 @@ from unclip.atomic import atomic_write_text
 # Sizes of each evaluation: the issues' full sizes, and a quick set that runs in minutes on a CPU.
 SIZES: dict[str, dict[str, int]] = {
     "full": {"clip": 1000, "prior": 1000, "pool": 5000, "per_category": 120, "images_per_prompt": 4,
-             "decoder": 200, "upsampler": 64, "manipulations": 50},
+             "decoder": 200, "upsampler": 64, "manipulations": 50, "probing": 24},
     "quick": {"clip": 200, "prior": 200, "pool": 1000, "per_category": 4, "images_per_prompt": 2,
-              "decoder": 24, "upsampler": 8, "manipulations": 8},
+              "decoder": 24, "upsampler": 8, "manipulations": 8, "probing": 6},
 }  # fmt: skip
-METRICS = ("clip", "prior", "compositional", "decoder", "upsampler", "manipulations")
+METRICS = ("clip", "prior", "compositional", "decoder", "upsampler", "manipulations", "probing")
+PROBING_DIMS = (1, 2, 4, 8, 16, 32, None)  # None: z_i itself
 SHAPES_ONLY = ("compositional", "manipulations")  # judged against Shapes-world scene graphs
 
 
@@ -59,6 +60,7 @@ def evaluate_all(
     from unclip.eval.clip_eval import evaluate_clip, evaluate_data
     from unclip.eval.manipulations import manipulations
     from unclip.eval.prior_eval import evaluate_prior, sampling_settings
+    from unclip.eval.probing_eval import probing_curve
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
@@ -79,6 +81,24 @@ def evaluate_all(
         except FileNotFoundError as err:  # a machine without the FID weights still gets every other figure
             log(f"FID left out: {err}")
             return None
+
+    def pca():  # the PCA of training images' z_i (cached): the user's training data when given
+        from unclip.pipeline.index import clip_folder
+        from unclip.pipeline.probing import DEFAULT_PCA_DATA, embedding_pca
+
+        try:
+            clip_dir = clip_folder(folder)
+        except FileNotFoundError:
+            clip_dir = None
+        return embedding_pca(pipe, clip_dir, spec=train_data or DEFAULT_PCA_DATA)
+
+    def probing():
+        fit = pca()
+        dims = [k for k in PROBING_DIMS if k is None or k <= fit.components.shape[0]]
+        result = probing_curve(pipe, fit, dims, n=n["probing"], seed=seed, data=data)
+        # One key per number of components, so that the headline table (flatten) has them: dims.16.faithful...
+        result["dims"] = {str(row["dims"]): {k: v for k, v in row.items() if k != "dims"} for row in result["rows"]}
+        return result
 
     runs: dict[str, Callable[[], dict[str, Any]]] = {
         "clip": lambda: (
@@ -106,6 +126,7 @@ def evaluate_all(
             pipe, n=n["upsampler"], seed=seed, features=features(), data=data
         ),
         "manipulations": lambda: manipulations(pipe, n=n["manipulations"], seed=seed),
+        "probing": probing,
     }
     results: dict[str, dict[str, Any]] = {}
     for metric in only:
