@@ -149,3 +149,25 @@ def test_a_failing_job_reports_its_error_and_the_runner_goes_on():
     newest = runner.submit("generate", {})  # submitting prunes the finished jobs beyond the newest KEEP_JOBS
     assert runner.get(job.id) is None and runner.get(later[-1].id) is later[-1] and runner.get(newest.id) is newest
     assert len(calls) >= KEEP_JOBS + 4  # a model that failed to load is tried again for the next job
+
+
+def test_probe_jobs_label_each_row_and_refuse_more_components_than_the_fit(monkeypatch):
+    import torch
+
+    from unclip.pipeline import probing
+    from unclip.web.jobs import BadRequest, check_request, run_request
+
+    pipe = tiny_pipeline()
+    z = torch.nn.functional.normalize(torch.randn(40, 32, generator=torch.Generator().manual_seed(0)), dim=1)
+    fit = probing.fit_embedding_pca(z)
+    monkeypatch.setattr(probing, "embedding_pca", lambda *a, **k: fit)  # no 5,000-image fit in a unit test
+    kind, params = check_request({"kind": "probe", "image": _data_url((200, 30, 30)), "dims": "1,4,all"}, pipe.settings)
+    images, labels = run_request(pipe, None, kind, params)
+    assert len(images) == 3 and labels == [
+        f"1 dims, {fit.cumulative(1):.0%}",
+        f"4 dims, {fit.cumulative(4):.0%}",
+        "z_i",
+    ]
+    params["dims"] = [99]
+    with pytest.raises(BadRequest, match="the PCA has 32 components"):
+        run_request(pipe, None, kind, params)
