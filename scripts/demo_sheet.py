@@ -1,4 +1,5 @@
-"""One labelled picture of a demo gallery (the README's): text to image, variations, an interpolation, a text diff.
+"""One labelled picture of a demo gallery (the README's): text to image, variations, an interpolation, a text diff
+and probing.
 
 python scripts/demo_sheet.py outputs/demo docs/bundle_demo.png
 """
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from unclip.atomic import atomic_file
 
 CELL, LABEL, PAD = 96, 140, 4
 
@@ -25,6 +28,7 @@ def rows(gallery: Path) -> list[tuple[str, list[Path]]]:
         ("variations (source first)", files("source_0.png") + files("variation_*.png")),
         ("interpolation", files("interpolation_*.png")),
         ("text diff", files("textdiff_*.png")),
+        ("probing: 1, 4, 16 PCs, z_i", files("probe_*.png")),
     ]
 
 
@@ -40,7 +44,8 @@ def main(gallery: str, out: str) -> None:
         draw.text((6, y + CELL // 2 - 6), name, fill="black")
         for c, path in enumerate(paths):
             sheet.paste(Image.open(path).convert("RGB").resize((CELL, CELL)), (LABEL + c * (CELL + PAD), y))
-    sheet.save(out)
+    with atomic_file(out) as tmp:  # all or nothing
+        sheet.save(tmp, format="PNG")
     scores = Path(gallery) / "scores.json"
     if scores.is_file():
         print(json.loads(scores.read_text()).get("scores"))
