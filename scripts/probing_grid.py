@@ -17,7 +17,6 @@ from PIL import Image, ImageDraw
 from unclip.atomic import atomic_file
 from unclip.data.shapes.batch import render_batch
 from unclip.pipeline import UnCLIPPipeline, embedding_pca, probe, to_pil
-from unclip.pipeline.index import clip_folder
 from unclip.pipeline.probing import parse_dims
 
 
@@ -31,7 +30,7 @@ def main() -> int:
     args = p.parse_args()
     dims = parse_dims(args.dims)
     pipe = UnCLIPPipeline.from_pretrained(args.model)
-    pca = embedding_pca(pipe, clip_folder(args.model), progress=True)
+    pca = embedding_pca(pipe, args.model, progress=True)
     samples, sources = render_batch(args.n, max(pipe.resolution, int(pipe.clip.image_size)))
     label_h, pad, cell = 16, 2, args.cell
     out = Image.new("RGB", ((len(dims) + 1) * (cell + pad), label_h + args.n * (cell + pad)), "white")

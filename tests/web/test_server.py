@@ -155,7 +155,7 @@ def test_probe_jobs_label_each_row_and_refuse_more_components_than_the_fit(monke
     import torch
 
     from unclip.pipeline import probing
-    from unclip.web.jobs import BadRequest, check_request, run_request
+    from unclip.web.jobs import check_request, run_request
 
     pipe = tiny_pipeline()
     z = torch.nn.functional.normalize(torch.randn(40, 32, generator=torch.Generator().manual_seed(0)), dim=1)
@@ -169,5 +169,5 @@ def test_probe_jobs_label_each_row_and_refuse_more_components_than_the_fit(monke
         "z_i",
     ]
     params["dims"] = [99]
-    with pytest.raises(BadRequest, match="the PCA has 32 components"):
+    with pytest.raises(ValueError, match="the PCA has 32 components"):
         run_request(pipe, None, kind, params)

@@ -36,11 +36,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from unclip.cli.generate import load_pipeline
     from unclip.eval.gallery import build_gallery
-    from unclip.pipeline.index import clip_folder
 
     args.decoder_steps = None
     pipe, folder = load_pipeline(args)
-    report = build_gallery(pipe, args.out, per_category=args.per_category, seed=args.seed, clip_dir=clip_folder(folder))
+    report = build_gallery(pipe, args.out, per_category=args.per_category, seed=args.seed, model_dir=folder)
     scores = ", ".join(f"{k} {v:.2f}" for k, v in report["scores"].items())
     print(f"gallery: {args.out}/index.html ({report['seconds']:.0f} s)\njudge scores: {scores}")
     return 0

@@ -193,11 +193,10 @@ def run_generation(args: argparse.Namespace) -> int:
         )
     elif args.evaluation == "probing":
         from unclip.eval.probing_eval import probing_curve
-        from unclip.pipeline.index import clip_folder
         from unclip.pipeline.probing import embedding_pca, parse_dims
 
         dims = parse_dims(args.dims)
-        pca = embedding_pca(pipe, clip_folder(folder), spec=args.pca_data, n=args.pca_n, progress=True)
+        pca = embedding_pca(pipe, folder, spec=args.pca_data, n=args.pca_n, progress=True)
         result = probing_curve(pipe, pca, dims, n=args.n, seed=args.seed, data=args.data, progress=True)
         result["pca_data"] = args.pca_data
     elif args.evaluation == "manipulations":

@@ -186,18 +186,14 @@ def run_textdiff(args: argparse.Namespace) -> int:
 
 def run_probe(args: argparse.Namespace) -> int:
     from unclip.pipeline import to_pil
-    from unclip.pipeline.index import clip_folder
     from unclip.pipeline.pipeline import from_pil
     from unclip.pipeline.probing import embedding_pca, parse_dims, probe
 
     dims = parse_dims(args.dims)  # before any work
     pipe, folder = load_pipeline(args)
     image = from_pil([args.image], max(pipe.decoder.config.resolution, int(pipe.clip.image_size)))  # read it first
-    pca = embedding_pca(pipe, clip_folder(folder), spec=args.pca_data, n=args.pca_n, cache=not args.no_cache,
+    pca = embedding_pca(pipe, folder, spec=args.pca_data, n=args.pca_n, cache=not args.no_cache,
                         progress=True)  # fmt: skip
-    too_many = [k for k in dims if k is not None and k > pca.components.shape[0]]
-    if too_many:
-        raise ValueError(f"--dims {too_many[0]}: the PCA has {pca.components.shape[0]} components")
     images = to_pil(probe(pipe, image, dims, pca, seed=args.seed, progress=True))
     records, labels = [], []
     for k in dims:

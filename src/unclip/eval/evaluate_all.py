@@ -83,14 +83,9 @@ def evaluate_all(
             return None
 
     def pca():  # the PCA of training images' z_i (cached): the user's training data when given
-        from unclip.pipeline.index import clip_folder
         from unclip.pipeline.probing import DEFAULT_PCA_DATA, embedding_pca
 
-        try:
-            clip_dir = clip_folder(folder)
-        except FileNotFoundError:
-            clip_dir = None
-        return embedding_pca(pipe, clip_dir, spec=train_data or DEFAULT_PCA_DATA)
+        return embedding_pca(pipe, folder, spec=train_data or DEFAULT_PCA_DATA)
 
     def probing():
         fit = pca()

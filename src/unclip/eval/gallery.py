@@ -32,11 +32,12 @@ def _section(title: str, note: str, items: list[tuple[str, str]]) -> str:
 
 @torch.no_grad()
 def build_gallery(
-    pipe, out: str | Path, *, per_category: int = 2, seed: int = 0, clip_dir: str | Path | None = None,
+    pipe, out: str | Path, *, per_category: int = 2, seed: int = 0, model_dir: str | Path | None = None,
     pca_n: int = PCA_N,
 ) -> dict[str, Any]:  # fmt: skip
     """Generate the gallery into ``out`` (``index.html`` + PNGs); returns the judge's scores and timings.
-    ``clip_dir`` (the CLIP's folder) keys the cached PCA of the probing row, fitted on ``pca_n`` images."""
+    ``model_dir`` (the folder ``pipe`` came from) keys the cached PCA of the probing row, fitted on ``pca_n``
+    images."""
     from unclip.data.shapes import CATEGORIES, PROMPT_SUITE, judge
 
     start = time.perf_counter()
@@ -79,7 +80,7 @@ def build_gallery(
         sections.append(_section("Text diff (§3.3)", f"{src_text} → {dst_text}",
                                  [(f"textdiff_{k}.png", f"θ={0.5 * k / 3:.2f}") for k in range(4)]))  # fmt: skip
 
-        pca = embedding_pca(pipe, clip_dir, n=pca_n)
+        pca = embedding_pca(pipe, model_dir, n=pca_n)
         dims = [1, 4, 16, None]
         probes = to_pil(probe(pipe, sources[0], [k for k in dims if k is None or k <= len(pca.explained)], pca,
                               seed=seed))  # fmt: skip

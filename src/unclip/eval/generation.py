@@ -135,6 +135,20 @@ def held_out_images(data: str | None, n: int, resolution: int, split: str = "tes
     return held.images, held.scene_graphs()
 
 
+def reconstruction_scores(pipe, fake: torch.Tensor, z_i: torch.Tensor, scenes: list | None):
+    """For decodes ``fake`` of embeddings ``z_i``: each one's CLIP similarity to its z_i, and, given its scene
+    graph, the judge's verdict on every requirement the scene supports (an empty list without scene graphs)."""
+    from unclip.data.shapes import judge
+    from unclip.data.shapes.requirements import requirements_for_scene
+
+    similarity = F.cosine_similarity(pipe.clip.encode_image(fake).float(), z_i.float(), dim=-1).tolist()
+    verdicts = [
+        {c: bool(judge(image, r)) for c, r in requirements_for_scene(s).items()}
+        for s, image in zip(scenes or (), judge_ready(fake), strict=False)
+    ]
+    return similarity, verdicts
+
+
 @torch.no_grad()
 def decoder_reconstruction(
     pipe, *, n: int = 200, seed: int = 0, batch_size: int = 16, features=None, data: str | None = None
@@ -149,8 +163,6 @@ def decoder_reconstruction(
     is biased upwards at small ``n``: compare at equal ``n`` only). ``data``: a data spec to take the images
     from instead of the Shapes world's test split.
     """
-    from unclip.data.shapes import judge
-    from unclip.data.shapes.requirements import requirements_for_scene
     from unclip.diffusion import generators_from_seeds
 
     if n < 1:
@@ -165,9 +177,9 @@ def decoder_reconstruction(
         z_i = pipe.clip.encode_image(x)
         fake = pipe.decode(z_i, generators_from_seeds(range(seed + i, seed + i + len(x))))
         decoded.append(fake.float().cpu())
-        similarity += F.cosine_similarity(pipe.clip.encode_image(fake).float(), z_i.float(), dim=-1).tolist()
-        for s, image in zip(scenes[i : i + batch_size] if scenes else (), judge_ready(fake), strict=False):
-            verdicts = {c: bool(judge(image, r)) for c, r in requirements_for_scene(s).items()}
+        sims, judged = reconstruction_scores(pipe, fake, z_i, scenes and scenes[i : i + batch_size])
+        similarity += sims
+        for verdicts in judged:
             for c, ok in verdicts.items():
                 hits.setdefault(c, []).append(ok)
             faithful.append(all(verdicts.values()))

@@ -47,9 +47,8 @@ class HeldOut:
 
 def load_held_out(spec: str, n: int, resolution: int, *, progress: bool = False) -> HeldOut:
     """The first ``n`` usable pairs of ``spec`` (fewer, with a warning, when the data holds fewer)."""
-    from unclip.data.datasets import CorruptSample, StreamingSource, decode_image, parse_data_spec
-    from unclip.data.embed import iter_records
-    from unclip.data.loader import to_training_image
+    from unclip.data.datasets import StreamingSource, parse_data_spec
+    from unclip.data.embed import iter_records, training_pair
 
     if isinstance(n, bool) or not isinstance(n, int) or n < MIN_PAIRS:
         raise ValueError(f"n must be an integer >= {MIN_PAIRS}, got {n!r}")
@@ -62,16 +61,12 @@ def load_held_out(spec: str, n: int, resolution: int, *, progress: bool = False)
     with tqdm(total=n, desc="held-out pairs", unit="pair", disable=not progress, leave=False) as bar:
         # An unlimited source (Shapes world) never yields a bad record: n records are n pairs.
         for record in iter_records(source, n if unlimited else None):
-            try:
-                image = to_training_image(decode_image(record), resolution)
-            except CorruptSample:
+            pair = training_pair(record, resolution)  # None: unreadable image or no caption
+            if pair is None:
                 skipped += 1
                 continue
-            if not record.caption or not record.caption.strip():
-                skipped += 1
-                continue
-            images.append(image)
-            captions.append(record.caption)
+            images.append(pair[0])
+            captions.append(pair[1])
             scenes.append(record.scene)
             bar.update()
             if len(images) == n:

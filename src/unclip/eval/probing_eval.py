@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 @torch.no_grad()
@@ -31,10 +30,8 @@ def probing_curve(
     """Faithfulness and CLIP similarity of decodes from the top-k reconstruction of z_i, for every k of ``dims``."""
     from tqdm.auto import tqdm
 
-    from unclip.data.shapes import judge
-    from unclip.data.shapes.requirements import requirements_for_scene
     from unclip.diffusion import generators_from_seeds
-    from unclip.eval.generation import held_out_images, judge_ready
+    from unclip.eval.generation import held_out_images, reconstruction_scores
     from unclip.pipeline.probing import rebuilt_embeddings
 
     if n < 1:
@@ -43,8 +40,8 @@ def probing_curve(
         raise ValueError("give at least one number of dimensions")
     real, scenes = held_out_images(data, n, pipe.decoder.config.resolution)
     n = len(real)
-    faithful = {i: [] for i in range(len(dims))}
-    similarity = {i: [] for i in range(len(dims))}
+    faithful: list[list[bool]] = [[] for _ in dims]
+    similarity: list[list[float]] = [[] for _ in dims]
     start = time.perf_counter()
     with tqdm(total=n * len(dims), desc="probing", unit="img", disable=not progress) as bar:
         for b in range(0, n, batch_size):
@@ -56,9 +53,9 @@ def probing_curve(
                 gens = generators_from_seeds(range(seed + b, seed + b + len(x)))  # image j: seed + j at every k
                 with pipe.autocast():
                     fake = pipe.decode(z_k, gens).float()
-                    similarity[i] += F.cosine_similarity(pipe.clip.encode_image(fake).float(), z, dim=-1).tolist()
-                for s, image in zip(scenes[b : b + batch_size] if scenes else (), judge_ready(fake), strict=False):
-                    faithful[i].append(all(bool(judge(image, r)) for r in requirements_for_scene(s).values()))
+                    sims, judged = reconstruction_scores(pipe, fake, z, scenes and scenes[b : b + batch_size])
+                similarity[i] += sims
+                faithful[i] += [all(v.values()) for v in judged]
                 bar.update(len(x))
     rows = []
     for i, k in enumerate(dims):

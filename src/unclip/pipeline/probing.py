@@ -44,7 +44,8 @@ class EmbeddingPCA:
         if k is None:
             return z
         if not 0 <= k <= self.components.shape[0]:
-            raise ValueError(f"k must lie in [0, {self.components.shape[0]}] (the fitted components), got {k}")
+            raise ValueError(f"{k} components asked for: the PCA has {self.components.shape[0]} components (k must "
+                             f"lie in [0, {self.components.shape[0]}])")  # fmt: skip
         mean, basis = self.mean.to(z), self.components[:k].to(z)
         return mean + (z - mean) @ basis.T @ basis
 
@@ -99,23 +100,25 @@ def image_embeddings(clip, spec: str, n: int, *, batch_size: int = 64, progress:
     return torch.cat([clip.encode_image(images.to(device)).float().cpu() for images, _ in batches])
 
 
-def _cache_path(clip_folder: Path, spec: str, n: int) -> Path:
+def _cache_path(model_folder: str | Path, spec: str, n: int) -> Path:
     from unclip.eval.clip_score import folder_id
+    from unclip.pipeline.index import clip_folder
 
     root = os.environ.get("UNCLIP_CACHE")
-    key = hashlib.sha1(f"{folder_id(clip_folder)}|{spec}|{n}".encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{folder_id(clip_folder(model_folder))}|{spec}|{n}".encode()).hexdigest()[:16]
     return (Path(root) if root else Path.home() / ".cache" / "unclip") / "pca" / f"{key}.safetensors"
 
 
 def embedding_pca(
-    pipe, clip_folder: str | Path | None, *, spec: str = DEFAULT_PCA_DATA, n: int = DEFAULT_PCA_N,
+    pipe, model_folder: str | Path | None, *, spec: str = DEFAULT_PCA_DATA, n: int = DEFAULT_PCA_N,
     cache: bool = True, progress: bool = False,
 ) -> EmbeddingPCA:  # fmt: skip
     """The PCA of ``pipe.clip``'s image embeddings of ``spec``'s first ``n`` images, read from the cache when a
-    fit of the same CLIP files, data and size is there (``$UNCLIP_CACHE/pca``, else ``~/.cache/unclip/pca``)."""
+    fit of the same CLIP files, data and size is there (``$UNCLIP_CACHE/pca``, else ``~/.cache/unclip/pca``).
+    ``model_folder`` is the pipeline (or CLIP) folder ``pipe`` came from; None: no cache."""
     if n < 2:
         raise ValueError(f"PCA needs at least 2 embeddings, got n={n}")
-    path = _cache_path(Path(clip_folder), spec, n) if cache and clip_folder is not None else None
+    path = _cache_path(model_folder, spec, n) if cache and model_folder is not None else None
     if path is not None and path.is_file():
         return EmbeddingPCA.load(path)
     z = image_embeddings(pipe.clip, spec, n, progress=progress)

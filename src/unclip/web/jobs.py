@@ -151,13 +151,9 @@ def run_request(pipe, folder: str | None, kind: str, p: dict[str, Any]) -> tuple
 
 def _probe(pipe, folder: str | None, p: dict[str, Any]) -> tuple[list, list[str]]:
     from unclip.pipeline import to_pil
-    from unclip.pipeline.index import clip_folder
     from unclip.pipeline.probing import embedding_pca, probe
 
-    pca = embedding_pca(pipe, None if folder is None else clip_folder(folder))  # cached after the first fit
-    too_many = [k for k in p["dims"] if k is not None and k > pca.components.shape[0]]
-    if too_many:
-        raise BadRequest(f"dims {too_many[0]}: the PCA has {pca.components.shape[0]} components")
+    pca = embedding_pca(pipe, folder)  # cached after the first fit
     images = to_pil(probe(pipe, p["image"], p["dims"], pca, seed=p["seed"]))
     labels = ["z_i" if k is None else f"{k} dims, {pca.cumulative(k):.0%}" for k in p["dims"]]
     return images, labels
