@@ -126,12 +126,14 @@ def _spawn(data, out, *extra):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_checkpoint(proc, out, timeout=60.0):
+def _wait_for_checkpoint(proc, out, step=1, timeout=60.0):
+    """Wait until a checkpoint at `step` or later exists; the newest step is returned."""
     deadline = time.time() + timeout
-    while not list_checkpoints(out / "checkpoints"):
+    while not (steps := [s for s, _ in list_checkpoints(out / "checkpoints")]) or max(steps) < step:
         assert proc.poll() is None, proc.communicate()
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
+        assert time.time() < deadline, f"no checkpoint at step {step} or later appeared"
+        time.sleep(0.005)
+    return max(steps)
 
 
 def _assert_same_weights(ref, got):
@@ -143,17 +145,26 @@ def _assert_same_weights(ref, got):
 
 @pytest.mark.slow
 def test_sigkill_at_a_random_moment_then_resume_is_bitwise_exact(data, tmp_path, reference):
-    out = tmp_path / "run"
-    delay = random.uniform(0.0, 1.5)
-    proc = _spawn(data, out)
-    _wait_for_checkpoint(proc, out)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    killed_at = max(s for s, _ in list_checkpoints(out / "checkpoints"))
-    print(f"SIGKILL {delay:.2f}s after the first checkpoint; newest checkpoint: step {killed_at}")
-    if proc.returncode != -signal.SIGKILL:
-        pytest.fail(f"the run ended before it could be killed (rc {proc.returncode}); lengthen LONG")
+    # The moment is drawn from the run's own pace, so that a fast machine does not finish the run first: the time
+    # between two checkpoints gives the time left, and the kill lands uniformly in its first 80%. Should the pace
+    # quicken enough that the run ends anyway, a fresh run is killed within a shorter window.
+    for attempt in range(3):
+        out = tmp_path / f"run{attempt}"
+        proc = _spawn(data, out)
+        first = _wait_for_checkpoint(proc, out)
+        start = time.perf_counter()
+        second = _wait_for_checkpoint(proc, out, first + 1)
+        per_step = (time.perf_counter() - start) / (second - first)
+        delay = random.uniform(0.0, max(0.0, 0.8 / 2**attempt * per_step * (150 - second)))
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        killed_at = max(s for s, _ in list_checkpoints(out / "checkpoints"))
+        print(f"SIGKILL {delay:.2f}s after step {second} ({per_step * 1e3:.1f} ms a step); newest: {killed_at}")
+        if proc.returncode == -signal.SIGKILL:
+            break
+    else:
+        pytest.fail(f"three runs ended before they could be killed (rc {proc.returncode})")
     resumed = _spawn(data, out, "--resume")
     stdout, stderr = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, stderr
