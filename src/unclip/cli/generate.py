@@ -10,7 +10,8 @@ BUNDLED = "the bundled Shapes-world model"
 
 def _common(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--model", help=f"model folder (pipeline.json); default: {BUNDLED}")
-    p.add_argument("--out", default=out_default, help="folder for PNGs, JSON sidecars and contact_sheet.png")
+    where = "" if out_default else "; outputs/generate, or outputs/prompts with --prompts"  # chosen by run_generate
+    p.add_argument("--out", default=out_default, help=f"folder for PNGs, JSON sidecars and contact_sheet.png{where}")
     p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
     p.add_argument("--decoder-steps", type=int, help="decoder sampling steps")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -32,14 +33,26 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    g = subparsers.add_parser("generate", help="images from a caption (text-to-image)", formatter_class=fmt)
-    g.add_argument("prompt", help='the caption; "" for unconditional samples')
-    g.add_argument("--n", type=int, default=4, help="number of images")
+    g = subparsers.add_parser(
+        "generate", help="images from a caption or a file of captions (text-to-image)", formatter_class=fmt,
+        epilog="With --prompts, every image is written as soon as it is made and a rerun of the same command makes "
+        "only the missing ones; --out defaults to outputs/prompts. The flat layout's sidecars keep each row's "
+        "fields, so `unclip judge OUT` scores images of the suite from `unclip data prompts`.",
+    )  # fmt: skip
+    g.add_argument("prompt", nargs="?", help='the caption; "" for unconditional samples')
+    g.add_argument("--prompts", metavar="FILE", help="a .txt file (one caption a line) or .jsonl file (objects "
+                   "with prompt/text/caption and optional key; GenEval's evaluation_metadata.jsonl works) instead of "
+                   "PROMPT")  # fmt: skip
+    g.add_argument("--layout", choices=("flat", "geneval"), default="flat",
+                   help="with --prompts: KEY_000.png + .json, or GenEval's 00000/samples/0000.png")  # fmt: skip
+    g.add_argument("--n", type=int, default=4, help="number of images (per prompt with --prompts)")
+    g.add_argument("--batch-size", type=int, help="images sampled at once (default: all --n at once; 8 with "
+                   "--prompts); images do not depend on it")  # fmt: skip
     g.add_argument("--prior-steps", type=int, help="prior sampling steps")
     g.add_argument("--prior-guidance", type=float, help="prior guidance scale")
     g.add_argument("--image-guidance", type=float, help="decoder guidance scale for z_i")
     g.add_argument("--text-guidance", type=float, help="decoder guidance scale for the caption")
-    _common(g, "outputs/generate")
+    _common(g, None)
     g.set_defaults(func=run_generate)
 
     v = subparsers.add_parser("vary", help="variations of an image (§3.1)", formatter_class=fmt)
@@ -118,20 +131,60 @@ def _finish(args, images, records, labels, stem: str) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    if (args.prompt is None) == (args.prompts is None):
+        raise ValueError('give a PROMPT or --prompts FILE (one of them; "" is the unconditional prompt)')
+    for name in ("n", "batch_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.prompts is None and args.layout != "flat":
+        raise ValueError("--layout applies to --prompts runs")
+    args.out = args.out or ("outputs/prompts" if args.prompts else "outputs/generate")
+    rows = None
+    if args.prompts is not None:
+        from unclip.pipeline.prompt_files import read_prompt_file
+
+        rows = read_prompt_file(args.prompts)  # read and checked before the model loads
     pipe, folder = load_pipeline(args)
     overrides = {
         "prior_steps": args.prior_steps, "prior_guidance": args.prior_guidance,
         "decoder_guidance_image": args.image_guidance, "decoder_guidance_text": args.text_guidance,
     }  # fmt: skip
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    out = pipe(args.prompt, num_images=args.n, seed=args.seed, progress=True, **overrides)
+    if rows is not None:
+        return _generate_from_file(args, pipe, folder, rows, overrides)
+    _refuse_replacing_a_prompt_run(args.out)
+    out = pipe(args.prompt, num_images=args.n, seed=args.seed, batch_size=args.batch_size, progress=True, **overrides)
     requirement = _suite_requirement(args.prompt)
     records = [
         {"prompt": args.prompt, "seed": s, "model": folder, "settings": out.settings, **requirement} for s in out.seeds
     ]
     return _finish(args, out.images, records, [f"seed {s}" for s in out.seeds], "image")
+
+
+def _generate_from_file(args: argparse.Namespace, pipe, folder: str, rows: list, overrides: dict) -> int:
+    from pathlib import Path
+
+    from unclip.pipeline.prompt_files import generate_from_prompts
+
+    done = generate_from_prompts(
+        pipe, rows, args.out, images_per_prompt=args.n, seed=args.seed, batch_size=args.batch_size or 8,
+        layout=args.layout, model=str(Path(folder).resolve()), **overrides,
+    )  # fmt: skip
+    print(
+        f"{done['images']} images of {len(rows)} prompts in {done['out']} ({done['generated']} made now, "
+        f"{done['kept']} kept from before); contact_sheet.png shows the first prompts"
+    )
+    return 0
+
+
+def _refuse_replacing_a_prompt_run(out: str) -> None:
+    """A single-prompt run replaces its --out folder whole; never one that holds a (resumable) prompt-file run."""
+    from pathlib import Path
+
+    from unclip.pipeline.prompt_files import RUN_FILE
+
+    if (Path(out) / RUN_FILE).is_file():
+        raise ValueError(f"{out} holds a --prompts run, which this would replace; choose another --out")
 
 
 def _suite_requirement(prompt: str) -> dict:

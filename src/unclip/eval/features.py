@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unclip.data.shapes.export import CONTACT_SHEET
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 Extractor = Callable[[torch.Tensor], np.ndarray]
@@ -43,7 +45,7 @@ class FolderFeatures:
 
 
 # Files ``unclip generate`` and the gallery write beside the samples: summaries, not samples.
-NOT_SAMPLES = frozenset({"contact_sheet.png"})
+NOT_SAMPLES = frozenset({CONTACT_SHEET})
 
 
 def list_images(folder: str | Path) -> list[Path]:

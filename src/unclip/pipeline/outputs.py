@@ -14,6 +14,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from unclip.atomic import atomic_directory
+from unclip.data.shapes.export import CONTACT_SHEET
 
 
 def contact_sheet(
@@ -55,5 +56,5 @@ def write_results(
         for k, (im, rec) in enumerate(zip(images, records, strict=True)):
             im.save(tmp / f"{stem}_{k:03d}.png")
             (tmp / f"{stem}_{k:03d}.json").write_text(json.dumps(rec, indent=2) + "\n", encoding="utf-8")
-        contact_sheet(images, labels).save(tmp / "contact_sheet.png")
+        contact_sheet(images, labels).save(tmp / CONTACT_SHEET)
     return out

@@ -303,25 +303,38 @@ class UnCLIPPipeline:
         *,
         num_images: int = 1,
         seed: int | Sequence[int] = 0,
+        batch_size: int | None = None,
         progress: bool = False,
         **overrides: Any,
     ) -> PipelineOutput:
         """``num_images`` images per prompt; image k of the whole call uses seed ``seed + k`` (or ``seed[k]``).
 
-        ``overrides`` are any :class:`SamplingSettings` fields (``decoder_steps=25``, ``prior_guidance=2.0``…).
+        ``batch_size`` bounds the images sampled at once (memory); every image has its own generator, so the
+        images do not depend on it. ``overrides`` are any :class:`SamplingSettings` fields (``decoder_steps=25``,
+        ``prior_guidance=2.0``…).
         """
         prompts = check_prompts(prompt)
-        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-            raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
+        for name, value in (("num_images", num_images), ("batch_size", 1 if batch_size is None else batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         s = dataclasses.replace(self.settings, **overrides)
         prompts = [p for p in prompts for _ in range(num_images)]
         seeds = [seed + k for k in range(len(prompts))] if isinstance(seed, int) else [int(x) for x in seed]
         if len(seeds) != len(prompts):
             raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} images")
+        step = batch_size or len(prompts)
+        parts = [
+            self._text_to_image(prompts[i : i + step], seeds[i : i + step], s, progress)
+            for i in range(0, len(prompts), step)
+        ]
+        images, z_i = (torch.cat(t) for t in zip(*parts, strict=True))
+        return PipelineOutput(to_pil(images), images, z_i, prompts, seeds, dataclasses.asdict(s))
+
+    def _text_to_image(self, prompts: list[str], seeds: list[int], s: SamplingSettings, progress: bool):
+        """One batch of the two stages: z_i from the prior, then the decoder and upsamplers. (images, z_i)"""
         gens = generators_from_seeds(seeds)
         with self.autocast():
             enc, empty = self.encode_text(prompts)
             z_i = self.sample_z_i(enc, empty, gens, s).float()
             images = self.decode(z_i, gens, text=enc, drop_text=empty, s=s, progress=progress).float()
-            images = self.upsample(images, gens, s).float()
-        return PipelineOutput(to_pil(images), images, z_i, prompts, seeds, dataclasses.asdict(s))
+            return self.upsample(images, gens, s).float(), z_i

@@ -22,6 +22,8 @@ from .requirements import CATEGORIES, Requirement, requirements_for_scene
 from .scene import SceneGraph
 from .world import Sample, ShapesWorld
 
+CONTACT_SHEET = "contact_sheet.png"  # the overview unclip.pipeline.outputs writes beside generated images
+
 
 def _png_bytes(image: np.ndarray) -> bytes:
     buf = io.BytesIO()
@@ -122,6 +124,8 @@ def judge_folder(folder: Path, progress: Callable | None = None) -> dict:
     hits: dict[str, list[bool]] = {c: [] for c in CATEGORIES}
     skipped, judged = [], 0
     for png in sorted(folder.glob("*.png")):
+        if png.name == CONTACT_SHEET:
+            continue
         try:
             reqs = requirements_from_json(png.with_suffix(".json"))
             image = load_image(png)
