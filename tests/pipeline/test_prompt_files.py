@@ -169,6 +169,20 @@ def test_geneval_layout(pipe, tmp_path):
     assert json.loads((out / "00001" / "samples" / "0002.json").read_text())["seed"] == 2 + 3 + 2
 
 
+def test_the_suite_in_genevals_schema_and_layout_is_judged_as_in_ours(pipe, tmp_path):
+    from unclip.data.shapes import PROMPT_SUITE
+    from unclip.data.shapes.export import GENEVAL_METADATA, judge_folder, write_prompts
+
+    chosen = [PROMPT_SUITE[0], PROMPT_SUITE[250], PROMPT_SUITE[-1]]
+    ours = write_prompts(chosen, tmp_path / "suite")
+    reports = []
+    for prompts, layout in ((ours, "flat"), (ours.with_name(GENEVAL_METADATA), "geneval")):
+        out = tmp_path / layout
+        generate_from_prompts(pipe, read_prompt_file(prompts), out, images_per_prompt=2, layout=layout, progress=False)
+        reports.append(judge_folder(out))
+    assert reports[0] == reports[1] and reports[0]["judged"] == 6 and len(reports[0]["categories"]) == 3
+
+
 def test_generate_command_with_a_prompt_file(pipe, tmp_path, capsys):
     model = tmp_path / "model"
     pipe.save_pretrained(model)

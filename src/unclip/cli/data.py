@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser(
         "prompts",
-        help="write the versioned GenEval-style prompt suite",
+        help="write the versioned GenEval-style prompt suite (ours and GenEval's schema)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     q.add_argument("--out", required=True, help="output folder")
@@ -74,11 +74,12 @@ def run_shapes(args: argparse.Namespace) -> int:
 def run_prompts(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from unclip.data.shapes.export import write_prompts
+    from unclip.data.shapes.export import GENEVAL_METADATA, write_prompts
     from unclip.data.shapes.prompts import PROMPT_SUITE, PROMPT_SUITE_VERSION
 
     path = write_prompts(PROMPT_SUITE, Path(args.out))
-    print(f"wrote {len(PROMPT_SUITE)} prompts of {PROMPT_SUITE_VERSION} to {path}")
+    print(f"wrote {len(PROMPT_SUITE)} prompts of {PROMPT_SUITE_VERSION} to {path} (and in GenEval's schema to "
+          f"{path.with_name(GENEVAL_METADATA)})")  # fmt: skip
     return 0
 
 

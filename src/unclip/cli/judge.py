@@ -8,10 +8,13 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "judge",
-        help="judge KEY.png images against KEY.json (scene graph or prompt) in the six GenEval categories",
+        help="judge KEY.png images against KEY.json (scene graph or prompt), or a folder in GenEval's layout, in "
+        "the six GenEval categories",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("dir", help="folder of KEY.png + KEY.json pairs")
+    p.add_argument(
+        "dir", help="folder of KEY.png + KEY.json pairs, or GenEval's 00000/metadata.jsonl + samples/0000.png"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run)
 
@@ -23,10 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from unclip.data.shapes.export import judge_folder
+    from unclip.data.shapes.export import images_to_judge, judge_folder
 
     folder = Path(args.dir)
-    total = len(list(folder.glob("*.png"))) if folder.is_dir() else 0
+    total = len(images_to_judge(folder)) if folder.is_dir() else 0
     with tqdm(total=total, unit="img", disable=None, file=sys.stderr) as bar:
         report = judge_folder(folder, bar.update)
     for skip in report["skipped"]:

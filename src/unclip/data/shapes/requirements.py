@@ -87,6 +87,49 @@ class Requirement:
         except (KeyError, TypeError, AttributeError) as err:
             raise ValueError(f"malformed requirement: missing or wrong field {err}") from err
 
+    def to_geneval(self) -> dict:
+        """GenEval's metadata for this requirement (``tag``, ``include``, and ``exclude`` for counting), as in its
+        ``evaluation_metadata.jsonl``. GenEval writes a relation on the second object, pointing at the first:
+        "A right of B" is ``include: [B, A + position ["right of", 0]]``."""
+        items = [{"class": o.shape, "count": o.count} | ({"color": o.colour} if o.colour else {}) for o in self.objects]
+        if self.relation is not None:
+            a, b = items
+            items = [b, {**a, "position": [self.relation, 0]}]
+        out: dict = {"tag": _GENEVAL_TAGS[self.category], "include": items}
+        if self.category == "counting":  # GenEval's exact count: at least n (include) and fewer than n + 1 (exclude)
+            out["exclude"] = [{"class": o.shape, "count": o.count + 1} for o in self.objects]
+        return out
+
+    @classmethod
+    def from_geneval(cls, d: dict) -> Requirement:
+        """The requirement a GenEval metadata row states (the inverse of :meth:`to_geneval`), for rows whose classes
+        and colours are Shapes-world ones."""
+        try:
+            tags = {v: k for k, v in _GENEVAL_TAGS.items()}
+            if d["tag"] not in tags:
+                raise ValueError(f"unknown GenEval tag {d['tag']!r}; expected one of {tuple(tags)}")
+            category = tags[d["tag"]]
+            items = list(d["include"])
+            specs = [ObjectSpec(i["class"], i.get("color"), int(i.get("count", 1))) for i in items]
+            placed = [k for k, i in enumerate(items) if i.get("position")]
+            for e in d.get("exclude", []):
+                fits = [s for s in specs if s.shape == e["class"] and e.get("color") == s.colour]
+                if category != "counting" or not fits or int(e["count"]) != fits[0].count + 1:
+                    raise ValueError(f"exclude {e} is not an exact count of an included object")
+            if not placed:
+                return cls(category, tuple(specs))
+            relation, anchor = items[placed[0]]["position"]
+            if len(items) != 2 or int(anchor) != 1 - placed[0]:
+                raise ValueError("a position needs two objects, the second placed relative to the first")
+            return cls(category, (specs[placed[0]], specs[int(anchor)]), relation)
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"malformed GenEval metadata: missing or wrong field {err}") from err
+
+
+# Our category names and GenEval's tags for the same six categories.
+_GENEVAL_TAGS = {"single_object": "single_object", "two_objects": "two_object", "counting": "counting",
+                 "colours": "colors", "position": "position", "colour_attribution": "color_attr"}  # fmt: skip
+
 
 def requirements_for_scene(scene: SceneGraph) -> dict[str, Requirement]:
     """One requirement per category that ``scene`` can illustrate, each true of the scene by construction.
