@@ -121,3 +121,5 @@ def test_judge_reads_genevals_layout_by_genevals_rules(tmp_path):
     assert report["judged"] == 0 and [s["file"] for s in report["skipped"]] == ["00000/samples/0000.png",
                                                                                 "00000/samples/0001.png"]  # fmt: skip
     assert "metadata.jsonl: missing" in report["skipped"][0]["error"]
+    (samples.parent / "metadata.jsonl").write_text(json.dumps({"prompt": "a red star left of a heart"}))
+    assert "states nothing to judge" in judge_folder(tmp_path)["skipped"][0]["error"]  # a prompt alone is not judged

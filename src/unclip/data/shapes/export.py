@@ -124,8 +124,13 @@ def requirements_of(record: dict) -> dict[str, Requirement]:
         req = Requirement.from_json(record["requirement"])
     elif "tag" in record and "include" in record:
         req = Requirement.from_geneval(record)
-    else:
+    elif "format" in record:
         return requirements_for_scene(SceneGraph.from_json(record))
+    else:
+        raise ValueError(
+            "states nothing to judge: expected a prompt record with 'requirement', GenEval's 'tag' and 'include', "
+            "or a Shapes-world scene graph"
+        )
     return {req.category: req}
 
 
