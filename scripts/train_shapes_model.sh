@@ -28,7 +28,8 @@
 #
 # DATA=SPEC trains on your own captioned images instead of the Shapes world: a folder (KEY.png + KEY.txt, or a
 # metadata.jsonl / metadata.csv table), WebDataset tars or Parquet files (docs/training.md, "Data"); EMBED_N caps
-# the images whose embeddings the priors learn from (all of a smaller dataset).
+# the images whose embeddings the priors learn from (all of a smaller dataset). CLIP's tokenizer is then trained on
+# the data's captions (TOKENIZER=FILE gives one instead).
 #
 # CLIP_FROM=CLIP_DIR takes a finished CLIP as it is instead of training one (e.g. a checkpoint of the binding recipe,
 # scripts/experiments/binding_recipe.sh); UPSAMPLER_FROM=DIR does the same for the upsampler, which does not depend
@@ -106,6 +107,14 @@ init_from() { [ -n "${INIT_FROM:-}" ] && [ -d "$INIT_FROM/$1" ] && echo "--set t
 [ "${CLIP_BINDING:-0}" = 1 ] && CLIP_SET+=(--set model.negatives_per_caption=5 --set model.counterfactual_kinds=swap,relation
                                           --set model.pair_weight=1 --set model.separation_weight=1)
 [ -n "${CLIP_NEGATIVES:-}" ] && CLIP_SET+=(--set "model.negatives_per_caption=$CLIP_NEGATIVES")
+# With DATA, the CLIP learns a tokenizer trained on the data's captions (`unclip data tokenizer`, the first
+# TOKENIZER_N captions) unless TOKENIZER names one (a tokenizer.json, shapes-bpe or bytes): the Shapes-world BPE knows
+# only Shapes-world words. A fine-tune (INIT_FROM) keeps its stack's tokenizer.
+if [ -n "${DATA:-}" ] && [ -z "${INIT_FROM:-}" ] && [ -z "${CLIP_FROM:-}" ] && [ -z "${TOKENIZER:-}" ]; then
+  TOKENIZER="$OUT/tokenizer.json"
+  $UNCLIP data tokenizer "$DATA" --out "$TOKENIZER" --n "${TOKENIZER_N:-200000}"
+fi
+[ -n "${TOKENIZER:-}" ] && CLIP_SET+=(--set "model.tokenizer=$TOKENIZER")
 CLIP_SET=("${CLIP_SET[@]+"${CLIP_SET[@]}"}")
 PRIOR_SET=("${PRIOR_SET[@]+"${PRIOR_SET[@]}"}")
 DECODER_SET=("${DECODER_SET[@]+"${DECODER_SET[@]}"}")

@@ -35,6 +35,9 @@ def test_the_documented_script_trains_a_stack_from_nothing(tmp_path, parallel):
     for run in ("clip", "decoder", "upsampler"):
         data = json.loads((tmp_path / "runs" / run / "config.json").read_text())["data"]
         assert data == env.get("DATA", "shapes:seed=0"), run
+    # With DATA, CLIP's tokenizer is a BPE trained on the data's captions; the Shapes world keeps its own.
+    tokenizer = json.loads((tmp_path / "runs" / "clip" / "config.json").read_text())["model"]["tokenizer"]
+    assert tokenizer == ("shapes-bpe" if parallel else str(tmp_path / "tokenizer.json"))
     stack = tmp_path / "model"
     assert json.loads((stack / "pipeline.json").read_text())["settings"]["decoder_steps"] == 2
     weights = load_file(str(stack / "decoder" / "model.safetensors"))
