@@ -64,8 +64,19 @@ def list_emoji() -> list[Emoji]:
             continue  # not named by code points
         data = emoji.EMOJI_DATA.get(char) or emoji.EMOJI_DATA.get(char + "\ufe0f")  # OpenMoji drops FE0F
         if data and data.get("en"):
-            found.append(Emoji(svg.stem, caption_of(data["en"]), svg))
+            name = caption_of(data["en"])
+            # The emoji package names a flag by its place alone (":Lithuania:"); CLDR says "flag: Lithuania".
+            if _is_flag(char) and not name.lower().startswith("flag"):
+                name = f"flag {name}"
+            found.append(Emoji(svg.stem, name, svg))
     return found
+
+
+def _is_flag(char: str) -> bool:
+    """A pair of regional indicators (a country) or a black flag with tag characters (England, Scotland…)."""
+    points = [ord(c) for c in char]
+    regional = len(points) == 2 and all(0x1F1E6 <= p <= 0x1F1FF for p in points)
+    return regional or (points[0] == 0x1F3F4 and any(0xE0020 <= p <= 0xE007F for p in points))
 
 
 def split_of(code: str, test_fraction: float) -> str:
