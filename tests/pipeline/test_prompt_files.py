@@ -205,6 +205,22 @@ def test_generate_command_with_a_prompt_file(pipe, tmp_path, capsys):
     assert len(list(out.glob("*.png"))) == 5  # the refused single-prompt run replaced nothing
 
 
+def test_text_prompts_of_the_suite_carry_its_requirement(pipe, tmp_path):
+    from unclip.data.shapes import PROMPT_SUITE
+    from unclip.data.shapes.export import judge_folder
+
+    model = tmp_path / "model"
+    pipe.save_pretrained(model)
+    prompts = _write(tmp_path / "p.txt", f"{PROMPT_SUITE[7].text}\na watercolour of a fox\n")
+    out = tmp_path / "out"
+    assert main(["generate", "--prompts", str(prompts), "--n", "1", "--model", str(model), "--out", str(out)]) == 0
+    suite = json.loads((out / "p00000_000.json").read_text())
+    assert suite["requirement"] == PROMPT_SUITE[7].requirement.to_json() and suite["key"] == "p00000"
+    assert "requirement" not in json.loads((out / "p00001_000.json").read_text())
+    report = judge_folder(out)
+    assert report["judged"] == 1 and [s["file"] for s in report["skipped"]] == ["p00001_000.png"]
+
+
 def _write(path, text):
     path.write_text(text)
     return path

@@ -162,10 +162,19 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def _generate_from_file(args: argparse.Namespace, pipe, folder: str, rows: list, overrides: dict) -> int:
+    import dataclasses
     from pathlib import Path
 
     from unclip.pipeline.prompt_files import generate_from_prompts
 
+    # A row that states nothing to judge but is a prompt of the Shapes-world suite gets the suite's requirement, as a
+    # single-prompt run does, so `unclip judge OUT` scores it.
+    rows = [
+        r
+        if {"requirement", "tag"} & set(r.record)
+        else dataclasses.replace(r, record={**_suite_requirement(r.prompt), **r.record})
+        for r in rows
+    ]
     done = generate_from_prompts(
         pipe, rows, args.out, images_per_prompt=args.n, seed=args.seed, batch_size=args.batch_size or 8,
         layout=args.layout, model=str(Path(folder).resolve()), **overrides,
