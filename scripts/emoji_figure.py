@@ -50,7 +50,7 @@ def main() -> int:
     for path, caption in _spread(data / "test", args.vary):
         varied = to_pil(variations(pipe, str(path), n=args.n, eta=1.0, seed=args.seed))
         images += [Image.open(path).convert("RGB").resize(size, Image.BICUBIC), *varied]
-        labels += [f"{caption}: variations", *["η 1"] * args.n]
+        labels += [f"{caption}: variations", *["eta 1"] * args.n]
     with atomic_file(args.out) as tmp:
         contact_sheet(images, labels, columns=1 + args.n, label_height=14).save(tmp, format="PNG")
     print(f"wrote {args.out}")
