@@ -64,7 +64,7 @@ def list_emoji() -> list[Emoji]:
             char = "".join(chr(int(h, 16)) for h in svg.stem.split("-"))
         except ValueError:
             continue  # not named by code points
-        data = emoji.EMOJI_DATA.get(char) or emoji.EMOJI_DATA.get(char + "\ufe0f")  # OpenMoji drops FE0F
+        data = emoji.EMOJI_DATA.get(char)
         if data and data.get("en"):
             name = caption_of(data["en"])
             # The emoji package names a flag by its place alone (":Lithuania:"); CLDR says "flag: Lithuania".
