@@ -25,7 +25,7 @@ from typing import Any
 
 from PIL import Image
 
-from unclip.atomic import atomic_file
+from unclip.atomic import atomic_file, atomic_write_text
 from unclip.data.shapes.export import CONTACT_SHEET
 from unclip.pipeline.outputs import contact_sheet
 
@@ -189,8 +189,7 @@ def _already_made(png: Path, prompt: str, seed: int) -> bool:
 
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    atomic_write_text(path, text)
 
 
 def _write_image(png: Path, image: Image.Image, sidecar: dict[str, Any]) -> None:
