@@ -181,4 +181,9 @@ def run(args: argparse.Namespace) -> int:
             f"{state} at step {result.step}: loss {result.loss}, {result.samples_per_s:.1f} samples/s, "
             f"{result.skipped} corrupt sample(s) skipped; run folder {result.run_dir}"
         )
-    return 130 if result.interrupted else 0
+    code = 130 if result.interrupted else 0
+    if cfg.world_size > 1:  # every file is written and closed; see process_exit for why finalization is skipped
+        from unclip.train.process_exit import leave_process
+
+        leave_process(code)
+    return code

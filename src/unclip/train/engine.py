@@ -267,6 +267,7 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     if interrupted:
         logger.message(f"stopped at step {step}; checkpoint written, continue with --resume")
     logger.close()
+    accelerator.wait_for_everyone()  # no process tears the group down while another still talks to it
     accelerator.end_training()
     return TrainResult(
         run_dir, step, last_loss, skipped_total, (step - start_step) * tc.batch_size / max(elapsed, 1e-9), interrupted,
