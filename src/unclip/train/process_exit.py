@@ -11,6 +11,7 @@ are written and closed, the process has nothing left for the interpreter's final
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -21,8 +22,6 @@ def leave_process(code: int) -> NoReturn:
     """Flush stdout, stderr and logging, then end the process at once with ``code``, skipping finalization."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe has nothing left to lose
             stream.flush()
-        except (OSError, ValueError):  # a closed or broken pipe has nothing left to lose
-            pass
     os._exit(code)
