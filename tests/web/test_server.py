@@ -44,13 +44,22 @@ def _post(url, body):
 
 
 def _wait(url, job_id):
-    for _ in range(600):
-        _, _, raw = _get(f"{url}/api/jobs/{job_id}")
-        job = json.loads(raw)
-        if job["status"] in ("done", "error"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError("the job did not finish")
+    job = {}
+
+    def finished():
+        job.update(json.loads(_get(f"{url}/api/jobs/{job_id}")[2]))
+        return job["status"] in ("done", "error")
+
+    _until(finished)
+    return job
+
+
+def _until(done, seconds=60.0):
+    """Poll ``done`` until it holds; a deadline rather than a count of polls, so a loaded machine only waits longer."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
 
 
 def _images(job):
@@ -136,16 +145,10 @@ def test_a_failing_job_reports_its_error_and_the_runner_goes_on():
 
     runner = JobRunner(load)
     job = runner.submit("generate", {"seed": 0, "settings": {}, "prompt": "x", "n": 1})
-    for _ in range(200):
-        if job.status == "error":
-            break
-        time.sleep(0.01)
+    _until(lambda: job.status == "error")
     assert job.status == "error" and job.error == "RuntimeError: no model here" and job.params == {}
     later = [runner.submit("generate", {}) for _ in range(KEEP_JOBS + 3)]
-    for _ in range(500):
-        if all(j.status == "error" for j in later):
-            break
-        time.sleep(0.01)
+    _until(lambda: all(j.status == "error" for j in later))
     newest = runner.submit("generate", {})  # submitting prunes the finished jobs beyond the newest KEEP_JOBS
     assert runner.get(job.id) is None and runner.get(later[-1].id) is later[-1] and runner.get(newest.id) is newest
     assert len(calls) >= KEEP_JOBS + 4  # a model that failed to load is tried again for the next job
