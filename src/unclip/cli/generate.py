@@ -45,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "PROMPT")  # fmt: skip
     g.add_argument("--layout", choices=("flat", "geneval"), default="flat",
                    help="with --prompts: KEY_000.png + .json, or GenEval's 00000/samples/0000.png")  # fmt: skip
-    g.add_argument("--n", type=int, default=4, help="number of images (per prompt with --prompts)")
+    # --num-images: under torchrun, whose own options --nnodes, --node-rank… make a bare --n ambiguous to its parser.
+    g.add_argument("--n", "--num-images", dest="n", type=int, default=4,
+                   help="number of images (per prompt with --prompts)")  # fmt: skip
     g.add_argument("--batch-size", type=int, help="images sampled at once (default: all --n at once; 8 with "
                    "--prompts); images do not depend on it")  # fmt: skip
     g.add_argument("--prior-steps", type=int, help="prior sampling steps")
@@ -139,6 +141,12 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.prompts is None and args.layout != "flat":
         raise ValueError("--layout applies to --prompts runs")
     args.out = args.out or ("outputs/prompts" if args.prompts else "outputs/generate")
+    from unclip.pipeline.sharding import process_device, world_from_environment
+
+    _, world, local_rank = world_from_environment()
+    if world > 1 and args.prompts is None:
+        raise ValueError(f"{world} processes (torchrun) share the images of a --prompts run only; give --prompts FILE")
+    args.device = process_device(args.device, local_rank)
     rows = None
     if args.prompts is not None:
         from unclip.pipeline.prompt_files import read_prompt_file
@@ -166,6 +174,7 @@ def _generate_from_file(args: argparse.Namespace, pipe, folder: str, rows: list,
     from pathlib import Path
 
     from unclip.pipeline.prompt_files import generate_from_prompts
+    from unclip.pipeline.sharding import process_shard
 
     # A row that states nothing to judge but is a prompt of the Shapes-world suite gets the suite's requirement, as a
     # single-prompt run does, so `unclip judge OUT` scores it.
@@ -175,10 +184,13 @@ def _generate_from_file(args: argparse.Namespace, pipe, folder: str, rows: list,
         else dataclasses.replace(r, record={**_suite_requirement(r.prompt), **r.record})
         for r in rows
     ]
-    done = generate_from_prompts(
-        pipe, rows, args.out, images_per_prompt=args.n, seed=args.seed, batch_size=args.batch_size or 8,
-        layout=args.layout, model=str(Path(folder).resolve()), **overrides,
-    )  # fmt: skip
+    with process_shard() as shard:
+        done = generate_from_prompts(
+            pipe, rows, args.out, images_per_prompt=args.n, seed=args.seed, batch_size=args.batch_size or 8,
+            layout=args.layout, model=str(Path(folder).resolve()), shard=shard, **overrides,
+        )  # fmt: skip
+    if not shard.is_main:
+        return 0
     print(
         f"{done['images']} images of {len(rows)} prompts in {done['out']} ({done['generated']} made now, "
         f"{done['kept']} kept from before); contact_sheet.png shows the first prompts"

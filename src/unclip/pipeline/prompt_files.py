@@ -28,6 +28,7 @@ from PIL import Image
 from unclip.atomic import atomic_file, atomic_write_text
 from unclip.data.shapes.export import CONTACT_SHEET
 from unclip.pipeline.outputs import contact_sheet
+from unclip.pipeline.sharding import Shard
 
 LAYOUTS = ("flat", "geneval")
 PROMPT_FIELDS = ("prompt", "text", "caption")  # the first present names a JSONL row's prompt
@@ -101,13 +102,14 @@ def image_path(out: Path, layout: str, index: int, row: PromptRow, k: int) -> Pa
 
 def generate_from_prompts(
     pipe, rows: list[PromptRow], out: str | Path, *, images_per_prompt: int = 4, seed: int = 0, batch_size: int = 8,
-    layout: str = "flat", model: str | None = None, progress: bool = True, **overrides: Any,
+    layout: str = "flat", model: str | None = None, progress: bool = True, shard: Shard | None = None, **overrides: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """Generate ``images_per_prompt`` images for every row into ``out``; image k of prompt i has seed
     ``seed + i * images_per_prompt + k`` (what one ``pipe(prompts, num_images=…, seed=seed)`` call would give).
 
-    Images already in ``out`` from an earlier run of the same settings are kept, not made again. Returns counts:
-    ``{"images", "generated", "kept", "out"}``.
+    Images already in ``out`` from an earlier run of the same settings are kept, not made again. With a ``shard``
+    of a multi-process run, this process makes its share of the missing images (see :mod:`.sharding`). Returns the
+    run's counts, over all processes: ``{"images", "generated", "kept", "out"}``.
     """
     from tqdm.auto import tqdm
 
@@ -118,24 +120,34 @@ def generate_from_prompts(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not rows:
         raise ValueError("no prompts given")
-    out = Path(out)
+    out, shard = Path(out), shard or Shard()
     settings = dataclasses.asdict(dataclasses.replace(pipe.settings, **overrides))
     run = {"model": model, "seed": seed, "images_per_prompt": images_per_prompt, "layout": layout,
            "settings": settings}  # fmt: skip
     run = json.loads(json.dumps(run))  # as generation.json will hold it (tuples become lists) for the comparison
-    _claim_folder(out, run)
+
+    def claim() -> None:
+        _claim_folder(out, run)
+        if layout == "geneval":
+            for i, row in enumerate(rows):
+                _write_text(out / f"{i:05d}" / "metadata.jsonl", json.dumps(row.record) + "\n")
+
+    shard.main_first(claim)
+    if not shard.is_main:
+        _claim_folder(out, run)  # checks the record the main process found or wrote
     jobs = [
         (i, row, k, seed + i * images_per_prompt + k) for i, row in enumerate(rows) for k in range(images_per_prompt)
     ]
     todo = [job for job in jobs if not _already_made(image_path(out, layout, *job[:3]), job[1].prompt, job[3])]
-    if layout == "geneval":
-        for i, row in enumerate(rows):
-            _write_text(out / f"{i:05d}" / "metadata.jsonl", json.dumps(row.record) + "\n")
+    shard.barrier()  # every process has listed what is missing before any writes, so all split the same list
+    mine = shard.take(todo)
+    where = "" if shard.world_size == 1 else f" (process {shard.rank + 1} of {shard.world_size})"
     with tqdm(
-        total=len(jobs), initial=len(jobs) - len(todo), desc="generate", unit="image", disable=not progress
-    ) as bar:
-        for start in range(0, len(todo), batch_size):
-            part = todo[start : start + batch_size]
+        total=len(jobs) - len(todo) + len(mine), initial=len(jobs) - len(todo), desc=f"generate{where}", unit="image",
+        disable=not (progress and shard.is_main),
+    ) as bar:  # fmt: skip
+        for start in range(0, len(mine), batch_size):
+            part = mine[start : start + batch_size]
             result = pipe([row.prompt for _, row, _, _ in part], seed=[s for *_, s in part], **overrides)
             for (i, row, k, s), image in zip(part, result.images, strict=True):
                 extra = {} if layout == "geneval" else {f: v for f, v in row.record.items() if f not in PROMPT_FIELDS}
@@ -143,7 +155,9 @@ def generate_from_prompts(
                            "settings": result.settings}  # fmt: skip
                 _write_image(image_path(out, layout, i, row, k), image, sidecar)
             bar.update(len(part))
-    _write_sheet(out, layout, rows, images_per_prompt)
+    shard.barrier()  # the contact sheet needs every process's images
+    if shard.is_main:
+        _write_sheet(out, layout, rows, images_per_prompt)
     return {"images": len(jobs), "generated": len(todo), "kept": len(jobs) - len(todo), "out": str(out)}
 
 
