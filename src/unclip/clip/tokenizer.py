@@ -253,9 +253,9 @@ def tokenizer_from_data(spec: str, vocab_size: int = 1024, n: int | None = None)
     ``shapes-bpe`` knows only Shapes-world words and spends a token per byte on any other. Returns it and the
     captions it was trained on."""
     from unclip.data.datasets import parse_data_spec
-    from unclip.data.embed import iter_records
+    from unclip.data.embed import iter_captions
 
-    captions = [r.caption for r in iter_records(parse_data_spec(spec), n) if isinstance(r.caption, str) and r.caption]
+    captions = [c for c in iter_captions(parse_data_spec(spec), n) if isinstance(c, str) and c]  # no image is read
     if not captions:
         raise ValueError(f"data {spec!r} holds no captions to train a tokenizer on")
     return train_bpe(captions, vocab_size, context_length=77), captions

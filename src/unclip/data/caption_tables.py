@@ -204,6 +204,17 @@ class ParquetSource(StreamingSource):
         column = pq.ParquetFile(path).read_row_group(group, columns=[self.caption_column]).column(0)
         return sum(max(1, len(v)) if isinstance(v, list) else 1 for v in column.to_pylist())
 
+    def captions(self, shard: str) -> Iterator[str | None]:
+        """The captions of the row group's records, reading only the caption column."""
+        path, group = self._split(shard)
+        try:
+            column = _import_pyarrow().ParquetFile(path).read_row_group(group, columns=[self.caption_column])
+        except Exception:  # damaged after opening: as records() does, its samples have no caption
+            yield from (None for _ in range(self.count(shard)))
+            return
+        for value in column.column(0).to_pylist():
+            yield from _row_captions(value)
+
     def records(self, shard: str, read: bool = True) -> Iterator[Record]:
         path, group = self._split(shard)
         pq = _import_pyarrow()
@@ -218,11 +229,15 @@ class ParquetSource(StreamingSource):
         captions = table.column(1).to_pylist()
         for row, (cell, value) in enumerate(zip(images, captions, strict=True)):
             image, problem = _image_bytes(cell, base)
-            texts = (value or [None]) if isinstance(value, list) else [value]
-            for k, text in enumerate(texts):
+            for k, caption in enumerate(_row_captions(value)):
                 key = f"{Path(path).stem}-{group}-{row}" + (f"#{k}" if k else "")
-                caption = None if text is None else str(text).strip()
                 if problem is None and caption is None:
                     yield Record(key, image, None, problem="no caption in this row")
                 else:
                     yield Record(key, image, caption, None, problem)
+
+
+def _row_captions(value: Any) -> list[str | None]:
+    """A caption cell's samples: one per caption of a list cell (an empty list is one sample with none)."""
+    texts = (value or [None]) if isinstance(value, list) else [value]
+    return [None if text is None else str(text).strip() for text in texts]

@@ -116,6 +116,16 @@ class FolderSource:
         """Number of samples; ``None`` for an unlimited source."""
         return len(self.keys)
 
+    def caption(self, i: int) -> str | None:
+        """Sample ``i``'s caption without reading its image; None when it has none."""
+        key = self.keys[i]
+        if self.captions:
+            return self.captions[key]
+        caption_path = Path(self.images[key]).with_suffix(".txt")
+        if not caption_path.is_file():
+            return None
+        return caption_path.read_text(encoding="utf-8", errors="replace").strip()
+
     def get(self, i: int) -> Record:
         key = self.keys[i]
         image_path = Path(self.images[key])
@@ -124,15 +134,10 @@ class FolderSource:
         except OSError as err:
             return Record(key, None, None, problem=f"unreadable image: {err}")
         base = image_path.with_suffix("")
-        if self.captions:
-            caption = self.captions[key]
-            if caption is None:
-                return Record(key, image, None, problem="no caption in the metadata table")
-        else:
-            caption_path = base.with_suffix(".txt")
-            if not caption_path.is_file():
-                return Record(key, image, None, problem="no caption file")
-            caption = caption_path.read_text(encoding="utf-8", errors="replace").strip()
+        caption = self.caption(i)
+        if caption is None:
+            problem = "no caption in the metadata table" if self.captions else "no caption file"
+            return Record(key, image, None, problem=problem)
         scene = None
         json_path = base.with_suffix(".json")
         if json_path.is_file():
@@ -185,7 +190,27 @@ class ShapesSource:
         self.__dict__.update(state)
         self._world = None
 
+    def caption(self, i: int) -> str:
+        """Sample ``i``'s caption without rendering its image."""
+        if self.placed:
+            from unclip.data.shapes.placed import placed_sample
+
+            return placed_sample(self._shapes_world(), i, self.placed)[0]
+        return self._shapes_world().caption(i)
+
     def get(self, i: int) -> Record:
+        world = self._shapes_world()
+        if self.placed:
+            from unclip.data.shapes import render
+            from unclip.data.shapes.placed import placed_sample
+
+            text, scene = placed_sample(world, i, self.placed)
+            image = render(scene, world.resolution)
+            return Record(f"shapes-placed-{self.split}-{self.seed}-{i}", image, text, scene.to_json())
+        s = world[i]
+        return Record(f"shapes-{self.split}-{self.seed}-{i}", np.asarray(s.image), s.caption, s.scene.to_json())
+
+    def _shapes_world(self) -> Any:
         if self._world is None:
             from unclip.data.shapes import ShapesWorld
 
@@ -197,15 +222,7 @@ class ShapesSource:
             size = max(self.resolution, MIN_RESOLUTION)
             rate = {} if self.relation_rate is None else {"relation_rate": self.relation_rate}
             self._world = ShapesWorld(split=self.split, seed=self.seed, resolution=size, **rate)
-        if self.placed:
-            from unclip.data.shapes import render
-            from unclip.data.shapes.placed import placed_sample
-
-            text, scene = placed_sample(self._world, i, self.placed)
-            image = render(scene, self._world.resolution)
-            return Record(f"shapes-placed-{self.split}-{self.seed}-{i}", image, text, scene.to_json())
-        s = self._world[i]
-        return Record(f"shapes-{self.split}-{self.seed}-{i}", np.asarray(s.image), s.caption, s.scene.to_json())
+        return self._world
 
 
 class StreamingSource:
@@ -219,6 +236,10 @@ class StreamingSource:
 
     def records(self, shard: str, read: bool = True) -> Iterator[Record]:
         raise NotImplementedError
+
+    def captions(self, shard: str) -> Iterator[str | None]:
+        """The captions of ``records(shard)``, in order; subclasses read them without the images."""
+        return (r.caption for r in self.records(shard))
 
 
 @dataclass
@@ -238,8 +259,13 @@ class ShardSource(StreamingSource):
         """Records in a shard, from the tar headers alone (no image bytes are read)."""
         return sum(1 for _ in self.records(shard, read=False))
 
-    def records(self, shard: str, read: bool = True) -> Iterator[Record]:
-        """The shard's records in tar order; a truncated or damaged tar ends its stream at the damage."""
+    def captions(self, shard: str) -> Iterator[str | None]:
+        """The captions of the shard's records, reading only their ``.txt`` members."""
+        return (r.caption for r in self.records(shard, read=("txt",)))
+
+    def records(self, shard: str, read: bool | tuple[str, ...] = True) -> Iterator[Record]:
+        """The shard's records in tar order; a truncated or damaged tar ends its stream at the damage. ``read``:
+        every member's bytes, none (``False``: counting), or only those of the named extensions."""
         from webdataset.tariterators import base_plus_ext
 
         current: str | None = None
@@ -256,7 +282,8 @@ class ShardSource(StreamingSource):
                         if current is not None:
                             yield _shard_record(current, files)
                         current, files = prefix, {}
-                    f = tf.extractfile(member) if read else None
+                    wanted = read if isinstance(read, bool) else ext.lower() in read
+                    f = tf.extractfile(member) if wanted else None
                     files[ext.lower()] = f.read() if f is not None else None
         except (tarfile.TarError, OSError, EOFError):
             pass  # damaged shard: keep what was read; the loader counts the shortfall

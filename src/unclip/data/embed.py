@@ -19,21 +19,33 @@ from unclip.data.loader import to_training_image
 
 def iter_records(source: Source, limit: int | None) -> Iterator[Record]:
     """Records in the source's own order, at most ``limit`` (required for the unlimited Shapes world)."""
+    return _in_order(source, limit, lambda shard: source.records(shard), lambda i: source.get(i))
+
+
+def iter_captions(source: Source, limit: int | None) -> Iterator[str | None]:
+    """The captions of :func:`iter_records`, in the same order, read without the images (a tokenizer's or a caption
+    statistic's input: no image bytes are read or decoded, no Shapes-world scene is rendered)."""
+    return _in_order(source, limit, lambda shard: source.captions(shard), lambda i: source.caption(i))
+
+
+def _in_order(source: Source, limit: int | None, per_shard, per_index) -> Iterator:
     if isinstance(source, StreamingSource):
         count = 0
         for shard in source.shards:
-            for record in source.records(shard):
+            if limit is not None and count >= limit:
+                return  # before the next shard is opened
+            for item in per_shard(shard):
                 if limit is not None and count >= limit:
                     return
                 count += 1
-                yield record
+                yield item
         return
     size = source.size()
     if size is None and limit is None:
         raise ValueError("this data source is unlimited (Shapes world): pass --n")
     n = size if limit is None else (limit if size is None else min(size, limit))
     for i in range(n):
-        yield source.get(i)
+        yield per_index(i)
 
 
 def training_pair(record: Record, image_size: int) -> tuple[torch.Tensor, str] | None:

@@ -61,6 +61,9 @@ class EmbeddingSource:
     def get(self, i: int) -> Record:
         raise TypeError("an embedding folder holds no images; the engine reads it through PositionStream")
 
+    def caption(self, i: int) -> str:
+        raise ValueError("an embedding folder holds token states, not captions; give the data spec it was made from")
+
     def check_stage(self, stage: str, config: Any) -> None:
         """The stage must train on embeddings, and on this folder (``model.embeddings``), not another one."""
         folder = getattr(config, "embeddings", None)
