@@ -98,9 +98,14 @@ class AttentionBlock(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
         b, c, h, w = x.shape
-        # reshape, never view: a channels-last x (models/memory_format.py) has no NCHW strides to view through.
-        qkv = self.qkv(self.norm(x).reshape(b, c, h * w))  # (B, 3C, N)
-        q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, h * w).permute(1, 0, 2, 4, 3)  # (B, H, N, d)
+        # Token-major (B, N, C), and the 1x1 convolution as the matrix product it is, so that q, k and v come out
+        # with unit stride along the head dimension: with the channel-major layout (stride N there) PyTorch's SDPA
+        # falls back from its fused CPU kernel to the math path, and the decoder's forward takes about 1.3x as long
+        # (benchmarks/attention_layout.py). reshape, never view: an NCHW x has no token-major strides to view
+        # through (a channels-last one does; models/memory_format.py).
+        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)
+        qkv = F.linear(tokens, self.qkv.weight.squeeze(-1), self.qkv.bias)  # (B, N, 3C)
+        q, k, v = qkv.reshape(b, h * w, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # (B, H, N, d)
         mask = None
         if context is not None and self.context_kv is not None:
             ck, cv = self.context_kv(context).reshape(b, -1, 2, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
