@@ -23,8 +23,10 @@ def iter_records(source: Source, limit: int | None) -> Iterator[Record]:
 
 
 def iter_captions(source: Source, limit: int | None) -> Iterator[str | None]:
-    """The captions of :func:`iter_records`, in the same order, read without the images (a tokenizer's or a caption
-    statistic's input: no image bytes are read or decoded, no Shapes-world scene is rendered)."""
+    """The captions of :func:`iter_records`, one per record in the same order, read without the images (a
+    tokenizer's or a caption statistic's input: no image bytes are read or decoded, no Shapes-world scene is
+    rendered). A record whose image is missing or unreadable still gives its caption here, as nothing checks the
+    image; one without a caption gives None."""
     return _in_order(source, limit, lambda shard: source.captions(shard), lambda i: source.caption(i))
 
 
