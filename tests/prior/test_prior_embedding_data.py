@@ -314,3 +314,22 @@ def test_embed_with_worker_processes_writes_the_same_pairs(emb_dir, tmp_path):
     assert len(parallel.z_i) == 24
     for name in ("z_i", "z_t", "tokens", "mask"):
         assert torch.allclose(getattr(parallel, name).float(), getattr(serial, name).float(), atol=1e-5), name
+
+
+def test_embed_writes_a_shard_at_a_time_with_the_same_pairs(emb_dir, tmp_path, capsys):
+    """`--shard-size 10` splits 24 pairs 10 / 10 / 4 and keeps them all; refusals leave what was there."""
+    clip = emb_dir.parent / "clip"
+    out = tmp_path / "emb"
+    args = ["embed", "--model", str(clip), "--data", "shapes", "--n", "24", "--batch-size", "7", "--shard-size", "10"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert [s["count"] for s in read_meta(out)["shards"]] == [10, 10, 4]
+    whole, sharded = load_embeddings(emb_dir), load_embeddings(out)
+    for name in ("z_i", "z_t", "tokens", "mask"):
+        assert torch.allclose(getattr(sharded, name).float(), getattr(whole, name).float(), atol=1e-5), name
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    capsys.readouterr()
+    assert main([*args, "--out", str(other)]) == 2
+    assert "is not an embedding folder" in capsys.readouterr().err
+    assert [p.name for p in other.iterdir()] == ["keep.txt"]

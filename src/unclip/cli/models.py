@@ -29,6 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("--batch-size", type=int, default=64)
     m.add_argument("--device", default="cpu")
     m.add_argument("--workers", type=int, default=0, help="processes that read and decode (0: the main one)")
+    m.add_argument("--shard-size", type=int, default=50_000,
+                   help="pairs a shard; memory holds one shard's pairs while embedding")  # fmt: skip
     m.set_defaults(func=run_embed)
 
     a = subparsers.add_parser("assemble", help="model folders → one pipeline folder", formatter_class=fmt)
@@ -64,6 +66,7 @@ def run_embed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         workers=args.workers,
+        shard_size=args.shard_size,
     )
     print(f"wrote {n} embedding pairs to {folder} ({skipped} samples skipped)")
     return 0

@@ -140,24 +140,22 @@ class _ChunkReader(torch.utils.data.Dataset):
 @torch.no_grad()
 def embed_dataset(
     clip_dir: str | Path, data: str, out: str | Path, *, limit: int | None = None, batch_size: int = 64,
-    device: str = "cpu", progress: bool = True, workers: int = 0,
+    device: str = "cpu", progress: bool = True, workers: int = 0, shard_size: int | None = None,
 ) -> tuple[Path, int, int]:  # fmt: skip
-    """Embed ``data`` with the CLIP in ``clip_dir`` into ``out``; returns (folder, pairs written, skipped)."""
+    """Embed ``data`` with the CLIP in ``clip_dir`` into ``out``; returns (folder, pairs written, skipped).
+
+    Pairs go to disk a shard at a time (``shard_size`` pairs, default ``SHARD_SIZE``), so memory holds one shard
+    however large the dataset; the folder appears whole when every pair is written, or not at all."""
     from unclip.clip import load_clip
-    from unclip.prior.embeddings import EmbeddingSet, write_embeddings
+    from unclip.prior.embeddings import SHARD_SIZE, EmbeddingWriter
 
     clip = load_clip(clip_dir, device)
     source = parse_data_spec(data, clip.image_size)
-    parts: dict[str, list[torch.Tensor]] = {"z_i": [], "z_t": [], "tokens": [], "mask": []}
     batches = PairBatches(source, limit, clip.image_size, batch_size, progress=progress, workers=workers)
-    for images, captions in batches:
-        z_i = clip.encode_image(images.to(device))
-        enc = clip.encode_text(captions)
-        for key, value in (("z_i", z_i), ("z_t", enc.embedding), ("tokens", enc.token_states), ("mask", enc.mask)):
-            parts[key].append(value.cpu())
-    skipped = batches.skipped
-    if not parts["z_i"]:
-        raise ValueError(f"data {data!r} gave no usable (image, caption) pair ({skipped} skipped)")
-    cat = {k: torch.cat(v) for k, v in parts.items()}
-    folder = write_embeddings(out, EmbeddingSet(cat["z_i"], cat["z_t"], cat["tokens"], cat["mask"], clip=str(clip_dir)))
-    return folder, len(cat["z_i"]), skipped
+    with EmbeddingWriter(out, str(clip_dir), shard_size or SHARD_SIZE) as writer:
+        for images, captions in batches:
+            enc = clip.encode_text(captions)
+            writer.add(clip.encode_image(images.to(device)), enc.embedding, enc.token_states, enc.mask)
+        if writer.count == 0:  # raised inside the block: nothing is written
+            raise ValueError(f"data {data!r} gave no usable (image, caption) pair ({batches.skipped} skipped)")
+    return Path(out), writer.count, batches.skipped

@@ -9,13 +9,17 @@ tensor is one (image, caption) pair. Loading checks every shard against the meta
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from unclip.atomic import atomic_directory
 
 FORMAT, FORMAT_VERSION, META_FILE = "unclip-embeddings", 1, "meta.json"
 
@@ -79,21 +83,88 @@ class EmbeddingSet:
         return self.z_i[rows].float(), self.z_t[rows].float(), self.tokens[rows].float(), self.mask[rows]
 
 
-def write_embeddings(folder: str | Path, data: EmbeddingSet, shard_size: int = 50_000) -> Path:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    shards = []
-    for k, start in enumerate(range(0, len(data), shard_size)):
-        sl = slice(start, start + shard_size)
-        name = f"shard_{k:05d}.safetensors"
-        save_file({"z_i": data.z_i[sl].float().contiguous(), "z_t": data.z_t[sl].float().contiguous(),
-                   "tokens": data.tokens[sl].half().contiguous(), "mask": data.mask[sl].to(torch.uint8).contiguous()},
-                  str(folder / name))  # fmt: skip
-        shards.append({"file": name, "count": int(data.z_i[sl].shape[0])})
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "count": len(data), "clip": data.clip,
-            **data.dims, "shards": shards}  # fmt: skip
-    (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    return folder
+SHARD_SIZE = 50_000  # pairs a shard; a writer holds at most one shard's pairs (tokens in float16)
+
+
+class EmbeddingWriter:
+    """Writes an embedding folder shard by shard as pairs arrive, so memory holds one shard, not the dataset.
+
+    Use it as a context manager; ``add`` takes a batch of pairs. The folder appears whole (every shard and
+    ``meta.json``) when the block ends without an error, and not at all otherwise (``unclip.atomic``). An existing
+    embedding folder at ``folder`` is replaced then; any other non-empty path is refused before anything is written.
+    """
+
+    def __init__(self, folder: str | Path, clip: str = "", shard_size: int = SHARD_SIZE) -> None:
+        if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+            raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+        self.folder, self.clip, self.shard_size = Path(folder), clip, shard_size
+        foreign = not self.folder.is_dir() or any(self.folder.iterdir()) if self.folder.exists() else False
+        if foreign and not (self.folder / META_FILE).is_file():
+            raise ValueError(f"{str(self.folder)!r} exists and is not an embedding folder; choose a new or empty "
+                                 "one (an embedding folder there would be replaced)")  # fmt: skip
+        self.shards: list[dict] = []  # written so far: {"file", "count"}
+        self.count = 0  # pairs added so far
+        self.dims: dict[str, int] | None = None
+        self._parts: dict[str, list[Tensor]] = {k: [] for k in ("z_i", "z_t", "tokens", "mask")}
+        self._stack = contextlib.ExitStack()
+        self._tmp: Path | None = None
+
+    @property
+    def pending(self) -> int:
+        """Pairs added but not yet written to a shard (always fewer than ``shard_size`` after ``add``)."""
+        return self.count - sum(s["count"] for s in self.shards)
+
+    def __enter__(self) -> EmbeddingWriter:
+        self._tmp = self._stack.enter_context(atomic_directory(self.folder))
+        return self
+
+    def add(self, z_i: Tensor, z_t: Tensor, tokens: Tensor, mask: Tensor) -> None:
+        """Append a batch: ``z_i``, ``z_t`` (n, D), ``tokens`` (n, L, W), ``mask`` (n, L), with the sizes of earlier
+        batches. Stored as ``EmbeddingSet`` folders hold them (tokens float16, mask uint8) as soon as they arrive."""
+        if self._tmp is None:
+            raise RuntimeError("use EmbeddingWriter as a context manager: with EmbeddingWriter(folder) as w: ...")
+        batch = EmbeddingSet(z_i.detach().cpu(), z_t.detach().cpu(), tokens.detach().cpu(), mask.detach().cpu())
+        if self.dims is not None and batch.dims != self.dims:
+            raise ValueError(f"embedding sizes {batch.dims} differ from the earlier batches' {self.dims}")
+        self.dims = batch.dims
+        self._parts["z_i"].append(batch.z_i.float())
+        self._parts["z_t"].append(batch.z_t.float())
+        self._parts["tokens"].append(batch.tokens.half())
+        self._parts["mask"].append(batch.mask.to(torch.uint8))
+        self.count += len(batch)
+        while self.pending >= self.shard_size:
+            self._write_shard(self.shard_size)
+
+    def _write_shard(self, n: int) -> None:
+        joined = {k: torch.cat(v) for k, v in self._parts.items()}
+        name = f"shard_{len(self.shards):05d}.safetensors"
+        assert self._tmp is not None
+        save_file({k: v[:n].contiguous() for k, v in joined.items()}, str(self._tmp / name))
+        self.shards.append({"file": name, "count": n})
+        self._parts = {k: [v[n:]] if len(v) > n else [] for k, v in joined.items()}
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                if self.count == 0:
+                    raise ValueError(f"no embedding pairs were added; nothing written to {str(self.folder)!r}")
+                if self.pending:
+                    self._write_shard(self.pending)
+                assert self._tmp is not None and self.dims is not None
+                meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "count": self.count, "clip": self.clip,
+                        **self.dims, "shards": self.shards}  # fmt: skip
+                (self._tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        except BaseException:
+            self._stack.__exit__(*sys.exc_info())  # the temporary folder goes, the old folder stays
+            raise
+        self._stack.__exit__(exc_type, exc, tb)
+
+
+def write_embeddings(folder: str | Path, data: EmbeddingSet, shard_size: int = SHARD_SIZE) -> Path:
+    """``data`` as an embedding folder (see :class:`EmbeddingWriter`)."""
+    with EmbeddingWriter(folder, data.clip, shard_size) as writer:
+        writer.add(data.z_i, data.z_t, data.tokens, data.mask)
+    return Path(folder)
 
 
 def read_meta(folder: str | Path) -> dict:
