@@ -23,6 +23,7 @@ from unclip.prior.normalize import NORMALIZATIONS, EmbeddingNorm
 from unclip.prior.transformer import CausalTransformer, check_caption, timestep_embedding
 
 RANKINGS = ("dot", "cosine")
+STEP_POSITIONS = 3  # timestep, x_t, output token: the positions that change with the sampling step
 
 
 @dataclass
@@ -118,7 +119,7 @@ class DiffusionPrior(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w))
         self.x_proj = nn.Linear(c.embed_dim, w)
         self.output_token = nn.Parameter(torch.randn(w) * 0.02)
-        # Sequence: text_len caption positions, then z_t, timestep, x_t, output token.
+        # Sequence: text_len caption positions, then z_t, timestep, x_t, output token (STEP_POSITIONS: the last 3).
         self.pos = nn.Parameter(torch.randn(c.text_len + 4, w) * 0.02)
         # The unconditional branch: learned stand-ins for a dropped caption (DALL-E 2 / Karlo do the same).
         self.null_tokens = nn.Parameter(torch.randn(c.text_len, c.text_width) * 0.02)
@@ -129,13 +130,21 @@ class DiffusionPrior(nn.Module):
     def forward(
         self, x: Tensor, t: Tensor, *, z_t: Tensor, tokens: Tensor, mask: Tensor, keep: Tensor | None = None
     ) -> Tensor:
+        head, valid = self.caption_part(z_t, tokens, mask, keep)
+        b = head.shape[0]
+        if x.shape != (b, self.config.embed_dim):
+            raise ValueError(f"x_t must have shape ({b}, {self.config.embed_dim}) to match z_t, got {tuple(x.shape)}")
+        h = torch.cat([head, self.step_part(x, t)], dim=1)
+        return self.out(self.transformer(h, torch.cat([valid, valid.new_ones(b, STEP_POSITIONS)], dim=1))[:, -1])
+
+    def caption_part(
+        self, z_t: Tensor, tokens: Tensor, mask: Tensor, keep: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The sequence's first ``text_len + 1`` positions (caption tokens, then z_t) with their position
+        embeddings, and their real-token mask: (B, text_len + 1, W), (B, text_len + 1)."""
         c = self.config
         check_caption(z_t, tokens, mask, embed_dim=c.embed_dim, text_width=c.text_width, text_len=c.text_len)
         b, length = tokens.shape[:2]
-        if x.shape != (b, c.embed_dim):
-            raise ValueError(f"x_t must have shape ({b}, {c.embed_dim}) to match z_t, got {tuple(x.shape)}")
-        if t.shape != (b,):
-            raise ValueError(f"t must have shape ({b},), got {tuple(t.shape)}")
         if keep is not None:
             if keep.shape != (b,) or keep.dtype != torch.bool:
                 raise ValueError(f"keep must be a bool tensor of shape ({b},), got {keep.dtype} {tuple(keep.shape)}")
@@ -147,11 +156,21 @@ class DiffusionPrior(nn.Module):
         if length < c.text_len:  # pad to the fixed positions so z_t and later keep their position embeddings
             caption = torch.cat([caption, caption.new_zeros(b, c.text_len - length, caption.shape[2])], dim=1)
             mask = torch.cat([mask, mask.new_zeros(b, c.text_len - length)], dim=1)
+        head = torch.cat([caption, self.z_t_proj(z_t)[:, None]], dim=1) + self.pos[: c.text_len + 1]
+        return head, torch.cat([mask, mask.new_ones(b, 1)], dim=1)
+
+    def step_part(self, x: Tensor, t: Tensor) -> Tensor:
+        """The last ``STEP_POSITIONS`` positions (timestep, x_t, output token) with their position embeddings:
+        the only part of the sequence that changes from one sampling step to the next."""
+        c = self.config
+        b = x.shape[0]
+        if x.shape != (b, c.embed_dim):
+            raise ValueError(f"x_t must have shape (B, {c.embed_dim}), got {tuple(x.shape)}")
+        if t.shape != (b,):
+            raise ValueError(f"t must have shape ({b},), got {tuple(t.shape)}")
         time = self.time_mlp(timestep_embedding(t, c.width))
-        tail = torch.stack([self.z_t_proj(z_t), time, self.x_proj(x), self.output_token.expand(b, -1)], dim=1)
-        h = torch.cat([caption, tail], dim=1) + self.pos
-        valid = torch.cat([mask, mask.new_ones(b, 4)], dim=1)
-        return self.out(self.transformer(h, valid)[:, -1])
+        tail = torch.stack([time, self.x_proj(x), self.output_token.expand(b, -1)], dim=1)
+        return tail + self.pos[c.text_len + 1 :]
 
     # The diffusion this network was trained for, rebuilt from its config (nothing else to store).
     def schedule(self) -> NoiseSchedule:
@@ -160,6 +179,46 @@ class DiffusionPrior(nn.Module):
     @staticmethod
     def parameterization() -> Parameterization:
         return Parameterization("x0")  # §2.2: the prior predicts the un-noised z_i directly
+
+
+class CaptionCachedPrior:
+    """A :class:`DiffusionPrior` for sampling, with the caption's part of the sequence computed once.
+
+    Under the causal mask the caption tokens and z_t (positions ``0 .. text_len``) never attend to the timestep or
+    x_t after them, so their keys and values are the same at every sampling step. They are computed on the first
+    call for a conditioning and kept; each step runs only the last ``STEP_POSITIONS`` positions through the
+    transformer, attending over the cached keys. The result equals the model's forward up to float rounding. A
+    sampler passes the same conditioning tensors at every step (``guided`` concatenates its branches once), so a
+    conditioning is recognised by identity; other tensors rebuild the cache. With gradients enabled (training),
+    or with the forward compiled in place, it runs the model's own forward.
+    """
+
+    def __init__(self, model: DiffusionPrior) -> None:
+        self.model = model
+        self._key: tuple | None = None
+        self._cache = None
+
+    def __call__(
+        self, x: Tensor, t: Tensor, *, z_t: Tensor, tokens: Tensor, mask: Tensor, keep: Tensor | None = None
+    ) -> Tensor:
+        m = self.model
+        # Training, or a forward replaced in place (torch.compile through UnCLIPPipeline.compile): the model's own call.
+        if torch.is_grad_enabled() or m.training or "forward" in vars(m):
+            return m(x, t, z_t=z_t, tokens=tokens, mask=mask, keep=keep)
+        key = (z_t, tokens, mask, keep)
+        if self._key is None or any(a is not b for a, b in zip(key, self._key, strict=True)):
+            head, valid = m.caption_part(z_t, tokens, mask, keep)
+            b = head.shape[0]
+            self._cache = m.transformer.new_cache(b, head.shape[1] + STEP_POSITIONS, dtype=head.dtype,
+                                                  device=head.device)  # fmt: skip
+            m.transformer(head, valid, self._cache)
+            self._key, self._length = key, head.shape[1]
+        b = self._cache.valid.shape[0]
+        if x.shape != (b, m.config.embed_dim):
+            raise ValueError(f"x_t must have shape ({b}, {m.config.embed_dim}) to match z_t, got {tuple(x.shape)}")
+        self._cache.length = self._length  # the step positions of the previous call are overwritten
+        steps = m.step_part(x, t)
+        return m.out(m.transformer(steps, steps.new_ones(b, STEP_POSITIONS, dtype=torch.bool), self._cache)[:, -1])
 
 
 def draw_keep(batch: int, cond_drop: float, generators: list[torch.Generator] | None = None) -> Tensor:

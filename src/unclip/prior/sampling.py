@@ -17,7 +17,7 @@ from torch import Tensor
 
 from unclip.diffusion import ModelDenoiser, clamp_x0, conditioned, get_sampler, guided, randn
 from unclip.diffusion.samplers import Callback
-from unclip.prior.diffusion_prior import DiffusionPrior
+from unclip.prior.diffusion_prior import CaptionCachedPrior, DiffusionPrior
 from unclip.prior.transformer import check_caption
 
 
@@ -129,7 +129,9 @@ def sample_diffusion_prior(
     gens = [g for g in _generators(generator, b) for _ in range(n)]
     schedule = model.schedule()
     grid = schedule.grid(c.sample_steps if steps is None else steps)
-    denoiser = ModelDenoiser(model, schedule, model.parameterization())
+    # Our prior computes the caption's part of its sequence once per sampling run (exact; CaptionCachedPrior).
+    net = CaptionCachedPrior(model) if isinstance(model, DiffusionPrior) else model
+    denoiser = ModelDenoiser(net, schedule, model.parameterization())
     if guidance_scale == 1.0:
         d = conditioned(denoiser, cond)
     else:
