@@ -12,13 +12,12 @@ their ratio (best of ``--repeats`` after a warm-up; both variants alternate so m
 
 from __future__ import annotations
 
-import argparse
 import platform
 
 import torch
 import torch.nn.functional as F
 
-from measure import timed
+from measure import model_benchmark_parser, timed
 from unclip.models import unet_blocks
 from unclip.pipeline import UnCLIPPipeline
 
@@ -39,11 +38,9 @@ def channel_major_forward(self, x, context=None, context_mask=None):
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="src/unclip/assets/shapes-model", help="pipeline folder")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch", type=int, default=12, help="rows per forward (4 images x 3 guidance branches)")
-    p.add_argument("--repeats", type=int, default=10)
+    p = model_benchmark_parser(
+        __doc__, needs="", batch=12, batch_help="rows per forward (4 images x 3 guidance branches)", repeats=10
+    )
     args = p.parse_args(argv)
     device = torch.device(args.device)
     decoder = UnCLIPPipeline.from_pretrained(args.model, device=args.device).decoder

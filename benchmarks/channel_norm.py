@@ -11,12 +11,11 @@ upsampler's widths and for the whole upsampler of a model at one sampling step's
 
 from __future__ import annotations
 
-import argparse
 import platform
 
 import torch
 
-from measure import timed
+from measure import model_benchmark_parser, timed
 from unclip.models import unet_blocks
 from unclip.models.memory_format import set_channels_last
 from unclip.pipeline import UnCLIPPipeline
@@ -47,11 +46,7 @@ def _race(variants: dict, call, device, repeats: int) -> tuple[dict, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="src/unclip/assets/shapes-model", help="pipeline folder with an upsampler")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=6)
+    p = model_benchmark_parser(__doc__, needs="with an upsampler", batch=4, batch_help="images per forward", repeats=6)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     variants = {"before": before_forward, "now": unet_blocks.ChannelNorm.forward}

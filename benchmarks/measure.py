@@ -54,3 +54,15 @@ def peak_mib(device: torch.device, base: int) -> float:
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     return (rss_kib("VmHWM") * 1024 - base) / 2**20
+
+
+def model_benchmark_parser(doc: str | None, *, needs: str, batch: int, batch_help: str, repeats: int):
+    """The options of a benchmark that loads a pipeline folder: --model, --device, --batch, --repeats."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="src/unclip/assets/shapes-model", help=f"pipeline folder {needs}".strip())
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=batch, help=batch_help)
+    p.add_argument("--repeats", type=int, default=repeats, help="timed calls of each variant (the best is kept)")
+    return p

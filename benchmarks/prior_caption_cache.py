@@ -12,13 +12,12 @@ the largest difference between the sampled embeddings.
 
 from __future__ import annotations
 
-import argparse
 import platform
 
 import torch
 
 import unclip.prior.sampling as sampling_module
-from measure import timed
+from measure import model_benchmark_parser, timed
 from unclip.pipeline import UnCLIPPipeline
 from unclip.prior import sample_diffusion_prior
 
@@ -26,11 +25,9 @@ CAPTIONS = ["a red circle", "two blue squares to the left of a green triangle", 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="src/unclip/assets/shapes-model", help="pipeline folder with a diffusion prior")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch", type=int, default=4, help="captions per call")
-    p.add_argument("--repeats", type=int, default=5)
+    p = model_benchmark_parser(
+        __doc__, needs="with a diffusion prior", batch=4, batch_help="captions per call", repeats=5
+    )
     args = p.parse_args(argv)
     device = torch.device(args.device)
     pipe = UnCLIPPipeline.from_pretrained(args.model, device=args.device)
