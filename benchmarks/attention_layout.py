@@ -12,12 +12,10 @@ their ratio (best of ``--repeats`` after a warm-up; both variants alternate so m
 
 from __future__ import annotations
 
-import platform
-
 import torch
 import torch.nn.functional as F
 
-from measure import model_benchmark_parser, timed
+from measure import model_benchmark_parser, print_before_now, timed
 from unclip.models import unet_blocks
 from unclip.pipeline import UnCLIPPipeline
 
@@ -64,13 +62,9 @@ def main(argv: list[str] | None = None) -> None:
                 unet_blocks.AttentionBlock.forward = forward
                 best[name] = min(best[name], timed(lambda: decoder(x, t, z_i, text, mask), device))
     unet_blocks.AttentionBlock.forward = token_major
-    before, now = best.values()
     diff = (outputs["token-major (now)"] - outputs["channel-major (before)"]).abs().max().item()
-    print(f"decoder of {args.model} at {cfg.resolution} px, batch {b}, {args.device}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {platform.machine()}")  # fmt: skip
-    for name, seconds in best.items():
-        print(f"  {name:24s} {seconds * 1e3:8.1f} ms per forward")
-    print(f"  ratio now / before: {now / before:.2f}; outputs differ by at most {diff:.1e}")
+    header = f"decoder of {args.model} at {cfg.resolution} px, batch {b}, {args.device}"
+    print_before_now(header, best, "forward", "outputs", diff)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,16 @@ def model_benchmark_parser(doc: str | None, *, needs: str, batch: int, batch_hel
     p.add_argument("--batch", type=int, default=batch, help=batch_help)
     p.add_argument("--repeats", type=int, default=repeats, help="timed calls of each variant (the best is kept)")
     return p
+
+
+def print_before_now(header: str, best: dict[str, float], per: str, what: str, diff: float) -> None:
+    """Print a two-variant race (the old way first): each one's best time, their ratio, and how far the outputs
+    are apart, under a header naming the case and the machine."""
+    import platform
+
+    print(f"{header}; torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}")
+    width = max(len(name) for name in best)
+    for name, seconds in best.items():
+        print(f"  {name:{width}s} {seconds * 1e3:8.1f} ms per {per}")
+    before, now = best.values()
+    print(f"  ratio now / before: {now / before:.2f}; {what} differ by at most {diff:.1e}")

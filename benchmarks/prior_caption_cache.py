@@ -12,12 +12,10 @@ the largest difference between the sampled embeddings.
 
 from __future__ import annotations
 
-import platform
-
 import torch
 
 import unclip.prior.sampling as sampling_module
-from measure import model_benchmark_parser, timed
+from measure import model_benchmark_parser, print_before_now, timed
 from unclip.pipeline import UnCLIPPipeline
 from unclip.prior import sample_diffusion_prior
 
@@ -54,16 +52,14 @@ def main(argv: list[str] | None = None) -> None:
                 else:
                     best[name] = min(best[name], timed(sample, device))
     sampling_module.CaptionCachedPrior = cached_type
-    before, now = best.values()
     a, b = (r.candidates for r in results.values())
     c = pipe.prior.config
-    print(f"prior of {args.model}: width {c.width}, depth {c.depth}, {c.text_len} caption positions + 4; "
-          f"{s.prior_sampler} {s.prior_steps} steps, guidance {s.prior_guidance}, best of {s.prior_best_of}; "
-          f"{args.batch} captions; {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.machine()}")  # fmt: skip
-    for name, seconds in best.items():
-        print(f"  {name:22s} {seconds * 1e3:8.1f} ms per call")
-    print(f"  ratio now / before: {now / before:.2f}; candidates differ by at most {(a - b).abs().max().item():.1e}")
+    header = (
+        f"prior of {args.model}: width {c.width}, depth {c.depth}, {c.text_len} caption positions + 4; "
+        f"{s.prior_sampler} {s.prior_steps} steps, guidance {s.prior_guidance}, best of {s.prior_best_of}; "
+        f"{args.batch} captions; {args.device}"
+    )
+    print_before_now(header, best, "call", "candidates", (a - b).abs().max().item())
 
 
 if __name__ == "__main__":
