@@ -132,9 +132,7 @@ class DiffusionPrior(nn.Module):
     ) -> Tensor:
         head, valid = self.caption_part(z_t, tokens, mask, keep)
         b = head.shape[0]
-        if x.shape != (b, self.config.embed_dim):
-            raise ValueError(f"x_t must have shape ({b}, {self.config.embed_dim}) to match z_t, got {tuple(x.shape)}")
-        h = torch.cat([head, self.step_part(x, t)], dim=1)
+        h = torch.cat([head, self.step_part(x, t, b)], dim=1)
         return self.out(self.transformer(h, torch.cat([valid, valid.new_ones(b, STEP_POSITIONS)], dim=1))[:, -1])
 
     def caption_part(
@@ -159,13 +157,12 @@ class DiffusionPrior(nn.Module):
         head = torch.cat([caption, self.z_t_proj(z_t)[:, None]], dim=1) + self.pos[: c.text_len + 1]
         return head, torch.cat([mask, mask.new_ones(b, 1)], dim=1)
 
-    def step_part(self, x: Tensor, t: Tensor) -> Tensor:
+    def step_part(self, x: Tensor, t: Tensor, b: int) -> Tensor:
         """The last ``STEP_POSITIONS`` positions (timestep, x_t, output token) with their position embeddings:
-        the only part of the sequence that changes from one sampling step to the next."""
+        the only part of the sequence that changes from one sampling step to the next. ``b`` is the caption batch."""
         c = self.config
-        b = x.shape[0]
         if x.shape != (b, c.embed_dim):
-            raise ValueError(f"x_t must have shape (B, {c.embed_dim}), got {tuple(x.shape)}")
+            raise ValueError(f"x_t must have shape ({b}, {c.embed_dim}) to match z_t, got {tuple(x.shape)}")
         if t.shape != (b,):
             raise ValueError(f"t must have shape ({b},), got {tuple(t.shape)}")
         time = self.time_mlp(timestep_embedding(t, c.width))
@@ -195,8 +192,9 @@ class CaptionCachedPrior:
 
     def __init__(self, model: DiffusionPrior) -> None:
         self.model = model
-        self._key: tuple | None = None
+        self._key: tuple | None = None  # the conditioning tensors the cache was built for
         self._cache = None
+        self._length = 0  # positions the caption part fills
 
     def __call__(
         self, x: Tensor, t: Tensor, *, z_t: Tensor, tokens: Tensor, mask: Tensor, keep: Tensor | None = None
@@ -214,10 +212,8 @@ class CaptionCachedPrior:
             m.transformer(head, valid, self._cache)
             self._key, self._length = key, head.shape[1]
         b = self._cache.valid.shape[0]
-        if x.shape != (b, m.config.embed_dim):
-            raise ValueError(f"x_t must have shape ({b}, {m.config.embed_dim}) to match z_t, got {tuple(x.shape)}")
+        steps = m.step_part(x, t, b)
         self._cache.length = self._length  # the step positions of the previous call are overwritten
-        steps = m.step_part(x, t)
         return m.out(m.transformer(steps, steps.new_ones(b, STEP_POSITIONS, dtype=torch.bool), self._cache)[:, -1])
 
 

@@ -98,10 +98,12 @@ class EmbeddingWriter:
         if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
             raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
         self.folder, self.clip, self.shard_size = Path(folder), clip, shard_size
-        foreign = not self.folder.is_dir() or any(self.folder.iterdir()) if self.folder.exists() else False
-        if foreign and not (self.folder / META_FILE).is_file():
-            raise ValueError(f"{str(self.folder)!r} exists and is not an embedding folder; choose a new or empty "
-                                 "one (an embedding folder there would be replaced)")  # fmt: skip
+        occupied = self.folder.exists() and (not self.folder.is_dir() or any(self.folder.iterdir()))
+        if occupied and not (self.folder / META_FILE).is_file():
+            raise ValueError(
+                f"{str(self.folder)!r} exists and is not an embedding folder; choose a new or empty one (an embedding "
+                "folder there would be replaced)"
+            )
         self.shards: list[dict] = []  # written so far: {"file", "count"}
         self.count = 0  # pairs added so far
         self.dims: dict[str, int] | None = None
