@@ -141,6 +141,16 @@ def _register_generation(sub: argparse._SubParsersAction) -> None:
     )
     _model_options(m)
     m.set_defaults(func=run_generation, evaluation="manipulations")
+    ip = sub.add_parser(
+        "inpainting", help="inpainting edits and repairs of held-out scenes, judged, against baselines",
+        formatter_class=fmt,
+    )  # fmt: skip
+    ip.add_argument("--n", type=int, default=32, help="held-out two-object scenes")
+    ip.add_argument("--resample", type=int, help="RePaint's resamplings per block (default: the model's setting)")
+    ip.add_argument("--jump", type=int, help="RePaint's block length (default: the model's setting)")
+    ip.add_argument("--no-baselines", action="store_true", help="skip plain replacement and text-to-image")
+    _model_options(ip)
+    ip.set_defaults(func=run_generation, evaluation="inpainting")
     a = sub.add_parser(
         "all", help="every evaluation of a model, one JSON file each under --out (for unclip report)",
         formatter_class=fmt,
@@ -206,6 +216,11 @@ def run_generation(args: argparse.Namespace) -> int:
             pipe, n=args.n, per_image=args.per_image, max_theta=args.max_theta, eta=args.eta,
             min_change=args.min_change, seed=args.seed,
         )  # fmt: skip
+    elif args.evaluation == "inpainting":
+        from unclip.eval.inpainting import inpainting_rates
+
+        result = inpainting_rates(pipe, n=args.n, seed=args.seed, resample=args.resample, jump=args.jump,
+                                  baselines=not args.no_baselines, progress=True)  # fmt: skip
     else:
         from unclip.eval.inception import InceptionFeatures
 
@@ -225,6 +240,9 @@ def run_generation(args: argparse.Namespace) -> int:
             elif key == "categories":
                 for cat, v in value.items():
                     print(f"  {cat:<20} {v['accuracy']:.3f}  (n={v['n']})")
+            elif key in ("edit", "repair", "edit_replacement", "text_to_image"):  # inpainting
+                cats = "  ".join(f"{c} {v:.3f}" for c, v in value["categories"].items())
+                print(f"{key}: rate {value['rate']:.3f}  ({value['seconds_per_image']:.1f} s/image)  {cats}")
             elif key in ("variations", "text_diffs"):
                 print(
                     f"{key}: rate {value['rate']:.3f}  "

@@ -1,5 +1,5 @@
-"""``unclip generate | vary | interpolate | textdiff | probe``: text-to-image, the manipulations of §3 and the
-probing of §4."""
+"""``unclip generate | vary | inpaint | interpolate | textdiff | probe``: text-to-image, the manipulations of §3,
+inpainting, and the probing of §4."""
 
 from __future__ import annotations
 
@@ -63,6 +63,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     v.add_argument("--eta", type=float, default=1.0, help="DDIM eta: 0 reconstructs, larger varies more")
     _common(v, "outputs/vary")
     v.set_defaults(func=run_vary)
+
+    ip = subparsers.add_parser(
+        "inpaint", help="fill a masked region of an image to fit a caption or the image (RePaint)", formatter_class=fmt,
+        epilog="The mask is white (or transparent) where to fill and has the image's size; --box gives a rectangle "
+        "instead. With a PROMPT describing the whole image wanted, z_i comes from the prior (an edit); without, "
+        "from the image itself (a repair). Unmasked pixels come back unchanged at the output size.",
+    )  # fmt: skip
+    ip.add_argument("image", help="an image file of any size or mode")
+    where = ip.add_mutually_exclusive_group(required=True)
+    where.add_argument("--mask", help="mask image: white or transparent pixels are filled")
+    where.add_argument("--box", help="X0,Y0,X1,Y1: a rectangle to fill, as fractions of the image (0 to 1)")
+    ip.add_argument("--prompt", default="", help="caption of the whole image wanted; empty: the image's own z_i")
+    ip.add_argument("--n", type=int, default=4, help="number of fills")
+    ip.add_argument("--eta", type=float, default=1.0, help="DDIM noise of RePaint's steps (1: DDPM, as RePaint)")
+    ip.add_argument("--resample", type=int, help="RePaint's resamplings per block (default: inpaint_resample)")
+    ip.add_argument("--jump", type=int, help="RePaint's block length in steps (default: inpaint_jump)")
+    _common(ip, "outputs/inpaint")
+    ip.set_defaults(func=run_inpaint)
 
     i = subparsers.add_parser("interpolate", help="interpolate between two images (§3.2)", formatter_class=fmt)
     i.add_argument("image1")
@@ -228,6 +246,33 @@ def run_vary(args: argparse.Namespace) -> int:
         {"source": args.image, "eta": args.eta, "seed": args.seed + k, "model": folder} for k in range(len(images))
     ]
     return _finish(args, images, records, [f"seed {r['seed']}" for r in records], "variation")
+
+
+def run_inpaint(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from unclip.pipeline import to_pil
+    from unclip.pipeline.inpainting import box_mask, image_size, inpaint
+
+    if args.box is not None:  # checked before the model loads
+        try:
+            box = [float(v) for v in args.box.split(",")]
+        except ValueError:
+            raise ValueError(f"--box {args.box!r}: expected four numbers X0,Y0,X1,Y1") from None
+        mask = box_mask(image_size(args.image), box)
+    else:
+        mask = args.mask
+    pipe, folder = load_pipeline(args)
+    changes = {k: v for k, v in (("inpaint_resample", args.resample), ("inpaint_jump", args.jump)) if v is not None}
+    pipe.settings = dataclasses.replace(pipe.settings, **changes)
+    out = inpaint(pipe, args.image, mask, args.prompt, n=args.n, eta=args.eta, seed=args.seed, progress=True)
+    s = pipe.settings
+    records = [
+        {"source": args.image, "mask": args.mask, "box": args.box, "prompt": args.prompt, "seed": args.seed + k,
+         "eta": args.eta, "resample": s.inpaint_resample, "jump": s.inpaint_jump, "model": folder}
+        for k in range(len(out))
+    ]  # fmt: skip
+    return _finish(args, to_pil(out), records, [f"seed {r['seed']}" for r in records], "inpainting")
 
 
 def run_interpolate(args: argparse.Namespace) -> int:

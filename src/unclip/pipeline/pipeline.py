@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,21 +266,28 @@ class UnCLIPPipeline:
     def decode(
         self, z_i: Tensor, generators: list[torch.Generator], *, text=None, drop_text: Tensor | None = None,
         x_T: Tensor | None = None, s: SamplingSettings | None = None, progress: bool = False, strength: float = 1.0,
+        sampler: Callable[..., Tensor] | None = None,
     ) -> Tensor:  # fmt: skip
         """Decoder samples from z_i; ``x_T`` (default: noise from ``generators``) sits at ``strength`` × T, the
-        first timestep of the grid (below 1 for latents from :func:`unclip.pipeline.manipulations.invert`)."""
+        first timestep of the grid (below 1 for latents from :func:`unclip.pipeline.manipulations.invert`).
+        ``sampler`` (the samplers' shared signature) replaces ``s.decoder_sampler``: inpainting passes RePaint."""
         s = s or self.settings
         res = self.decoder.config.resolution
         den, schedule = self.decoder_denoiser(z_i, text, drop_text, s)
         if x_T is None:
             x_T = randn((z_i.shape[0], 3, res, res), generators, device=self.device)
-        options = {"eta": s.decoder_eta} if s.decoder_sampler == "ddim" else {}
-        sampler = get_sampler(s.decoder_sampler)
+        options = {"eta": s.decoder_eta} if s.decoder_sampler == "ddim" and sampler is None else {}
+        sampler = sampler or get_sampler(s.decoder_sampler)
         grid = schedule.grid_below(s.decoder_steps, strength)  # strength 1: schedule.grid(steps)
         with sampling_stage("decoder"):
             return sampler(den, x_T, grid, generator=generators, progress=progress, **options)
 
-    def upsample(self, images: Tensor, generators: list[torch.Generator], s: SamplingSettings | None = None) -> Tensor:
+    def upsample(
+        self, images: Tensor, generators: list[torch.Generator], s: SamplingSettings | None = None,
+        sampler_at: Callable[[int], Callable[..., Tensor]] | None = None,
+    ) -> Tensor:  # fmt: skip
+        """Every upsampler in turn. ``sampler_at(resolution)``, when given, supplies each stage's sampler in place of
+        ``s.upsampler_sampler`` (inpainting: RePaint with the known image at that resolution)."""
         s = s or self.settings
         for up in self.upsamplers:
             res = up.config.resolution
@@ -292,7 +299,8 @@ class UnCLIPPipeline:
                 ab = grid.alpha_bar[0].item()
                 x_T = ab**0.5 * start + (1 - ab) ** 0.5 * x_T
             with sampling_stage("upsampler"):
-                images = get_sampler(s.upsampler_sampler)(den, x_T, grid, generator=generators)
+                sample = get_sampler(s.upsampler_sampler) if sampler_at is None else sampler_at(res)
+                images = sample(den, x_T, grid, generator=generators)
         return images
 
     # ---- text to image -----------------------------------------------------------------------------------

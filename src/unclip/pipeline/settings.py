@@ -55,12 +55,18 @@ class SamplingSettings:
     # refinement costs up to four more denoiser calls per step. At 0.95 T one refinement halves the bundled decoder's
     # round-trip error at guidance 3 / 1 (0.031 -> 0.015 at 32 px); from T no refinement helps (above).
     inversion_refine: int = 0
+    # Inpainting (unclip.pipeline.inpainting): RePaint's path on every stage's grid. Each block of ``inpaint_jump``
+    # steps is climbed back up and denoised again ``inpaint_resample`` - 1 times, so the generated region is redrawn
+    # given the known one; 1 is plain replacement, which leaves the two inconsistent (unclip.diffusion.inpainting).
+    inpaint_resample: int = 4
+    inpaint_jump: int = 5
     # Where the decoder's z_i comes from (§5.1, Table 1): "prior" samples it from the caption (unCLIP), "text" feeds
     # the caption's own CLIP text embedding z_t to the decoder in its place (the paper's no-prior ablation).
     z_source: str = "prior"
 
     def __post_init__(self) -> None:
-        for name in ("prior_steps", "decoder_steps", "upsampler_steps", "inversion_steps", "prior_best_of"):
+        for name in ("prior_steps", "decoder_steps", "upsampler_steps", "inversion_steps", "prior_best_of",
+                     "inpaint_resample", "inpaint_jump"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1000:
                 raise ValueError(f"{name} must be an integer from 1 to 1000, got {v!r}")
