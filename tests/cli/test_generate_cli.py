@@ -75,3 +75,26 @@ def test_set_changes_a_sampling_setting_for_one_run_and_is_validated(model, tmp_
     for bad, message in mistakes:
         assert main([*args, "--set", bad]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_inpaint_command_keeps_the_unmasked_pixels_and_refuses_bad_masks(model, tmp_path):
+    import numpy as np
+
+    src = tmp_path / "src.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(src)
+    out = tmp_path / "inp"
+    args = ["inpaint", str(src), "--box", "0.5,0,1,0.5", "--prompt", "a red circle", "--n", "2", "--resample", "2",
+            "--model", str(model), "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    side = json.loads((out / "inpainting_001.json").read_text())
+    assert side["seed"] == 1 and side["resample"] == 2 and side["box"] == "0.5,0,1,0.5"
+    got, source = np.asarray(Image.open(out / "inpainting_000.png")), np.asarray(Image.open(src))
+    assert np.array_equal(got[16:], source[16:]) and np.array_equal(got[:, :16], source[:, :16])
+    assert not np.array_equal(got[:16, 16:], source[:16, 16:])
+    Image.new("L", (20, 20), 255).save(tmp_path / "small_mask.png")
+    bad = tmp_path / "bad"
+    assert main(["inpaint", str(src), "--mask", str(tmp_path / "small_mask.png"), "--model", str(model),
+                 "--out", str(bad)]) == 2  # fmt: skip
+    assert not bad.exists()
+    with pytest.raises(SystemExit):  # --mask and --box exclude each other
+        main(["inpaint", str(src), "--mask", "m.png", "--box", "0,0,1,1"])

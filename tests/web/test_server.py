@@ -114,6 +114,23 @@ def test_manipulations_take_uploaded_images(url):
     assert _wait(url, _post(url, jobs["interpolate"])[1]["id"])["result"]["labels"] == ["θ=0.00", "θ=0.50", "θ=1.00"]
 
 
+def test_inpaint_takes_a_box_or_an_uploaded_mask_and_keeps_the_rest(url):
+    red = _data_url((200, 30, 30))
+    erased = np.full((20, 30, 4), 255, np.uint8)
+    erased[:10, :, 3] = 0  # the top half erased: filled
+    buf = io.BytesIO()
+    Image.fromarray(erased, "RGBA").save(buf, format="PNG")
+    mask = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    for where in ({"box": [0, 0, 0.5, 0.5]}, {"mask": mask}):
+        request = {"kind": "inpaint", "image": red, "prompt": "a blue star", "n": 2, "resample": 2, **where}
+        status, answer = _post(url, request)
+        assert status == 202, answer
+        job = _wait(url, answer["id"])
+        assert job["status"] == "done", job["error"]
+        for image in _images(job):  # the uploaded image's bottom half comes back exactly
+            assert (image[20:] == (200, 30, 30)).all() and not (image[:12] == (200, 30, 30)).all()
+
+
 def test_bad_requests_are_refused_with_a_message(url):
     cases = [
         ({"kind": "paint"}, "kind must be one of"),
@@ -124,6 +141,10 @@ def test_bad_requests_are_refused_with_a_message(url):
         ({"kind": "vary"}, "image must be an image"),
         ({"kind": "textdiff", "image": _data_url((0, 0, 0)), "source": " ", "target": "x"}, "source must not be empty"),
         ({"kind": "probe", "image": _data_url((0, 0, 0)), "dims": "1,two"}, "integers or 'all'"),
+        ({"kind": "inpaint", "image": _data_url((0, 0, 0))}, "give a mask image or a box"),
+        ({"kind": "inpaint", "image": _data_url((0, 0, 0)), "box": [0.5, 0, 0.2, 1]}, "a box needs"),
+        ({"kind": "inpaint", "image": _data_url((0, 0, 0)), "mask": _data_url((0, 0, 0))}, "selects nothing"),
+        ({"kind": "inpaint", "image": _data_url((0, 0, 0)), "box": [0, 0, 1, 1], "resample": 99}, "resample must"),
         ([1, 2], "must be a JSON object"),
     ]
     for body, message in cases:

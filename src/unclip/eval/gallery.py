@@ -1,5 +1,6 @@
 """The demo gallery (``unclip demo``): text-to-image for every prompt-suite category, judged, the three
-manipulations of §3 and the probing of §4 on held-out Shapes-world images, as one HTML page with its PNGs.
+manipulations of §3, an inpainting edit and the probing of §4 on held-out Shapes-world images, as one HTML page
+with its PNGs.
 
 Written into a temporary folder and moved into place at the end, so an interrupted demo leaves nothing half-done.
 """
@@ -17,7 +18,9 @@ import torch
 from unclip.atomic import atomic_directory
 from unclip.data.shapes.batch import render_batch
 from unclip.eval.generation import judge_ready
+from unclip.eval.inpainting import edit_cases
 from unclip.pipeline import embedding_pca, interpolate, probe, text_diff, to_pil, variations
+from unclip.pipeline.inpainting import inpaint_batch
 
 PCA_N = 1000  # images behind the probing row's PCA: about 10 s of CLIP on a CPU, cached after the first demo
 
@@ -79,6 +82,18 @@ def build_gallery(
             im.save(tmp / f"textdiff_{k}.png")
         sections.append(_section("Text diff (§3.3)", f"{src_text} → {dst_text}",
                                  [(f"textdiff_{k}.png", f"θ={0.5 * k / 3:.2f}") for k in range(4)]))  # fmt: skip
+
+        case = edit_cases(1, pipe.resolution, seed=seed)[0]
+        fills = to_pil(inpaint_batch(pipe, case["image"].expand(3, -1, -1, -1), case["fill"].expand(3, -1, -1, -1),
+                                     [case["caption"]] * 3, [seed + k for k in range(3)]))  # fmt: skip
+        to_pil(case["image"][None])[0].save(tmp / "inpaint_source.png")
+        to_pil((case["image"] * (1 - case["fill"]))[None])[0].save(tmp / "inpaint_masked.png")
+        for k, im in enumerate(fills):
+            im.save(tmp / f"inpaint_{k}.png")
+        cells = [("inpaint_source.png", "source"), ("inpaint_masked.png", "masked")]
+        cells += [(f"inpaint_{k}.png", f"seed {seed + k}") for k in range(3)]
+        sections.append(_section("Inpainting (RePaint)", f"{case['caption']}: the masked object redrawn in its new "
+                                 "colour, every other pixel kept", cells))  # fmt: skip
 
         pca = embedding_pca(pipe, model_dir, n=pca_n)
         dims = [1, 4, 16, None]

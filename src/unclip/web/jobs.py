@@ -1,6 +1,6 @@
 """The web app's work: requests checked into jobs, run one at a time on the one pipeline, with step progress.
 
-A request names a ``kind`` (generate, vary, interpolate, textdiff, probe) and its parameters; :func:`check_request`
+A request names a ``kind`` (generate, vary, inpaint, interpolate, textdiff, probe) and its parameters; :func:`check_request`
 validates them before anything is queued, so a bad request is a 400 with a message and never a failed job.
 :class:`JobRunner` runs accepted jobs in order on a single worker thread (the pipeline is not thread-safe and a
 CPU has no room for two), reporting every sampler step through :func:`unclip.diffusion.listen_to_steps`.
@@ -23,7 +23,8 @@ from typing import Any
 MAX_IMAGES = 16  # per job: a CPU takes seconds per image
 MAX_FRAMES = 16
 KEEP_JOBS = 32  # finished jobs kept for their results; older ones are forgotten
-KINDS = ("generate", "vary", "interpolate", "textdiff", "probe")
+KINDS = ("generate", "vary", "inpaint", "interpolate", "textdiff", "probe")
+MAX_RESAMPLE = 20  # RePaint's resamplings: each one multiplies the decoder's work
 SETTING_KEYS = (  # the sampling settings a request may change for its own job
     "prior_guidance", "prior_steps", "prior_best_of", "decoder_guidance_image", "decoder_guidance_text",
     "decoder_steps", "decoder_sampler", "decoder_eta", "upsampler_steps", "upsampler_sampler",
@@ -57,8 +58,9 @@ def _text(params: dict, key: str, required: bool = True) -> str:
     return value
 
 
-def image_from_data_url(value: Any, key: str):
-    """A ``data:image/...;base64,`` URL (what a browser's FileReader gives) or bare base64 -> RGB PIL image."""
+def image_from_data_url(value: Any, key: str, rgb: bool = True):
+    """A ``data:image/...;base64,`` URL (what a browser's FileReader gives) or bare base64 -> RGB PIL image (with
+    ``rgb=False``, in its own mode: a mask's transparency is its meaning)."""
     from PIL import Image
 
     if not isinstance(value, str) or not value:
@@ -68,7 +70,7 @@ def image_from_data_url(value: Any, key: str):
         raw = base64.b64decode(payload, validate=True)
         with Image.open(io.BytesIO(raw)) as im:
             im.load()
-            return im.convert("RGB")
+            return im.convert("RGB") if rgb else im.copy()
     except Exception as err:  # binascii.Error, PIL's many error types: all mean "not an image we can read"
         raise BadRequest(f"{key} is not an image this app can read ({type(err).__name__})") from err
 
@@ -98,6 +100,12 @@ def check_request(body: Any, settings) -> tuple[str, dict[str, Any]]:
         p["image"] = image_from_data_url(body.get("image"), "image")
         p["n"] = _int(body, "n", 4, 1, MAX_IMAGES)
         p["eta"] = _float(body, "eta", 1.0, 0.0, 1.0)
+    elif kind == "inpaint":
+        p["image"] = image_from_data_url(body.get("image"), "image")
+        p["prompt"] = _text(body, "prompt", required=False)  # "": the image's own z_i
+        p["n"] = _int(body, "n", 4, 1, MAX_IMAGES)
+        p["resample"] = _int(body, "resample", settings.inpaint_resample, 1, MAX_RESAMPLE)
+        p["mask"] = _inpaint_mask(body, p["image"].size)
     elif kind == "interpolate":
         p["image"], p["image2"] = (
             image_from_data_url(body.get("image"), "image"),
@@ -123,6 +131,29 @@ def check_request(body: Any, settings) -> tuple[str, dict[str, Any]]:
     return kind, p
 
 
+def _inpaint_mask(body: dict, size: tuple[int, int]):
+    """The mask of an inpaint request: an uploaded mask image, else ``box`` [x0, y0, x1, y1] in fractions."""
+    import numpy as np
+
+    from unclip.pipeline.inpainting import box_mask, mask_image
+
+    if body.get("mask"):
+        mask = mask_image(image_from_data_url(body["mask"], "mask", rgb=False))
+        if mask.size != size:
+            raise BadRequest(f"the mask is {mask.size[0]}x{mask.size[1]} but the image is {size[0]}x{size[1]}")
+    else:
+        box = body.get("box")
+        if not isinstance(box, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
+            raise BadRequest("give a mask image or a box [x0, y0, x1, y1] (fractions of the image)")
+        try:
+            mask = box_mask(size, box)
+        except ValueError as err:
+            raise BadRequest(str(err)) from err
+    if not np.asarray(mask).any():
+        raise BadRequest("the mask selects nothing to fill")
+    return mask
+
+
 def run_request(pipe, folder: str | None, kind: str, p: dict[str, Any]) -> tuple[list, list[str]]:
     """Run one checked request on ``pipe``: (PIL images, a label for each)."""
     from unclip.pipeline import interpolate, text_diff, to_pil, variations
@@ -136,6 +167,12 @@ def run_request(pipe, folder: str | None, kind: str, p: dict[str, Any]) -> tuple
             return out.images, [f"seed {s}" for s in out.seeds]
         if kind == "vary":
             images = variations(pipe, p["image"], n=p["n"], eta=p["eta"], seed=seed)
+            return to_pil(images), [f"seed {seed + k}" for k in range(p["n"])]
+        if kind == "inpaint":
+            from unclip.pipeline.inpainting import inpaint
+
+            pipe.settings = dataclasses.replace(pipe.settings, inpaint_resample=p["resample"])
+            images = inpaint(pipe, p["image"], p["mask"], p["prompt"], n=p["n"], seed=seed)
             return to_pil(images), [f"seed {seed + k}" for k in range(p["n"])]
         if kind == "interpolate":
             images = interpolate(pipe, p["image"], p["image2"], frames=p["frames"], latent=p["latent"], seed=seed)

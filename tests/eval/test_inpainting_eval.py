@@ -1,0 +1,85 @@
+"""The inpainting evaluation, checked with stand-in inpainters whose answers are known, and once on a tiny stack."""
+
+import dataclasses
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from unclip.data.shapes.batch import scenes_tensor
+from unclip.data.shapes.scene import SIZES
+from unclip.eval import inpainting as ev
+from unclip.pipeline import SamplingSettings
+from unclip.pipeline import inpainting as ip
+
+RES = 64
+
+
+def test_cases_mask_the_second_object_only_and_recolour_it():
+    cases = ev.edit_cases(12, RES)
+    for c in cases:
+        a, b = c["scene"].objects
+        ea, eb = c["edited"].objects
+        assert ea == a and dataclasses.replace(eb, colour=b.colour) == b and eb.colour not in (a.colour, b.colour)
+        assert c["caption"] == f"a {a.colour} {a.shape} and a {eb.colour} {b.shape}"
+        fill = c["fill"][0]
+
+        def frame(o):
+            h = SIZES[o.size] / 2
+            return slice(round((o.y - h) * RES), round((o.y + h) * RES)), slice(round((o.x - h) * RES),
+                                                                                 round((o.x + h) * RES))  # fmt: skip
+
+        assert fill[frame(b)].all() and not fill[frame(a)].any()
+
+
+class _Stand:
+    """A pipeline stand-in: inpainting answers with ``answer(images, fill, captions)``; text-to-image with renders
+    of the edited scenes (a perfect generator)."""
+
+    resolution = RES
+
+    def __init__(self, cases):
+        self.settings = SamplingSettings()
+        self.cases = {c["caption"]: c for c in cases}
+
+    def __call__(self, captions, seed):
+        return SimpleNamespace(tensors=scenes_tensor([self.cases[c]["edited"] for c in captions], RES))
+
+
+@pytest.mark.parametrize("oracle", ["edit", "copy"])
+def test_rates_follow_what_the_inpainter_draws(monkeypatch, oracle):
+    n = 8
+    cases = ev.edit_cases(n, RES)
+    by_image = {c["caption"]: c for c in cases}
+    resamples = []
+
+    def answer(pipe, images, fill, captions, seeds):
+        resamples.append(pipe.settings.inpaint_resample)
+        if oracle == "copy" or captions is None:  # a repair by copying the source back is perfect
+            return images
+        edited = scenes_tensor([by_image[c]["edited"] for c in captions], RES)
+        return images * (1 - fill) + edited * fill  # the edited object drawn into the hole, nothing else
+
+    monkeypatch.setattr(ip, "inpaint_batch", answer)
+    out = ev.inpainting_rates(_Stand(cases), n=n, batch_size=3, resample=6)
+    assert out["repair"]["rate"] == 1.0 and out["max_change_outside"] == 0.0
+    assert out["edit"]["rate"] == (1.0 if oracle == "edit" else 0.0)
+    assert out["edit"]["categories"]["colour_attribution"] == (1.0 if oracle == "edit" else 0.0)
+    assert out["text_to_image"]["rate"] == 1.0
+    assert sorted(set(resamples)) == [1, 6]  # RePaint as asked, and the plain-replacement baseline
+
+
+def test_a_change_outside_the_mask_is_reported(monkeypatch):
+    monkeypatch.setattr(ip, "inpaint_batch", lambda pipe, images, fill, captions, seeds: images + 0.25)
+    out = ev.inpainting_rates(_Stand(ev.edit_cases(2, RES)), n=2, baselines=False)
+    assert out["max_change_outside"] == pytest.approx(0.25) and "text_to_image" not in out
+
+
+def test_on_a_tiny_stack_the_source_pixels_survive():
+    from tiny_stack import tiny_pipeline
+
+    pipe = tiny_pipeline()
+    pipe.settings = dataclasses.replace(pipe.settings, inpaint_resample=2, inpaint_jump=1)
+    out = ev.inpainting_rates(pipe, n=2, baselines=False)
+    assert out["max_change_outside"] == 0.0 and out["resample"] == 2 and out["jump"] == 1
+    assert set(out) >= {"edit", "repair"} and pipe.settings.inpaint_resample == 2  # settings restored
