@@ -8,6 +8,8 @@ before the known ones they must agree with exist at that noise level (measured: 
 resamplings of blocks of 5 steps). The samples' own noise in the mean is 0.45 / sqrt(4000) = 0.007 per dim.
 """
 
+import itertools
+
 import pytest
 import torch
 from gaussian import GaussianDenoiser, correlated_gaussian
@@ -72,10 +74,12 @@ def test_known_entries_are_returned_exactly_and_soft_keep_blends():
     keep = KEEP.clone()
     keep[4] = 0.5
     seen = []
+
     def spy(x, t):
         d = den(x, t)
         seen.append(d.x0)
         return d
+
     res = sample_repaint(spy, torch.randn(3, 8, dtype=torch.float64), SCHED.grid(5), known=x0.expand(3, 8).clone(),
                          keep=keep)  # fmt: skip
     assert torch.allclose(res[:, 4], 0.5 * x0[4] + 0.5 * seen[-1][:, 4])  # last step: x = x0 estimate, then blend
@@ -101,9 +105,9 @@ def test_each_sample_depends_on_its_own_generator_only():
 def test_path_goes_down_the_grid_climbing_back_at_every_block(steps, resample, jump):
     path = repaint_path(steps, resample, jump)
     assert path[0] == 0 and path[-1] == steps and path.count(steps) == 1  # never climbs from the clean state
-    assert all(abs(b - a) == 1 for a, b in zip(path, path[1:]))
+    assert all(abs(b - a) == 1 for a, b in itertools.pairwise(path))
     points = [k for k in range(steps) if (steps - 1 - k) % jump == 0 and k - jump >= 0]
-    downs = sum(b > a for a, b in zip(path, path[1:]))
+    downs = sum(b > a for a, b in itertools.pairwise(path))
     assert downs == steps + (resample - 1) * jump * len(points)
     # Climbs start only at the resample points, resample - 1 of them each, and are jump states long.
     starts = [i for i in range(1, len(path) - 1) if path[i - 1] < path[i] > path[i + 1]]
@@ -121,7 +125,7 @@ def test_callback_and_listener_see_every_denoising_step():
     with listen_to_steps(lambda name, k, total: heard.append((name, k, total))), sampling_stage("decoder"):
         sample_repaint(den, torch.randn(2, 8, dtype=torch.float64), SCHED.grid(10), known=x0.expand(2, 8).clone(),
                        keep=KEEP, resample=3, jump=2, callback=steps_seen.append)  # fmt: skip
-    downs = sum(b > a for a, b in zip(repaint_path(10, 3, 2), repaint_path(10, 3, 2)[1:]))
+    downs = sum(b > a for a, b in itertools.pairwise(repaint_path(10, 3, 2)))
     assert len(steps_seen) == downs == den.calls == len(heard)
     assert heard[-1] == ("decoder · RePaint", downs, downs)
 

@@ -4,7 +4,6 @@ import dataclasses
 from types import SimpleNamespace
 
 import pytest
-import torch
 
 from unclip.data.shapes.batch import scenes_tensor
 from unclip.data.shapes.scene import SIZES

@@ -14,6 +14,7 @@ No network is retrained: the unCLIP decoder and upsamplers inpaint as they are (
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -104,8 +105,8 @@ def sample_repaint(
         return keep * noised + (1 - keep) * x
 
     x = merge(x, 0)
-    for k, k_next in tqdm(zip(path, path[1:], strict=False), total=len(path) - 1, desc="RePaint",
-                          disable=not progress, leave=False):  # fmt: skip
+    moves = tqdm(itertools.pairwise(path), total=len(path) - 1, desc="RePaint", disable=not progress, leave=False)
+    for k, k_next in moves:
         if k_next < k:  # forward noising from state k up to state k - 1: q(x_{k-1} | x_k)
             ratio = ab[k_next] / ab[k]
             x = math.sqrt(ratio) * x + math.sqrt(1.0 - ratio) * randn_like(x, generator)

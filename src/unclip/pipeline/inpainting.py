@@ -66,7 +66,9 @@ def box_mask(size: tuple[int, int], box: Sequence[float]) -> Image.Image:
         raise ValueError(f"a box needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 (fractions), got {tuple(box)}")
     w, h = size
     arr = np.zeros((h, w), np.uint8)
-    arr[round(y0 * h) : max(round(y1 * h), round(y0 * h) + 1), round(x0 * w) : max(round(x1 * w), round(x0 * w) + 1)] = 255
+    arr[
+        round(y0 * h) : max(round(y1 * h), round(y0 * h) + 1), round(x0 * w) : max(round(x1 * w), round(x0 * w) + 1)
+    ] = 255
     return Image.fromarray(arr, "L")
 
 
@@ -165,4 +167,4 @@ def inpaint(
                          progress=progress)  # fmt: skip
 
 
-__all__ = ["box_mask", "fill_at", "inpaint", "image_size", "inpaint_batch", "mask_image"]
+__all__ = ["box_mask", "fill_at", "image_size", "inpaint", "inpaint_batch", "mask_image"]

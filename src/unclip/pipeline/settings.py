@@ -65,8 +65,15 @@ class SamplingSettings:
     z_source: str = "prior"
 
     def __post_init__(self) -> None:
-        for name in ("prior_steps", "decoder_steps", "upsampler_steps", "inversion_steps", "prior_best_of",
-                     "inpaint_resample", "inpaint_jump"):
+        for name in (
+            "prior_steps",
+            "decoder_steps",
+            "upsampler_steps",
+            "inversion_steps",
+            "prior_best_of",
+            "inpaint_resample",
+            "inpaint_jump",
+        ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1000:
                 raise ValueError(f"{name} must be an integer from 1 to 1000, got {v!r}")

@@ -1,7 +1,8 @@
 """The web app's work: requests checked into jobs, run one at a time on the one pipeline, with step progress.
 
-A request names a ``kind`` (generate, vary, inpaint, interpolate, textdiff, probe) and its parameters; :func:`check_request`
-validates them before anything is queued, so a bad request is a 400 with a message and never a failed job.
+A request names a ``kind`` (generate, vary, inpaint, interpolate, textdiff, probe) and its parameters;
+:func:`check_request` validates them before anything is queued, so a bad request is a 400 with a message and
+never a failed job.
 :class:`JobRunner` runs accepted jobs in order on a single worker thread (the pipeline is not thread-safe and a
 CPU has no room for two), reporting every sampler step through :func:`unclip.diffusion.listen_to_steps`.
 """
