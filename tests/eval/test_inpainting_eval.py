@@ -70,8 +70,10 @@ def test_rates_follow_what_the_inpainter_draws(monkeypatch, oracle):
 
 def test_a_change_outside_the_mask_is_reported(monkeypatch):
     monkeypatch.setattr(ip, "inpaint_batch", lambda pipe, images, fill, captions, seeds: images + 0.25)
-    out = ev.inpainting_rates(_Stand(ev.edit_cases(2, RES)), n=2, baselines=False)
-    assert out["max_change_outside"] == pytest.approx(0.25) and "text_to_image" not in out
+    out = ev.inpainting_rates(_Stand(ev.edit_cases(2, RES)), n=2, runs=("edit", "repair"))
+    assert out["max_change_outside"] == pytest.approx(0.25) and set(out) & set(ev.RUNS) == {"edit", "repair"}
+    with pytest.raises(ValueError, match="runs must be some of"):
+        ev.inpainting_rates(_Stand([]), n=2, runs=("edits",))
 
 
 def test_on_a_tiny_stack_the_source_pixels_survive():
@@ -79,6 +81,6 @@ def test_on_a_tiny_stack_the_source_pixels_survive():
 
     pipe = tiny_pipeline()
     pipe.settings = dataclasses.replace(pipe.settings, inpaint_resample=2, inpaint_jump=1)
-    out = ev.inpainting_rates(pipe, n=2, baselines=False)
+    out = ev.inpainting_rates(pipe, n=2, runs=("edit", "repair"))
     assert out["max_change_outside"] == 0.0 and out["resample"] == 2 and out["jump"] == 1
     assert set(out) >= {"edit", "repair"} and pipe.settings.inpaint_resample == 2  # settings restored

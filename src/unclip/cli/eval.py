@@ -148,7 +148,8 @@ def _register_generation(sub: argparse._SubParsersAction) -> None:
     ip.add_argument("--n", type=int, default=32, help="held-out two-object scenes")
     ip.add_argument("--resample", type=int, help="RePaint's resamplings per block (default: the model's setting)")
     ip.add_argument("--jump", type=int, help="RePaint's block length (default: the model's setting)")
-    ip.add_argument("--no-baselines", action="store_true", help="skip plain replacement and text-to-image")
+    ip.add_argument("--runs", nargs="+", default=["edit", "repair", "edit_replacement", "text_to_image"],
+                    metavar="RUN", help="what to measure: edit repair edit_replacement text_to_image")  # fmt: skip
     _model_options(ip)
     ip.set_defaults(func=run_generation, evaluation="inpainting")
     a = sub.add_parser(
@@ -220,7 +221,7 @@ def run_generation(args: argparse.Namespace) -> int:
         from unclip.eval.inpainting import inpainting_rates
 
         result = inpainting_rates(pipe, n=args.n, seed=args.seed, resample=args.resample, jump=args.jump,
-                                  baselines=not args.no_baselines, progress=True)  # fmt: skip
+                                  runs=tuple(args.runs), progress=True)  # fmt: skip
     else:
         from unclip.eval.inception import InceptionFeatures
 

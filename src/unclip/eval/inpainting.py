@@ -28,6 +28,8 @@ import torch
 from unclip.eval.generation import judge_ready
 
 EDIT_COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
+# What inpainting_rates can measure: RePaint's edits and repairs, edits by plain replacement, and text-to-image.
+RUNS = ("edit", "repair", "edit_replacement", "text_to_image")
 
 
 def object_fill(obj, resolution: int) -> torch.Tensor:
@@ -91,27 +93,33 @@ def _summary(verdicts: list[dict[str, bool]]) -> dict[str, Any]:
 @torch.no_grad()
 def inpainting_rates(
     pipe, *, n: int = 32, seed: int = 0, batch_size: int = 8, split: str = "test", resample: int | None = None,
-    jump: int | None = None, baselines: bool = True, progress: bool = False,
+    jump: int | None = None, runs: tuple[str, ...] = RUNS, progress: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Edit and repair rates with RePaint (``resample``/``jump``: default the pipeline's settings) and, with
-    ``baselines``, the same edits by plain replacement (``resample=1``) and the captions by text-to-image."""
+    """Edit and repair rates with RePaint (``resample``/``jump``: default the pipeline's settings), and the
+    baselines: the same edits by plain replacement (``resample=1``) and their captions by text-to-image. ``runs``
+    picks which of :data:`RUNS` to measure."""
     from tqdm.auto import tqdm
 
     from unclip.pipeline.inpainting import inpaint_batch
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if not runs or any(r not in RUNS for r in runs):
+        raise ValueError(f"runs must be some of {', '.join(RUNS)}, got {runs}")
     base = pipe.settings
     changes = {k: v for k, v in (("inpaint_resample", resample), ("inpaint_jump", jump)) if v is not None}
     repaint = dataclasses.replace(base, **changes)
     cases = edit_cases(n, pipe.resolution, split, seed)
-    runs = [("edit", repaint, True), ("repair", repaint, False)]
-    if baselines:
-        runs.append(("edit_replacement", dataclasses.replace(repaint, inpaint_resample=1), True))
+    inpaintings = {
+        "edit": (repaint, True), "repair": (repaint, False),
+        "edit_replacement": (dataclasses.replace(repaint, inpaint_resample=1), True),
+    }  # fmt: skip
     result: dict[str, Any] = {}
     worst = 0.0
     try:
-        for name, settings, edit in runs:
+        for name, (settings, edit) in inpaintings.items():
+            if name not in runs:
+                continue
             pipe.settings = settings
             start, verdicts = time.perf_counter(), []
             for i in tqdm(range(0, n, batch_size), desc=name, disable=not progress):
@@ -123,7 +131,7 @@ def inpainting_rates(
                 worst = max(worst, float(((out - images).abs() * (1 - fill)).max()))
                 verdicts += _judged(out, [c["edited" if edit else "scene"] for c in part])
             result[name] = _summary(verdicts) | {"seconds_per_image": (time.perf_counter() - start) / n}
-        if baselines:
+        if "text_to_image" in runs:
             pipe.settings = base
             start, verdicts = time.perf_counter(), []
             for i in range(0, n, batch_size):
