@@ -184,6 +184,23 @@ def test_best_of_two_and_ddim_run_on_karlo_weights(karlo):
     assert pipe.prior.norm.normalize(out.candidates).abs().max().item() <= 5.0 + 1e-4
 
 
+def test_karlo_weights_inpaint_and_return_the_unmasked_pixels(karlo, karlo_variations):
+    # RePaint needs no retraining: the text-to-image folder edits with a caption, the variation folder repairs.
+    from unclip.pipeline.inpainting import inpaint_batch
+
+    for folder, caption in ((karlo[0], ["a red circle"]), (karlo_variations[0], None)):
+        pipe = UnCLIPPipeline.from_pretrained(folder)
+        pipe.settings = dataclasses.replace(pipe.settings, decoder_steps=4, upsampler_steps=3, prior_steps=3,
+                                            inpaint_resample=2, inpaint_jump=2)  # fmt: skip
+        res = pipe.resolution
+        image = torch.rand(1, 3, res, res, generator=torch.Generator().manual_seed(1)) * 2 - 1
+        fill = torch.zeros(1, 1, res, res)
+        fill[..., : res // 2, : res // 2] = 1
+        out = inpaint_batch(pipe, image, fill, caption, [0])
+        assert torch.equal(out[..., res // 2 :, :], image[..., res // 2 :, :])
+        assert (out - image)[..., : res // 2, : res // 2].abs().mean() > 0.05
+
+
 def test_variation_folder_decodes_embeddings_like_diffusers(karlo_variations):
     folder, ref = karlo_variations
     pipe = UnCLIPPipeline.from_pretrained(folder)
