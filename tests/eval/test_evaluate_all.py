@@ -38,5 +38,9 @@ def test_eval_all_writes_one_report_ready_file_per_metric(tmp_path, capsys):
     assert dict(next(m for m in run.metrics if m.metric == "upsampler").values)["psnr"] == pytest.approx(
         json.loads((out / "upsampler.json").read_text())["details"]["psnr"]
     )
+    assert main([*args[:-2], "inpainting"]) == 0  # the quick size: 4 scenes
+    inpainting = json.loads((out / "inpainting.json").read_text())
+    assert inpainting["edit.rate"] == inpainting["details"]["edit"]["rate"] and inpainting["n"] == 4
+    assert inpainting["max_change_outside"] == 0.0 and "text_to_image.categories.colour_attribution" in inpainting
     assert main([*args[:-2], "nonsense"]) == 2
     assert "unknown evaluation" in capsys.readouterr().err

@@ -164,7 +164,7 @@ def _register_generation(sub: argparse._SubParsersAction) -> None:
         "--only",
         nargs="+",
         metavar="METRIC",
-        help="clip prior compositional decoder upsampler manipulations probing",
+        help="clip prior compositional decoder upsampler manipulations probing inpainting",
     )
     a.add_argument(
         "--data", help="held-out pairs of your own data instead of the Shapes world (clip, prior, decoder, upsampler)"

@@ -18,13 +18,13 @@ from unclip.atomic import atomic_write_text
 # Sizes of each evaluation: the issues' full sizes, and a quick set that runs in minutes on a CPU.
 SIZES: dict[str, dict[str, int]] = {
     "full": {"clip": 1000, "prior": 1000, "pool": 5000, "per_category": 120, "images_per_prompt": 4,
-             "decoder": 200, "upsampler": 64, "manipulations": 50, "probing": 24},
+             "decoder": 200, "upsampler": 64, "manipulations": 50, "probing": 24, "inpainting": 48},
     "quick": {"clip": 200, "prior": 200, "pool": 1000, "per_category": 4, "images_per_prompt": 2,
-              "decoder": 24, "upsampler": 8, "manipulations": 8, "probing": 6},
+              "decoder": 24, "upsampler": 8, "manipulations": 8, "probing": 6, "inpainting": 4},
 }  # fmt: skip
-METRICS = ("clip", "prior", "compositional", "decoder", "upsampler", "manipulations", "probing")
+METRICS = ("clip", "prior", "compositional", "decoder", "upsampler", "manipulations", "probing", "inpainting")
 PROBING_DIMS = (1, 2, 4, 8, 16, 32, None)  # None: z_i itself
-SHAPES_ONLY = ("compositional", "manipulations")  # judged against Shapes-world scene graphs
+SHAPES_ONLY = ("compositional", "manipulations", "inpainting")  # judged against Shapes-world scene graphs
 
 
 def flatten(result: dict[str, Any], prefix: str = "", depth: int = 3) -> dict[str, float]:
@@ -58,6 +58,7 @@ def evaluate_all(
     nearest-caption pool); the Shapes-world-only ones (compositional, manipulations) are then skipped."""
     from unclip.eval import generation
     from unclip.eval.clip_eval import evaluate_clip, evaluate_data
+    from unclip.eval.inpainting import RUNS, inpainting_rates
     from unclip.eval.manipulations import manipulations
     from unclip.eval.prior_eval import evaluate_prior, sampling_settings
     from unclip.eval.probing_eval import probing_curve
@@ -122,6 +123,10 @@ def evaluate_all(
         ),
         "manipulations": lambda: manipulations(pipe, n=n["manipulations"], seed=seed),
         "probing": probing,
+        # A model without a prior (an image-variation folder) repairs but cannot edit from a caption.
+        "inpainting": lambda: inpainting_rates(
+            pipe, n=n["inpainting"], seed=seed, runs=RUNS if pipe.prior is not None else ("repair",)
+        ),
     }
     results: dict[str, dict[str, Any]] = {}
     for metric in only:
