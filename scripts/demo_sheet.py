@@ -1,5 +1,5 @@
-"""One labelled picture of a demo gallery (the README's): text to image, variations, an interpolation, a text diff
-and probing.
+"""One labelled picture of a demo gallery (the README's): text to image, variations, an interpolation, a text diff,
+an inpainting edit and probing.
 
 python scripts/demo_sheet.py outputs/demo docs/bundle_demo.png
 """
@@ -28,6 +28,10 @@ def rows(gallery: Path) -> list[tuple[str, list[Path]]]:
         ("variations (source first)", files("source_0.png") + files("variation_*.png")),
         ("interpolation", files("interpolation_*.png")),
         ("text diff", files("textdiff_*.png")),
+        (
+            "inpainting: source, mask, edits",
+            files("inpaint_source.png") + files("inpaint_masked.png") + files("inpaint_[0-9].png"),
+        ),
         ("probing: 1, 4, 16 PCs, z_i", files("probe_*.png")),
     ]
 

@@ -16,7 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--step", type=int, help="export this step's checkpoint (default: the newest valid one)")
     e.set_defaults(func=run_export)
 
-    m = subparsers.add_parser("embed", help="CLIP embeddings of a dataset, for prior training", formatter_class=fmt)
+    m = subparsers.add_parser(
+        "embed", help="CLIP embeddings of a dataset, for prior training", formatter_class=fmt,
+        epilog="Started by torchrun, each process embeds a contiguous part of the data on its own GPU (--device cuda "
+        "means cuda:LOCAL_RANK) and the main process merges the parts: the folder one process writes. Tar and "
+        "Parquet data are split by whole files, so --n is refused there. E.g. torchrun --nproc_per_node 8 -m "
+        "unclip.cli.main embed --model CLIP --data wds:shards/{000..999}.tar --device cuda --out emb",
+    )  # fmt: skip
     m.add_argument("--model", required=True, help="CLIP model folder")
     m.add_argument(
         "--data",
@@ -25,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "a path",
     )
     m.add_argument("--out", required=True, help="embedding folder to write")
-    m.add_argument("--n", type=int, help="at most this many pairs (required for shapes)")
+    m.add_argument("--n", "--num-pairs", dest="n", type=int,
+                   help="at most this many pairs (required for shapes; --num-pairs under torchrun)")  # fmt: skip
     m.add_argument("--batch-size", type=int, default=64)
     m.add_argument("--device", default="cpu")
     m.add_argument("--workers", type=int, default=0, help="processes that read and decode (0: the main one)")
@@ -55,20 +62,26 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_embed(args: argparse.Namespace) -> int:
     from unclip.data.embed import embed_dataset
+    from unclip.pipeline.sharding import process_device, process_shard, world_from_environment
 
     if args.n is not None and args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    folder, n, skipped = embed_dataset(
-        args.model,
-        args.data,
-        args.out,
-        limit=args.n,
-        batch_size=args.batch_size,
-        device=args.device,
-        workers=args.workers,
-        shard_size=args.shard_size,
-    )
-    print(f"wrote {n} embedding pairs to {folder} ({skipped} samples skipped)")
+    _, _, local_rank = world_from_environment()
+    with process_shard() as shard:  # under torchrun: one part of the data per process (GPU)
+        folder, n, skipped = embed_dataset(
+            args.model,
+            args.data,
+            args.out,
+            limit=args.n,
+            batch_size=args.batch_size,
+            device=process_device(args.device, local_rank),
+            workers=args.workers,
+            shard_size=args.shard_size,
+            shard=shard,
+        )
+        if shard.is_main:
+            processes = f" by {shard.world_size} processes" if shard.world_size > 1 else ""
+            print(f"wrote {n} embedding pairs to {folder}{processes} ({skipped} samples skipped)")
     return 0
 
 

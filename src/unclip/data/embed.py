@@ -7,7 +7,9 @@ Unreadable samples are skipped and counted, like everywhere else.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,6 +17,7 @@ from tqdm.auto import tqdm
 
 from unclip.data.datasets import CorruptSample, Record, Source, StreamingSource, decode_image, parse_data_spec
 from unclip.data.loader import to_training_image
+from unclip.pipeline.sharding import Shard
 
 
 def iter_records(source: Source, limit: int | None) -> Iterator[Record]:
@@ -137,25 +140,124 @@ class _ChunkReader(torch.utils.data.Dataset):
         return (torch.stack(images) if images else empty), captions, skipped
 
 
+@dataclass
+class IndexRange:
+    """Records ``start .. stop`` of an indexable source, as a source of their own (one process's part)."""
+
+    source: Source
+    start: int
+    stop: int
+
+    def size(self) -> int:
+        return self.stop - self.start
+
+    def get(self, i: int) -> Record:
+        return self.source.get(self.start + i)
+
+    def caption(self, i: int) -> str | None:
+        return self.source.caption(self.start + i)
+
+
+class ShardSubset(StreamingSource):
+    """Some of a streaming source's shards (tar files, Parquet files), read as the source reads them."""
+
+    def __init__(self, source: StreamingSource, shards: list[str]) -> None:
+        self.source, self.shards = source, shards
+
+    def count(self, shard: str) -> int:
+        return self.source.count(shard)
+
+    def records(self, shard: str, read: bool = True) -> Iterator[Record]:
+        return self.source.records(shard, read)
+
+    def captions(self, shard: str) -> Iterator[str | None]:
+        return self.source.captions(shard)
+
+
+def process_part(source: Source, limit: int | None, shard: Shard) -> tuple[Source, int | None]:
+    """This process's contiguous part of the records :func:`iter_records` gives, and its limit.
+
+    Contiguous parts in rank order concatenate to the whole, so parts written in rank order make the folder one
+    process would. An indexable source (a folder, the Shapes world) is split by record; a streaming one by whole
+    shards (tar or Parquet files), whose record counts are not known before reading, so ``limit`` is refused there.
+    """
+    if shard.world_size == 1:
+        return source, limit
+    r, w = shard.rank, shard.world_size
+    if isinstance(source, StreamingSource):
+        if limit is not None:
+            raise ValueError("several processes split tar and Parquet data by whole shards, so --n cannot be honoured "
+                             "exactly: leave it out, or embed with one process")  # fmt: skip
+        k = len(source.shards)
+        return ShardSubset(source, source.shards[k * r // w : k * (r + 1) // w]), None
+    size = source.size()
+    if size is None and limit is None:
+        raise ValueError("this data source is unlimited (Shapes world): pass --n")
+    n = size if limit is None else (limit if size is None else min(size, limit))
+    return IndexRange(source, n * r // w, n * (r + 1) // w), None
+
+
+class _NoPairs(Exception):
+    """A process's part gave no pair (a part may be empty; the whole may not)."""
+
+
 @torch.no_grad()
 def embed_dataset(
     clip_dir: str | Path, data: str, out: str | Path, *, limit: int | None = None, batch_size: int = 64,
     device: str = "cpu", progress: bool = True, workers: int = 0, shard_size: int | None = None,
+    shard: Shard | None = None,
 ) -> tuple[Path, int, int]:  # fmt: skip
     """Embed ``data`` with the CLIP in ``clip_dir`` into ``out``; returns (folder, pairs written, skipped).
 
     Pairs go to disk a shard at a time (``shard_size`` pairs, default ``SHARD_SIZE``), so memory holds one shard
-    however large the dataset; the folder appears whole when every pair is written, or not at all."""
-    from unclip.clip import load_clip
-    from unclip.prior.embeddings import SHARD_SIZE, EmbeddingWriter
+    however large the dataset; the folder appears whole when every pair is written, or not at all.
 
+    With a ``shard`` of several processes (torchrun: one per GPU), each embeds its contiguous part
+    (:func:`process_part`) into a folder of its own beside ``out``, and the main process merges the parts in rank
+    order (moving shard files, reading no tensor): the same pairs in the same order as one process writes."""
+    from unclip.clip import load_clip
+    from unclip.prior.embeddings import SHARD_SIZE, EmbeddingWriter, merge_embeddings, refuse_foreign
+
+    shard = shard or Shard()
+    out = Path(out)
+    staging = out.with_name(f".{out.name}.embed-parts")  # the parts of a multi-process run, removed after merging
+    if shard.world_size > 1:
+
+        def prepare() -> None:
+            refuse_foreign(out)
+            shutil.rmtree(staging, ignore_errors=True)  # a stopped run's parts: recomputed
+            staging.mkdir(parents=True)
+
+        shard.main_first(prepare)
     clip = load_clip(clip_dir, device)
-    source = parse_data_spec(data, clip.image_size)
-    batches = PairBatches(source, limit, clip.image_size, batch_size, progress=progress, workers=workers)
-    with EmbeddingWriter(out, str(clip_dir), shard_size or SHARD_SIZE) as writer:
-        for images, captions in batches:
-            enc = clip.encode_text(captions)
-            writer.add(clip.encode_image(images.to(device)), enc.embedding, enc.token_states, enc.mask)
-        if writer.count == 0:  # raised inside the block: nothing is written
-            raise ValueError(f"data {data!r} gave no usable (image, caption) pair ({batches.skipped} skipped)")
-    return Path(out), writer.count, batches.skipped
+    source, part_limit = process_part(parse_data_spec(data, clip.image_size), limit, shard)
+    show = progress and shard.is_main
+    batches = PairBatches(source, part_limit, clip.image_size, batch_size, progress=show, workers=workers)
+    target = out if shard.world_size == 1 else staging / f"rank{shard.rank:05d}"
+    count = 0
+    try:
+        with EmbeddingWriter(target, str(clip_dir), shard_size or SHARD_SIZE) as writer:
+            for images, captions in batches:
+                enc = clip.encode_text(captions)
+                writer.add(clip.encode_image(images.to(device)), enc.embedding, enc.token_states, enc.mask)
+            count = writer.count
+            if count == 0:  # raised inside the block: nothing is written
+                raise _NoPairs
+    except _NoPairs:
+        pass
+    counts = [(count, batches.skipped)]
+    if shard.world_size > 1:
+        import torch.distributed as dist
+
+        counts = [None] * shard.world_size
+        dist.all_gather_object(counts, (count, batches.skipped))  # also waits for every part to be written
+    total, skipped = sum(c for c, _ in counts), sum(k for _, k in counts)
+    if total == 0:
+        raise ValueError(f"data {data!r} gave no usable (image, caption) pair ({skipped} skipped)")
+    if shard.world_size > 1:
+        if shard.is_main:
+            parts = [staging / f"rank{r:05d}" for r, (c, _) in enumerate(counts) if c > 0]
+            merge_embeddings(parts, out, move=True)
+            shutil.rmtree(staging, ignore_errors=True)
+        shard.barrier()  # the folder exists when any process returns
+    return out, total, skipped

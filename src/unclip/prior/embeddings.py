@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +86,16 @@ class EmbeddingSet:
         return self.z_i[rows].float(), self.z_t[rows].float(), self.tokens[rows].float(), self.mask[rows]
 
 
+def refuse_foreign(folder: Path) -> None:
+    """Refuse to write over a non-empty path that is not an embedding folder (an embedding folder is replaced)."""
+    occupied = folder.exists() and (not folder.is_dir() or any(folder.iterdir()))
+    if occupied and not (folder / META_FILE).is_file():
+        raise ValueError(
+            f"{str(folder)!r} exists and is not an embedding folder; choose a new or empty one (an embedding "
+            "folder there would be replaced)"
+        )
+
+
 SHARD_SIZE = 50_000  # pairs a shard; a writer holds at most one shard's pairs (tokens in float16)
 
 
@@ -98,12 +111,7 @@ class EmbeddingWriter:
         if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
             raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
         self.folder, self.clip, self.shard_size = Path(folder), clip, shard_size
-        occupied = self.folder.exists() and (not self.folder.is_dir() or any(self.folder.iterdir()))
-        if occupied and not (self.folder / META_FILE).is_file():
-            raise ValueError(
-                f"{str(self.folder)!r} exists and is not an embedding folder; choose a new or empty one (an embedding "
-                "folder there would be replaced)"
-            )
+        refuse_foreign(self.folder)
         self.shards: list[dict] = []  # written so far: {"file", "count"}
         self.count = 0  # pairs added so far
         self.dims: dict[str, int] | None = None
@@ -167,6 +175,43 @@ def write_embeddings(folder: str | Path, data: EmbeddingSet, shard_size: int = S
     with EmbeddingWriter(folder, data.clip, shard_size) as writer:
         writer.add(data.z_i, data.z_t, data.tokens, data.mask)
     return Path(folder)
+
+
+def merge_embeddings(parts: Sequence[str | Path], out: str | Path, *, move: bool = False) -> Path:
+    """One embedding folder holding the rows of ``parts`` in order, as if one writer had added them all.
+
+    Every part must have the same sizes (checked before anything is written; a different CLIP name is a warning).
+    Shards are copied, or moved with ``move`` (cheap: a rename on the same disk; the parts are then used up), and
+    renumbered; no tensor is read. ``out`` appears whole or not at all; an existing embedding folder there is
+    replaced and any other non-empty path refused, as by :class:`EmbeddingWriter`.
+    """
+    metas = [read_meta(p) for p in parts]
+    if not metas:
+        raise ValueError("no embedding folders to merge")
+    first = metas[0]
+    for part, meta in zip(parts, metas, strict=True):
+        if meta.get("clip") != first.get("clip"):  # a path: the same CLIP may sit elsewhere on another machine
+            warnings.warn(f"{str(part)!r} names CLIP {meta.get('clip')!r}, {str(parts[0])!r} names "
+                          f"{first.get('clip')!r}; merged under the first", stacklevel=2)  # fmt: skip
+        for key in ("embed_dim", "text_len", "text_width"):
+            if meta.get(key) != first.get(key):
+                raise ValueError(
+                    f"{str(part)!r} has {key} {meta.get(key)!r} but {str(parts[0])!r} has {first.get(key)!r}: "
+                    "embeddings of different CLIPs or sizes do not merge"
+                )
+    out = Path(out)
+    refuse_foreign(out)
+    shards = []
+    with atomic_directory(out) as tmp:
+        for part, meta in zip(parts, metas, strict=True):
+            for shard in meta["shards"]:
+                name = f"shard_{len(shards):05d}.safetensors"
+                (shutil.move if move else shutil.copyfile)(str(Path(part) / shard["file"]), str(tmp / name))
+                shards.append({"file": name, "count": shard["count"]})
+        kept = ("format", "format_version", "clip", "embed_dim", "text_len", "text_width")
+        merged = {**{k: first.get(k, "") for k in kept}, "count": sum(m["count"] for m in metas), "shards": shards}
+        (tmp / META_FILE).write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    return out
 
 
 def read_meta(folder: str | Path) -> dict:
