@@ -47,21 +47,16 @@ def object_fill(obj, resolution: int) -> torch.Tensor:
 def edit_cases(n: int, resolution: int, split: str = "test", seed: int = 0) -> list[dict[str, Any]]:
     """The first ``n`` two-object scenes of ``split`` whose objects differ in shape and colour, each with its
     image (3, R, R), the fill mask of its second object, the recoloured scene and the edit's caption."""
-    from unclip.data.shapes.batch import images_tensor
-    from unclip.data.shapes.world import ShapesWorld
+    from unclip.data.shapes.batch import first_samples, images_tensor
 
-    world = ShapesWorld(split=split, seed=seed, resolution=max(32, resolution))
-    rng = np.random.default_rng(seed)
-    cases, i = [], 0
-    while len(cases) < n:
-        if i > 50 * n + 1000:
-            raise ValueError(f"split {split!r} has too few two-object scenes for n={n}")
-        sample = world[i]
-        i += 1
+    def distinct_pair(sample) -> bool:
         objs = sample.scene.objects
-        if len(objs) != 2 or objs[0].shape == objs[1].shape or objs[0].colour == objs[1].colour:
-            continue
-        a, b = objs
+        return len(objs) == 2 and objs[0].shape != objs[1].shape and objs[0].colour != objs[1].colour
+
+    rng = np.random.default_rng(seed)
+    cases = []
+    for sample in first_samples(n, resolution, distinct_pair, "two-object scenes", split, seed):
+        a, b = sample.scene.objects
         colour = str(rng.choice([c for c in EDIT_COLOURS if c not in (a.colour, b.colour)]))
         edited = dataclasses.replace(sample.scene, objects=(a, dataclasses.replace(b, colour=colour)))
         cases.append({

@@ -23,19 +23,10 @@ from unclip.eval.generation import judge_ready
 
 def _one_object_scenes(n: int, resolution: int, split: str, seed: int) -> tuple[list, torch.Tensor]:
     """The first ``n`` one-object scenes of ``split`` and their images, (n, 3, R, R) in [-1, 1]."""
-    from unclip.data.shapes.batch import images_tensor
-    from unclip.data.shapes.world import ShapesWorld
+    from unclip.data.shapes.batch import first_samples, images_tensor
 
-    world = ShapesWorld(split=split, seed=seed, resolution=max(32, resolution))
-    picked, i = [], 0
-    while len(picked) < n:
-        if i > 100 * n + 1000:
-            raise ValueError(f"split {split!r} has too few one-object scenes for n={n}")
-        sample = world[i]
-        i += 1
-        if len(sample.scene.objects) == 1:
-            picked.append(sample)
-    return picked, images_tensor(picked, resolution)
+    one = first_samples(n, resolution, lambda s: len(s.scene.objects) == 1, "one-object scenes", split, seed)
+    return one, images_tensor(one, resolution)
 
 
 @torch.no_grad()

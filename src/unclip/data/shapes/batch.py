@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,6 +21,23 @@ def render_batch(n: int, resolution: int, split: str = "test", seed: int = 0) ->
     world = ShapesWorld(split=split, seed=seed, resolution=max(32, resolution))
     samples = [world[i] for i in range(n)]
     return samples, images_tensor(samples, resolution)
+
+
+def first_samples(
+    n: int, resolution: int, keep: Callable[[Any], bool], what: str, split: str = "test", seed: int = 0
+) -> list:
+    """The first ``n`` samples of ``split`` that ``keep`` accepts (``what`` names them in the error raised when the
+    split holds too few: a predicate almost nothing passes would otherwise search forever)."""
+    world = ShapesWorld(split=split, seed=seed, resolution=max(32, resolution))
+    picked, i = [], 0
+    while len(picked) < n:
+        if i > 100 * n + 1000:
+            raise ValueError(f"split {split!r} has too few {what} for n={n}")
+        sample = world[i]
+        i += 1
+        if keep(sample):
+            picked.append(sample)
+    return picked
 
 
 def images_tensor(samples: list, resolution: int) -> torch.Tensor:
