@@ -96,5 +96,11 @@ def test_inpaint_command_keeps_the_unmasked_pixels_and_refuses_bad_masks(model, 
     assert main(["inpaint", str(src), "--mask", str(tmp_path / "small_mask.png"), "--model", str(model),
                  "--out", str(bad)]) == 2  # fmt: skip
     assert not bad.exists()
+    zoom = tmp_path / "zoom"
+    assert main(["inpaint", str(src), "--zoom-out", "0.5", "--anchor", "left", "--n", "1", "--model", str(model),
+                 "--out", str(zoom)]) == 0  # fmt: skip
+    assert json.loads((zoom / "inpainting_000.json").read_text())["zoom_out"] == {"scale": 0.5, "anchor": "left"}
+    shrunk = np.asarray(Image.open(src).resize((16, 16), Image.Resampling.LANCZOS))
+    assert np.array_equal(np.asarray(Image.open(zoom / "inpainting_000.png"))[8:24, :16], shrunk)
     with pytest.raises(SystemExit):  # --mask and --box exclude each other
         main(["inpaint", str(src), "--mask", "m.png", "--box", "0,0,1,1"])

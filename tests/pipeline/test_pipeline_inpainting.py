@@ -97,3 +97,26 @@ def test_bad_masks_are_refused(pipe, tmp_path):
     for box in ((0.5, 0.1, 0.4, 0.9), (0, 0, 1, 1.5), (0.1, 0.2, 0.3)):
         with pytest.raises(ValueError, match="box"):
             ip.box_mask((32, 32), box)
+
+
+@pytest.mark.parametrize(("anchor", "x", "y"), [("center", 15, 15), ("left", 0, 15), ("bottom", 15, 30)])
+def test_outpainting_shrinks_the_image_onto_the_canvas_and_fills_the_rest(anchor, x, y):
+    image = _image(size=60)
+    wide = Image.new("RGB", (80, 60), "white")
+    wide.paste(image, (10, 0))  # a non-square image is centre-cropped first, like every input
+    canvas, mask = ip.outpaint_canvas(wide, 0.5, anchor)
+    assert canvas.size == mask.size == (60, 60)
+    kept = np.asarray(mask) == 0
+    assert kept.sum() == 30 * 30 and kept[y : y + 30, x : x + 30].all()
+    shrunk = np.asarray(image.resize((30, 30), Image.Resampling.LANCZOS))
+    assert np.array_equal(np.asarray(canvas)[y : y + 30, x : x + 30], shrunk)
+    border = np.asarray(canvas)[~kept]
+    assert (border == border[0]).all()  # one neutral colour, replaced by the fill
+
+
+def test_outpainting_refuses_bad_scales_and_anchors():
+    for scale in (0, 1, 1.5, -0.2):
+        with pytest.raises(ValueError, match="scale"):
+            ip.outpaint_canvas(_image(), scale)
+    with pytest.raises(ValueError, match="anchor"):
+        ip.outpaint_canvas(_image(), 0.5, "middle")

@@ -67,13 +67,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ip = subparsers.add_parser(
         "inpaint", help="fill a masked region of an image to fit a caption or the image (RePaint)", formatter_class=fmt,
         epilog="The mask is white (or transparent) where to fill and has the image's size; --box gives a rectangle "
-        "instead. With a PROMPT describing the whole image wanted, z_i comes from the prior (an edit); without, "
+        "instead, and --zoom-out outpaints (the image shrunk on the canvas, the border filled). With a PROMPT "
+        "describing the whole image wanted, z_i comes from the prior (an edit); without, "
         "from the image itself (a repair). Unmasked pixels come back unchanged at the output size.",
     )  # fmt: skip
     ip.add_argument("image", help="an image file of any size or mode")
     where = ip.add_mutually_exclusive_group(required=True)
     where.add_argument("--mask", help="mask image: white or transparent pixels are filled")
     where.add_argument("--box", help="X0,Y0,X1,Y1: a rectangle to fill, as fractions of the image (0 to 1)")
+    where.add_argument("--zoom-out", type=float, metavar="SCALE",
+                       help="outpaint: shrink the image to SCALE (0-1) of the canvas and fill around it")  # fmt: skip
+    ip.add_argument("--anchor", choices=("center", "left", "right", "top", "bottom"), default="center",
+                    help="with --zoom-out: where the shrunk image sits")  # fmt: skip
     ip.add_argument("--prompt", default="", help="caption of the whole image wanted; empty: the image's own z_i")
     ip.add_argument("--n", type=int, default=4, help="number of fills")
     ip.add_argument("--eta", type=float, default=1.0, help="DDIM noise of RePaint's steps (1: DDPM, as RePaint)")
@@ -252,24 +257,29 @@ def run_inpaint(args: argparse.Namespace) -> int:
     import dataclasses
 
     from unclip.pipeline import to_pil
-    from unclip.pipeline.inpainting import box_mask, image_size, inpaint
+    from unclip.pipeline.inpainting import box_mask, image_size, inpaint, outpaint_canvas
 
+    image = args.image
     if args.box is not None:  # checked before the model loads
         try:
             box = [float(v) for v in args.box.split(",")]
         except ValueError:
             raise ValueError(f"--box {args.box!r}: expected four numbers X0,Y0,X1,Y1") from None
         mask = box_mask(image_size(args.image), box)
+    elif args.zoom_out is not None:
+        image, mask = outpaint_canvas(args.image, args.zoom_out, args.anchor)
     else:
         mask = args.mask
     pipe, folder = load_pipeline(args)
     changes = {k: v for k, v in (("inpaint_resample", args.resample), ("inpaint_jump", args.jump)) if v is not None}
     pipe.settings = dataclasses.replace(pipe.settings, **changes)
-    out = inpaint(pipe, args.image, mask, args.prompt, n=args.n, eta=args.eta, seed=args.seed, progress=True)
+    out = inpaint(pipe, image, mask, args.prompt, n=args.n, eta=args.eta, seed=args.seed, progress=True)
     s = pipe.settings
+    zoom = None if args.zoom_out is None else {"scale": args.zoom_out, "anchor": args.anchor}
     records = [
-        {"source": args.image, "mask": args.mask, "box": args.box, "prompt": args.prompt, "seed": args.seed + k,
-         "eta": args.eta, "resample": s.inpaint_resample, "jump": s.inpaint_jump, "model": folder}
+        {"source": args.image, "mask": args.mask, "box": args.box, "zoom_out": zoom, "prompt": args.prompt,
+         "seed": args.seed + k, "eta": args.eta, "resample": s.inpaint_resample, "jump": s.inpaint_jump,
+         "model": folder}
         for k in range(len(out))
     ]  # fmt: skip
     return _finish(args, to_pil(out), records, [f"seed {r['seed']}" for r in records], "inpainting")

@@ -72,6 +72,48 @@ def box_mask(size: tuple[int, int], box: Sequence[float]) -> Image.Image:
     return Image.fromarray(arr, "L")
 
 
+ANCHORS = ("center", "left", "right", "top", "bottom")
+
+
+def outpaint_canvas(image: ImageLike, scale: float, anchor: str = "center") -> tuple[Image.Image, Image.Image]:
+    """Outpainting as inpainting: the image shrunk by ``scale`` onto a square canvas, and the mask of the rest.
+
+    The models draw square images, so extending a picture means zooming out: the image (centre-cropped to a square,
+    as every input is) keeps ``scale`` of the canvas side, placed at ``anchor`` ("left" leaves room on the right),
+    and everything around it is filled. Returns (canvas, mask), both the cropped image's size.
+    """
+    if not 0 < scale < 1:
+        raise ValueError(f"the outpainting scale must be in (0, 1), got {scale!r}")
+    if anchor not in ANCHORS:
+        raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}, got {anchor!r}")
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as im:
+                image = im.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read image {str(image)!r}: {err}") from err
+    elif isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"expected an image file, PIL image or uint8 array, got {type(image).__name__}")
+    image = image.convert("RGB")
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    inner = max(1, round(side * scale))
+    room = side - inner
+    x = {"left": 0, "right": room}.get(anchor, room // 2)
+    y = {"top": 0, "bottom": room}.get(anchor, room // 2)
+    # The border starts as the image's mean colour: RePaint replaces it, but a neutral start keeps CLIP's view of
+    # the canvas (the repair's z_i) close to the picture's.
+    mean = tuple(int(v) for v in np.asarray(square).reshape(-1, 3).mean(0).round())
+    canvas = Image.new("RGB", (side, side), mean)
+    canvas.paste(square.resize((inner, inner), Image.Resampling.LANCZOS), (x, y))
+    mask = np.full((side, side), 255, np.uint8)
+    mask[y : y + inner, x : x + inner] = 0
+    return canvas, Image.fromarray(mask, "L")
+
+
 def image_size(image: ImageLike) -> tuple[int, int]:
     """(width, height) of an image file, PIL image or array."""
     if isinstance(image, Image.Image):
@@ -167,4 +209,4 @@ def inpaint(
                          progress=progress)  # fmt: skip
 
 
-__all__ = ["box_mask", "fill_at", "image_size", "inpaint", "inpaint_batch", "mask_image"]
+__all__ = ["box_mask", "fill_at", "image_size", "inpaint", "inpaint_batch", "mask_image", "outpaint_canvas"]
