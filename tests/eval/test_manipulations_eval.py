@@ -11,10 +11,13 @@ from unclip.data.shapes.batch import render_batch
 from unclip.data.shapes.render import render
 from unclip.data.shapes.scene import SceneGraph
 from unclip.eval import manipulations as m
+from unclip.pipeline import SamplingSettings
 from unclip.pipeline import manipulations as pm
 
 RES = 64
-STACK = SimpleNamespace(decoder=SimpleNamespace(config=SimpleNamespace(resolution=32)), resolution=RES)
+STACK = SimpleNamespace(
+    decoder=SimpleNamespace(config=SimpleNamespace(resolution=32)), resolution=RES, settings=SamplingSettings()
+)
 
 
 def _serve(monkeypatch, images: torch.Tensor) -> None:

@@ -184,3 +184,20 @@ def test_invert_encodes_image_files_at_clips_size_and_tensors_as_given(tmp_path)
     z_tensor, _ = invert(pipe, small)
     assert seen == [(1, 3, 32, 32), (1, 3, 16, 16)]
     torch.testing.assert_close(z_tensor, encode(small))
+
+
+def test_best_variation_is_the_candidate_clip_finds_closest_to_the_source():
+    from unclip.pipeline.manipulations import best_variations
+
+    pipe = tiny_pipeline()
+    z_i, x_T = invert(pipe, torch.rand(2, 3, 16, 16) * 2 - 1)
+    pipe.settings = dataclasses.replace(pipe.settings, variation_best_of=1)
+    assert torch.equal(best_variations(pipe, z_i, x_T, [4, 9], 1.0), decode_latents(pipe, z_i, x_T, [4, 9], 1.0))
+    pipe.settings = dataclasses.replace(pipe.settings, variation_best_of=3)
+    out = best_variations(pipe, z_i, x_T, [4, 9], 1.0)
+    for row, seed in enumerate((4, 9)):  # candidate j of seed s has seed 3 s + j
+        cands = decode_latents(pipe, z_i[row : row + 1].expand(3, -1), x_T[row : row + 1].expand(3, -1, -1, -1),
+                               [3 * seed + j for j in range(3)], 1.0)  # fmt: skip
+        score = torch.nn.functional.cosine_similarity(pipe.clip.encode_image(cands), z_i[row : row + 1])
+        assert len(set(score.tolist())) == 3  # the candidates differ, so the choice means something
+        assert torch.allclose(out[row], cands[int(score.argmax())], atol=1e-5)

@@ -37,7 +37,7 @@ def variation_rate(
     """Fraction of variations that keep the source's scene graph while differing from it in pixels."""
     from unclip.data.shapes import judge
     from unclip.data.shapes.requirements import requirements_for_scene
-    from unclip.pipeline.manipulations import decode_latents, invert
+    from unclip.pipeline.manipulations import best_variations, invert
 
     if n < 1 or per_image < 1:
         raise ValueError(f"n and per_image must be >= 1, got {n} and {per_image}")
@@ -48,7 +48,7 @@ def variation_rate(
         z_i, x_T = invert(pipe, x[i : i + batch_size])
         z_i, x_T = z_i.repeat_interleave(per_image, 0), x_T.repeat_interleave(per_image, 0)
         seeds = [seed + 1000 * (i + j // per_image) + j % per_image for j in range(len(z_i))]
-        out = decode_latents(pipe, z_i, x_T, seeds, eta).cpu()
+        out = best_variations(pipe, z_i, x_T, seeds, eta).cpu()
         src = full[i : i + batch_size].repeat_interleave(per_image, 0)
         diffs = ((out.clamp(-1, 1) - src).abs().mean(dim=(1, 2, 3)) / 2).tolist()
         changes += diffs

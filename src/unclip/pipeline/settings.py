@@ -55,6 +55,9 @@ class SamplingSettings:
     # refinement costs up to four more denoiser calls per step. At 0.95 T one refinement halves the bundled decoder's
     # round-trip error at guidance 3 / 1 (0.031 -> 0.015 at 32 px); from T no refinement helps (above).
     inversion_refine: int = 0
+    # Variations: each is the best of this many decodes by CLIP similarity to the source's z_i (1: the paper's plain
+    # variation; unclip.pipeline.manipulations.best_variations). Costs that many decodes per variation.
+    variation_best_of: int = 1
     # Inpainting (unclip.pipeline.inpainting): RePaint's path on every stage's grid. Each block of ``inpaint_jump``
     # steps is climbed back up and denoised again ``inpaint_resample`` - 1 times, so the generated region is redrawn
     # given the known one; 1 is plain replacement, which leaves the two inconsistent (unclip.diffusion.inpainting).
@@ -73,6 +76,7 @@ class SamplingSettings:
             "prior_best_of",
             "inpaint_resample",
             "inpaint_jump",
+            "variation_best_of",
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1000:
