@@ -32,6 +32,11 @@ EDIT_COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "p
 RUNS = ("edit", "repair", "edit_replacement", "text_to_image")
 
 
+def _a(word: str) -> str:
+    """The word with its indefinite article, as the world's captions have it ("an orange square")."""
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
 def object_fill(obj, resolution: int) -> torch.Tensor:
     """(1, R, R) mask of an object's frame plus a third of the world's gap on every side (1: fill)."""
     from unclip.data.shapes.scene import GAP
@@ -62,7 +67,7 @@ def edit_cases(n: int, resolution: int, split: str = "test", seed: int = 0) -> l
         cases.append({
             "scene": sample.scene, "edited": edited, "fill": object_fill(b, resolution),
             "image": images_tensor([sample], resolution)[0],
-            "caption": f"a {a.colour} {a.shape} and a {colour} {b.shape}",
+            "caption": f"{_a(a.colour)} {a.shape} and {_a(colour)} {b.shape}",
         })  # fmt: skip
     return cases
 
