@@ -29,7 +29,7 @@ def rows(gallery: Path) -> list[tuple[str, list[Path]]]:
         ("interpolation", files("interpolation_*.png")),
         ("text diff", files("textdiff_*.png")),
         (
-            "inpainting: source, mask, edits",
+            "inpainting (src, mask)",
             files("inpaint_source.png") + files("inpaint_masked.png") + files("inpaint_[0-9].png"),
         ),
         ("probing: 1, 4, 16 PCs, z_i", files("probe_*.png")),
