@@ -22,7 +22,7 @@ from torch import Tensor
 
 from unclip.diffusion import generators_from_seeds
 from unclip.diffusion.inpainting import sample_repaint
-from unclip.pipeline.pipeline import UnCLIPPipeline, from_pil
+from unclip.pipeline.pipeline import UnCLIPPipeline, from_pil, rgb_image
 
 ImageLike = Image.Image | np.ndarray | str | Path
 
@@ -86,17 +86,7 @@ def outpaint_canvas(image: ImageLike, scale: float, anchor: str = "center") -> t
         raise ValueError(f"the outpainting scale must be in (0, 1), got {scale!r}")
     if anchor not in ANCHORS:
         raise ValueError(f"anchor must be one of {', '.join(ANCHORS)}, got {anchor!r}")
-    if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as im:
-                image = im.convert("RGB")
-        except (OSError, ValueError) as err:
-            raise ValueError(f"cannot read image {str(image)!r}: {err}") from err
-    elif isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"expected an image file, PIL image or uint8 array, got {type(image).__name__}")
-    image = image.convert("RGB")
+    image = rgb_image(image)
     side = min(image.size)
     left, top = (image.width - side) // 2, (image.height - side) // 2
     square = image.crop((left, top, left + side, top + side))

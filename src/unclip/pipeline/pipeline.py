@@ -45,6 +45,24 @@ def to_pil(images: Tensor) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arr]
 
 
+def rgb_image(item: Image.Image | np.ndarray | str | Path) -> Image.Image:
+    """An image file, PIL image or uint8 array as an RGB PIL image; anything else, or an unreadable file, is a
+    ValueError naming it."""
+    if isinstance(item, (str, Path)):
+        try:
+            with Image.open(item) as im:
+                return im.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot read image {str(item)!r}: {err}") from err
+    if isinstance(item, np.ndarray):
+        if item.dtype != np.uint8 or item.ndim not in (2, 3):
+            raise ValueError(f"image arrays must be uint8 (H, W[, C]), got {item.dtype} {item.shape}")
+        item = Image.fromarray(item)
+    if not isinstance(item, Image.Image):
+        raise ValueError(f"expected an image file, PIL image or uint8 array, got {type(item).__name__}")
+    return item.convert("RGB")
+
+
 def from_pil(images: Sequence[Image.Image | np.ndarray | str | Path], size: int) -> Tensor:
     """Images of any size and mode (files, PIL images or uint8 arrays) → (B, 3, size, size) in [-1, 1].
 
@@ -52,20 +70,8 @@ def from_pil(images: Sequence[Image.Image | np.ndarray | str | Path], size: int)
     """
     out = []
     for item in images:
-        if isinstance(item, (str, Path)):
-            try:
-                with Image.open(item) as im:
-                    item = im.convert("RGB")
-            except (OSError, ValueError) as err:
-                raise ValueError(f"cannot read image {str(item)!r}: {err}") from err
-        if isinstance(item, np.ndarray):
-            if item.dtype != np.uint8 or item.ndim not in (2, 3):
-                raise ValueError(f"image arrays must be uint8 (H, W[, C]), got {item.dtype} {item.shape}")
-            item = Image.fromarray(item)
-        if not isinstance(item, Image.Image):
-            raise ValueError(f"expected an image file, PIL image or uint8 array, got {type(item).__name__}")
         # CLIP's own preprocessing: resize the short side, crop the centre (one implementation for both).
-        out.append(prepare_images(np.array(item.convert("RGB"))[None], size)[0])
+        out.append(prepare_images(np.array(rgb_image(item))[None], size)[0])
     if not out:
         raise ValueError("no images given")
     return torch.stack(out)
