@@ -106,7 +106,16 @@ def check_request(body: Any, settings) -> tuple[str, dict[str, Any]]:
         p["prompt"] = _text(body, "prompt", required=False)  # "": the image's own z_i
         p["n"] = _int(body, "n", 4, 1, MAX_IMAGES)
         p["resample"] = _int(body, "resample", settings.inpaint_resample, 1, MAX_RESAMPLE)
-        p["mask"] = _inpaint_mask(body, p["image"].size)
+        if body.get("zoom_out") is not None:  # outpainting: the image shrunk onto the canvas, the border filled
+            from unclip.pipeline.inpainting import ANCHORS, outpaint_canvas
+
+            scale = _float(body, "zoom_out", 0.5, 0.05, 0.95)
+            anchor = body.get("anchor", "center")
+            if anchor not in ANCHORS:
+                raise BadRequest(f"anchor must be one of {', '.join(ANCHORS)}, got {anchor!r}")
+            p["image"], p["mask"] = outpaint_canvas(p["image"], scale, anchor)
+        else:
+            p["mask"] = _inpaint_mask(body, p["image"].size)
     elif kind == "interpolate":
         p["image"], p["image2"] = (
             image_from_data_url(body.get("image"), "image"),
