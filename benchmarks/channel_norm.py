@@ -4,7 +4,9 @@ Before: ``x.var(dim=1)`` and ``x.mean(dim=1)`` on NCHW, a reduction across the s
 third of the upsampler's forward on the CPU. Now: two passes reusing the centred values on NCHW, and PyTorch's fused
 ``layer_norm`` on a channels-last input (each pixel's channels adjacent). Prints per-call times for one norm at the
 upsampler's widths and for the whole upsampler of a model at one sampling step's batch, in both memory layouts
-(best of ``--repeats``; the variants alternate), and the largest difference between the outputs.
+(best of ``--repeats``; the variants alternate), and the largest difference between the outputs. Last, one
+training step of the upsampler (``--train-batch`` images) with the norm's hand-written backward against autograd
+through the same expression: time, peak memory and the largest gradient difference.
 
     OMP_NUM_THREADS=2 python benchmarks/channel_norm.py
 """
@@ -15,7 +17,7 @@ import platform
 
 import torch
 
-from measure import model_benchmark_parser, timed
+from measure import model_benchmark_parser, peak_mib, start_peak, timed
 from unclip.models import unet_blocks
 from unclip.models.memory_format import set_channels_last
 from unclip.pipeline import UnCLIPPipeline
@@ -26,6 +28,42 @@ def before_forward(self, x):
     mean = x.mean(dim=1, keepdim=True)
     var = x.var(dim=1, keepdim=True, unbiased=False)
     return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def expression_forward(self, x):
+    """Session 19's NCHW forward, differentiated by autograd (which keeps the centred and the normalized input)."""
+    centred = x - x.mean(dim=1, keepdim=True)
+    var = (centred * centred).mean(dim=1, keepdim=True)
+    return centred * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def _train_race(up, batch: int, device, repeats: int) -> None:
+    """One training step of the upsampler (forward, loss, backward) with each backward: time and peak memory."""
+    up.train()
+    size, low = up.config.resolution, up.config.resolution // up.config.factor
+    g = torch.Generator().manual_seed(0)
+    x, low_res = torch.randn(batch, 3, size, size, generator=g), torch.randn(batch, 3, low, low, generator=g)
+    x, low_res, t = x.to(device), low_res.to(device), torch.full((batch,), 300, device=device)
+    variants = {"autograd (before)": expression_forward, "hand-written (now)": unet_blocks.ChannelNorm.forward}
+    now = unet_blocks.ChannelNorm.forward
+    best = {name: (float("inf"), float("inf")) for name in variants}
+    grads = {}
+    for _ in range(repeats + 1):  # the first round warms the allocator up
+        for name, forward in variants.items():
+            unet_blocks.ChannelNorm.forward = forward
+            up.zero_grad(set_to_none=True)
+            base = start_peak(device)
+            seconds = timed(lambda: up(x, t, low_res).float().pow(2).mean().backward(), device)
+            best[name] = (min(best[name][0], seconds), min(best[name][1], peak_mib(device, base)))
+            grads[name] = [p.grad.clone() for p in up.parameters() if p.grad is not None]
+    unet_blocks.ChannelNorm.forward = now
+    a, b = grads.values()
+    diff = max((u - v).abs().max().item() for u, v in zip(a, b, strict=True))
+    print(f"  upsampler training step, {size} px, batch {batch}, NCHW:")
+    for name, (seconds, mib) in best.items():
+        print(f"    {name:20s} {seconds:7.2f} s, peak {mib:7.0f} MiB")
+    (t0, m0), (t1, m1) = best.values()
+    print(f"    ratio now / before: time {t1 / t0:.2f}, peak memory {m1 / m0:.2f}; gradients differ by {diff:.1e}")
 
 
 def _race(variants: dict, call, device, repeats: int) -> tuple[dict, float]:
@@ -47,6 +85,7 @@ def _race(variants: dict, call, device, repeats: int) -> tuple[dict, float]:
 
 def main(argv: list[str] | None = None) -> None:
     p = model_benchmark_parser(__doc__, needs="with an upsampler", batch=4, batch_help="images per forward", repeats=6)
+    p.add_argument("--train-batch", type=int, default=16, help="images in the training-step race")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     variants = {"before": before_forward, "now": unet_blocks.ChannelNorm.forward}
@@ -71,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         set_channels_last(up, layout == torch.channels_last)
         best, diff = _race(variants, lambda: up(x, t, low_res), device, args.repeats)
         _report(f"upsampler {low}->{size} px, batch {args.batch}, {_name(layout)}", best, diff)
+    set_channels_last(up, False)
+    _train_race(up, args.train_batch, device, 2)
 
 
 def _report(what: str, best: dict, diff: float) -> None:
