@@ -22,6 +22,7 @@ def test_cases_mask_the_second_object_only_and_recolour_it():
         assert ea == a and dataclasses.replace(eb, colour=b.colour) == b and eb.colour not in (a.colour, b.colour)
         article = "an" if eb.colour == "orange" else "a"
         assert c["caption"].endswith(f" {a.shape} and {article} {eb.colour} {b.shape}")
+        assert c["source_caption"].endswith(f" {a.shape} and {'an' if b.colour == 'orange' else 'a'} {b.colour} {b.shape}")
         fill = c["fill"][0]
 
         def frame(o):
@@ -53,7 +54,7 @@ def test_rates_follow_what_the_inpainter_draws(monkeypatch, oracle):
     by_image = {c["caption"]: c for c in cases}
     resamples = []
 
-    def answer(pipe, images, fill, captions, seeds):
+    def answer(pipe, images, fill, captions, seeds, z_i=None):
         resamples.append(pipe.settings.inpaint_resample)
         if oracle == "copy" or captions is None:  # a repair by copying the source back is perfect
             return images
@@ -61,16 +62,20 @@ def test_rates_follow_what_the_inpainter_draws(monkeypatch, oracle):
         return images * (1 - fill) + edited * fill  # the edited object drawn into the hole, nothing else
 
     monkeypatch.setattr(ip, "inpaint_batch", answer)
+    sources_seen = []
+    monkeypatch.setattr(ip, "text_diff_embeddings", lambda pipe, im, src, dst, theta: sources_seen.extend(src))
     out = ev.inpainting_rates(_Stand(cases), n=n, batch_size=3, resample=6)
     assert out["repair"]["rate"] == 1.0 and out["max_change_outside"] == 0.0
     assert out["edit"]["rate"] == (1.0 if oracle == "edit" else 0.0)
     assert out["edit"]["categories"]["colour_attribution"] == (1.0 if oracle == "edit" else 0.0)
     assert out["text_to_image"]["rate"] == 1.0
+    assert out["edit_textdiff"]["rate"] == out["edit"]["rate"]  # the stand-in ignores z_i
+    assert sources_seen == [c["source_caption"] for c in cases]  # the text diff starts from the scene as it is
     assert sorted(set(resamples)) == [1, 6]  # RePaint as asked, and the plain-replacement baseline
 
 
 def test_a_change_outside_the_mask_is_reported(monkeypatch):
-    monkeypatch.setattr(ip, "inpaint_batch", lambda pipe, images, fill, captions, seeds: images + 0.25)
+    monkeypatch.setattr(ip, "inpaint_batch", lambda pipe, images, fill, captions, seeds, z_i=None: images + 0.25)
     out = ev.inpainting_rates(_Stand(ev.edit_cases(2, RES)), n=2, runs=("edit", "repair"))
     assert out["max_change_outside"] == pytest.approx(0.25) and set(out) & set(ev.RUNS) == {"edit", "repair"}
     with pytest.raises(ValueError, match="runs must be some of"):

@@ -6,8 +6,10 @@ masked (plus a margin short of the gap the world keeps between frames, so the ma
 - **Edit**: recolour the masked object. The caption names both objects with the new colour ("a red circle and
   a green square"), z_i comes from the prior, and the edit counts when the judge finds the edited scene graph
   (every requirement of the scene with the object recoloured, its relation included).
-- **Repair**: no caption; z_i is CLIP's embedding of the unmasked image, and the repair counts when the judge
-  finds the original scene graph.
+- **Edit by text diff**: the same edit, with z_i the image's own turned toward the change of caption, §3.3's
+  slerp(z_i, norm(z_t(new) − z_t(old)), 0.5), instead of the prior's sample from the new caption.
+- **Repair**: no caption; z_i is CLIP's embedding of the whole source image (the masked object included), and
+  the repair counts when the judge finds the original scene graph.
 - **Text-to-image baseline**: the edit's caption without an image; it counts when the colours are bound right
   (the colour-attribution requirement), the one thing the edit's caption asks that generation can also give.
   This is where unCLIP is weakest (§7): the known half of an edited image tells the decoder which object the
@@ -29,7 +31,8 @@ from unclip.eval.generation import judge_ready
 
 EDIT_COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
 # What inpainting_rates can measure: RePaint's edits and repairs, edits by plain replacement, and text-to-image.
-RUNS = ("edit", "repair", "edit_replacement", "text_to_image")
+RUNS = ("edit", "edit_textdiff", "repair", "edit_replacement", "text_to_image")
+TEXT_DIFF_THETA = 0.5  # the slerp angle of the text-diff edits (§3.3's range is 0.25-0.5)
 
 
 def _a(word: str) -> str:
@@ -68,6 +71,7 @@ def edit_cases(n: int, resolution: int, split: str = "test", seed: int = 0) -> l
             "scene": sample.scene, "edited": edited, "fill": object_fill(b, resolution),
             "image": images_tensor([sample], resolution)[0],
             "caption": f"{_a(a.colour)} {a.shape} and {_a(colour)} {b.shape}",
+            "source_caption": f"{_a(a.colour)} {a.shape} and {_a(b.colour)} {b.shape}",
         })  # fmt: skip
     return cases
 
@@ -100,7 +104,7 @@ def inpainting_rates(
     picks which of :data:`RUNS` to measure."""
     from tqdm.auto import tqdm
 
-    from unclip.pipeline.inpainting import inpaint_batch
+    from unclip.pipeline.inpainting import inpaint_batch, text_diff_embeddings
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -111,7 +115,7 @@ def inpainting_rates(
     repaint = dataclasses.replace(base, **changes)
     cases = edit_cases(n, pipe.resolution, split, seed)
     inpaintings = {
-        "edit": (repaint, True), "repair": (repaint, False),
+        "edit": (repaint, True), "edit_textdiff": (repaint, True), "repair": (repaint, False),
         "edit_replacement": (dataclasses.replace(repaint, inpaint_resample=1), True),
     }  # fmt: skip
     result: dict[str, Any] = {}
@@ -127,7 +131,12 @@ def inpainting_rates(
                 images = torch.stack([c["image"] for c in part])
                 fill = torch.stack([c["fill"] for c in part])
                 captions = [c["caption"] for c in part] if edit else None
-                out = inpaint_batch(pipe, images, fill, captions, [seed + i + j for j in range(len(part))]).cpu()
+                z_i = None
+                if name == "edit_textdiff":  # the image's own z_i turned toward the new caption (§3.3)
+                    sources = [c["source_caption"] for c in part]
+                    z_i = text_diff_embeddings(pipe, images, sources, captions, TEXT_DIFF_THETA)
+                seeds = [seed + i + j for j in range(len(part))]
+                out = inpaint_batch(pipe, images, fill, captions, seeds, z_i=z_i).cpu()
                 worst = max(worst, float(((out - images).abs() * (1 - fill)).max()))
                 verdicts += _judged(out, [c["edited" if edit else "scene"] for c in part])
             result[name] = _summary(verdicts) | {"seconds_per_image": (time.perf_counter() - start) / n}
