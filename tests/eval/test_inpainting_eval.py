@@ -22,7 +22,8 @@ def test_cases_mask_the_second_object_only_and_recolour_it():
         assert ea == a and dataclasses.replace(eb, colour=b.colour) == b and eb.colour not in (a.colour, b.colour)
         article = "an" if eb.colour == "orange" else "a"
         assert c["caption"].endswith(f" {a.shape} and {article} {eb.colour} {b.shape}")
-        assert c["source_caption"].endswith(f" {a.shape} and {'an' if b.colour == 'orange' else 'a'} {b.colour} {b.shape}")
+        was = "an" if b.colour == "orange" else "a"
+        assert c["source_caption"].endswith(f" {a.shape} and {was} {b.colour} {b.shape}")
         fill = c["fill"][0]
 
         def frame(o):
