@@ -96,6 +96,11 @@ def test_inpaint_command_keeps_the_unmasked_pixels_and_refuses_bad_masks(model, 
     assert main(["inpaint", str(src), "--mask", str(tmp_path / "small_mask.png"), "--model", str(model),
                  "--out", str(bad)]) == 2  # fmt: skip
     assert not bad.exists()
+    diff = tmp_path / "diff"
+    assert main(["inpaint", str(src), "--box", "0,0,0.5,0.5", "--prompt", "a blue circle", "--from", "a red circle",
+                 "--n", "1", "--model", str(model), "--out", str(diff)]) == 0  # fmt: skip
+    side = json.loads((diff / "inpainting_000.json").read_text())
+    assert side["from"] == "a red circle" and side["theta"] == 0.5
     zoom = tmp_path / "zoom"
     assert main(["inpaint", str(src), "--zoom-out", "0.5", "--anchor", "left", "--n", "1", "--model", str(model),
                  "--out", str(zoom)]) == 0  # fmt: skip

@@ -120,3 +120,29 @@ def test_outpainting_refuses_bad_scales_and_anchors():
             ip.outpaint_canvas(_image(), scale)
     with pytest.raises(ValueError, match="anchor"):
         ip.outpaint_canvas(_image(), 0.5, "middle")
+
+
+def test_a_text_diff_edit_turns_the_images_own_z_i_toward_the_new_caption(pipe, monkeypatch):
+    from unclip.pipeline.manipulations import slerp, text_diff_direction
+
+    x = ip.from_pil([_image()], 32)
+    z = ip.text_diff_embeddings(pipe, x, ["a red circle"], ["a blue circle"], 0.5)
+    z_img = pipe.clip.encode_image(x)
+    expected = slerp(z_img, text_diff_direction(pipe, z_img, ["a red circle"], ["a blue circle"]), 0.5)
+    torch.testing.assert_close(z, expected)
+    assert 0.5 < torch.nn.functional.cosine_similarity(z, z_img).item() < 0.9999  # turned, not replaced
+    seen = {}
+    real_decode = pipe.decode
+
+    def decode(z_i, gens, **kw):
+        seen["z_i"] = z_i
+        return real_decode(z_i, gens, **kw)
+
+    monkeypatch.setattr(pipe, "decode", decode)
+    monkeypatch.setattr(pipe, "sample_z_i", lambda *a: pytest.fail("the prior must not run for a text-diff edit"))
+    ip.inpaint(pipe, _image(), ip.box_mask((32, 32), (0, 0, 0.5, 0.5)), "a blue circle", n=2, source="a red circle")
+    torch.testing.assert_close(seen["z_i"], expected.expand(2, -1))
+    with pytest.raises(ValueError, match="target caption as the prompt"):
+        ip.inpaint(pipe, _image(), ip.box_mask((32, 32), (0, 0, 0.5, 0.5)), "", source="a red circle")
+    with pytest.raises(ValueError, match="theta"):
+        ip.text_diff_embeddings(pipe, x, ["a"], ["b"], 0.0)

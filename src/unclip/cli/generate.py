@@ -80,6 +80,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ip.add_argument("--anchor", choices=("center", "left", "right", "top", "bottom"), default="center",
                     help="with --zoom-out: where the shrunk image sits")  # fmt: skip
     ip.add_argument("--prompt", default="", help="caption of the whole image wanted; empty: the image's own z_i")
+    ip.add_argument("--from", dest="source", help="a caption of the image as it is: z_i is then the image's own "
+                    "turned toward --prompt (§3.3's text diff) instead of the prior's sample")  # fmt: skip
+    ip.add_argument("--theta", type=float, default=0.5, help="with --from: how far z_i turns (the paper: 0.25-0.5)")
     ip.add_argument("--n", type=int, default=4, help="number of fills")
     ip.add_argument("--eta", type=float, default=1.0, help="DDIM noise of RePaint's steps (1: DDPM, as RePaint)")
     ip.add_argument("--resample", type=int, help="RePaint's resamplings per block (default: inpaint_resample)")
@@ -273,13 +276,14 @@ def run_inpaint(args: argparse.Namespace) -> int:
     pipe, folder = load_pipeline(args)
     changes = {k: v for k, v in (("inpaint_resample", args.resample), ("inpaint_jump", args.jump)) if v is not None}
     pipe.settings = dataclasses.replace(pipe.settings, **changes)
-    out = inpaint(pipe, image, mask, args.prompt, n=args.n, eta=args.eta, seed=args.seed, progress=True)
+    out = inpaint(pipe, image, mask, args.prompt, n=args.n, eta=args.eta, seed=args.seed, progress=True,
+                  source=args.source, theta=args.theta)  # fmt: skip
     s = pipe.settings
     zoom = None if args.zoom_out is None else {"scale": args.zoom_out, "anchor": args.anchor}
     records = [
         {"source": args.image, "mask": args.mask, "box": args.box, "zoom_out": zoom, "prompt": args.prompt,
-         "seed": args.seed + k, "eta": args.eta, "resample": s.inpaint_resample, "jump": s.inpaint_jump,
-         "model": folder}
+         "from": args.source, "theta": args.theta if args.source else None, "seed": args.seed + k, "eta": args.eta,
+         "resample": s.inpaint_resample, "jump": s.inpaint_jump, "model": folder}
         for k in range(len(out))
     ]  # fmt: skip
     return _finish(args, to_pil(out), records, [f"seed {r['seed']}" for r in records], "inpainting")
