@@ -129,6 +129,16 @@ def test_inpaint_takes_a_box_or_an_uploaded_mask_and_keeps_the_rest(url):
         assert job["status"] == "done", job["error"]
         for image in _images(job):  # the uploaded image's bottom half comes back exactly
             assert (image[20:] == (200, 30, 30)).all() and not (image[:12] == (200, 30, 30)).all()
+    request = {
+        "kind": "inpaint",
+        "image": red,
+        "box": [0, 0, 0.5, 0.5],
+        "prompt": "a blue square",
+        "n": 1,
+        "source": "a red square",
+        "resample": 1,
+    }  # a text-diff edit
+    assert _wait(url, _post(url, request)[1]["id"])["status"] == "done"
     request = {"kind": "inpaint", "image": red, "zoom_out": 0.5, "anchor": "left", "n": 1, "resample": 1}
     job = _wait(url, _post(url, request)[1]["id"])
     assert job["status"] == "done", job["error"]
@@ -152,6 +162,7 @@ def test_bad_requests_are_refused_with_a_message(url):
         ({"kind": "inpaint", "image": _data_url((0, 0, 0)), "box": [0, 0, 1, 1], "resample": 99}, "resample must"),
         ({"kind": "inpaint", "image": _data_url((0, 0, 0)), "zoom_out": 1.5}, "zoom_out must be a number"),
         ({"kind": "inpaint", "image": _data_url((0, 0, 0)), "zoom_out": 0.5, "anchor": "up"}, "anchor must be"),
+        ({"kind": "inpaint", "image": _data_url((0, 0, 0)), "box": [0, 0, 1, 1], "source": "x"}, "needs the caption"),
         ([1, 2], "must be a JSON object"),
     ]
     for body, message in cases:

@@ -104,6 +104,9 @@ def check_request(body: Any, settings) -> tuple[str, dict[str, Any]]:
     elif kind == "inpaint":
         p["image"] = image_from_data_url(body.get("image"), "image")
         p["prompt"] = _text(body, "prompt", required=False)  # "": the image's own z_i
+        p["source"] = _text(body, "source", required=False).strip() or None  # a text-diff edit's "from" caption
+        if p["source"] and not p["prompt"].strip():
+            raise BadRequest("a text-diff edit (source) needs the caption wanted as the prompt")
         p["n"] = _int(body, "n", 4, 1, MAX_IMAGES)
         p["resample"] = _int(body, "resample", settings.inpaint_resample, 1, MAX_RESAMPLE)
         if body.get("zoom_out") is not None:  # outpainting: the image shrunk onto the canvas, the border filled
@@ -182,7 +185,7 @@ def run_request(pipe, folder: str | None, kind: str, p: dict[str, Any]) -> tuple
             from unclip.pipeline.inpainting import inpaint
 
             pipe.settings = dataclasses.replace(pipe.settings, inpaint_resample=p["resample"])
-            images = inpaint(pipe, p["image"], p["mask"], p["prompt"], n=p["n"], seed=seed)
+            images = inpaint(pipe, p["image"], p["mask"], p["prompt"], n=p["n"], seed=seed, source=p["source"])
             return to_pil(images), [f"seed {seed + k}" for k in range(p["n"])]
         if kind == "interpolate":
             images = interpolate(pipe, p["image"], p["image2"], frames=p["frames"], latent=p["latent"], seed=seed)
