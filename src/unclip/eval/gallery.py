@@ -20,7 +20,7 @@ from unclip.data.shapes.batch import render_batch
 from unclip.eval.generation import judge_ready
 from unclip.eval.inpainting import edit_cases
 from unclip.pipeline import embedding_pca, interpolate, probe, text_diff, to_pil, variations
-from unclip.pipeline.inpainting import inpaint_batch
+from unclip.pipeline.inpainting import inpaint_batch, text_diff_embeddings
 
 PCA_N = 1000  # images behind the probing row's PCA: about 10 s of CLIP on a CPU, cached after the first demo
 
@@ -84,16 +84,19 @@ def build_gallery(
                                  [(f"textdiff_{k}.png", f"θ={0.5 * k / 3:.2f}") for k in range(4)]))  # fmt: skip
 
         case = edit_cases(1, pipe.resolution, seed=seed)[0]
-        fills = to_pil(inpaint_batch(pipe, case["image"].expand(3, -1, -1, -1), case["fill"].expand(3, -1, -1, -1),
-                                     [case["caption"]] * 3, [seed + k for k in range(3)]))  # fmt: skip
+        # A text-diff edit: the source's own z_i turned toward the new caption (the better edit, docs/results.md).
+        z_i = text_diff_embeddings(pipe, case["image"][None], [case["source_caption"]], [case["caption"]])
+        images, fill = case["image"].expand(3, -1, -1, -1), case["fill"].expand(3, -1, -1, -1)
+        seeds = [seed + k for k in range(3)]
+        fills = to_pil(inpaint_batch(pipe, images, fill, [case["caption"]] * 3, seeds, z_i=z_i.expand(3, -1)))
         to_pil(case["image"][None])[0].save(tmp / "inpaint_source.png")
         to_pil((case["image"] * (1 - case["fill"]))[None])[0].save(tmp / "inpaint_masked.png")
         for k, im in enumerate(fills):
             im.save(tmp / f"inpaint_{k}.png")
         cells = [("inpaint_source.png", "source"), ("inpaint_masked.png", "masked")]
         cells += [(f"inpaint_{k}.png", f"seed {seed + k}") for k in range(3)]
-        sections.append(_section("Inpainting (RePaint)", f"{case['caption']}: the masked object redrawn in its new "
-                                 "colour, every other pixel kept", cells))  # fmt: skip
+        sections.append(_section("Inpainting (RePaint)", f"{case['source_caption']} → {case['caption']}: the masked "
+                                 "object redrawn in its new colour, every other pixel kept", cells))  # fmt: skip
 
         pca = embedding_pca(pipe, model_dir, n=pca_n)
         dims = [1, 4, 16, None]
