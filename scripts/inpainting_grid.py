@@ -4,8 +4,9 @@
 
 Rows are the first cases of ``unclip eval inpainting`` (two objects, the second masked, a new colour named in the
 caption, printed per row); columns: the source, the masked source, the edit by plain replacement
-(``inpaint_resample=1``), the edit by RePaint (the model's settings) with two seeds, and text to image from the
-same caption. The same seed in every column.
+(``inpaint_resample=1``), the edit by RePaint (the model's settings, z_i from the prior) with two seeds, the edit
+by RePaint from the image's own z_i turned toward the new caption (``--from``, §3.3), and text to image from the
+same caption. Seed 0 wherever one seed is shown.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from PIL import Image, ImageDraw
 from unclip.atomic import atomic_file
 from unclip.eval.inpainting import edit_cases
 from unclip.pipeline import UnCLIPPipeline, to_pil
-from unclip.pipeline.inpainting import inpaint_batch
+from unclip.pipeline.inpainting import inpaint_batch, text_diff_embeddings
 
-COLUMNS = ("source", "masked", "replacement", "RePaint", "RePaint, seed 1", "text to image")
+COLUMNS = ("source", "masked", "replacement", "RePaint", "RePaint, seed 1", "text diff", "text to image")
 
 
 def main() -> int:
@@ -45,8 +46,11 @@ def main() -> int:
         plain = inpaint_batch(pipe, image, fill, caption, [0])
         pipe.settings = repaint
         edits = inpaint_batch(pipe, image.expand(2, -1, -1, -1), fill.expand(2, -1, -1, -1), caption * 2, [0, 1])
+        z_i = text_diff_embeddings(pipe, image, [case["source_caption"]], caption)
+        turned = inpaint_batch(pipe, image, fill, caption, [0], z_i=z_i)
         generated = pipe(caption, seed=0).tensors
-        row = to_pil(image) + to_pil(image * (1 - fill)) + to_pil(plain) + to_pil(edits) + to_pil(generated)
+        row = [*to_pil(image), *to_pil(image * (1 - fill)), *to_pil(plain), *to_pil(edits), *to_pil(turned)]
+        row += to_pil(generated)
         for c, im in enumerate(row):
             out.paste(im.resize((cell, cell), Image.NEAREST), (c * (cell + pad), label_h + r * (cell + pad)))
         print(f"row {r + 1}/{args.n}: {case['caption']}")
