@@ -260,17 +260,18 @@ def run_inpaint(args: argparse.Namespace) -> int:
     import dataclasses
 
     from unclip.pipeline import to_pil
-    from unclip.pipeline.inpainting import box_mask, image_size, inpaint, outpaint_canvas
+    from unclip.pipeline.inpainting import box_mask, inpaint, outpaint_canvas
+    from unclip.pipeline.pipeline import rgb_image
 
-    image = args.image
-    if args.box is not None:  # checked before the model loads
+    image = rgb_image(args.image)  # read once, and checked before the model loads
+    if args.box is not None:
         try:
             box = [float(v) for v in args.box.split(",")]
         except ValueError:
             raise ValueError(f"--box {args.box!r}: expected four numbers X0,Y0,X1,Y1") from None
-        mask = box_mask(image_size(args.image), box)
+        mask = box_mask(image.size, box)
     elif args.zoom_out is not None:
-        image, mask = outpaint_canvas(args.image, args.zoom_out, args.anchor)
+        image, mask = outpaint_canvas(image, args.zoom_out, args.anchor)
     else:
         mask = args.mask
     pipe, folder = load_pipeline(args)

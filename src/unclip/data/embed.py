@@ -45,12 +45,16 @@ def _in_order(source: Source, limit: int | None, per_shard, per_index) -> Iterat
                 count += 1
                 yield item
         return
+    for i in range(_record_count(source, limit)):
+        yield per_index(i)
+
+
+def _record_count(source: Source, limit: int | None) -> int:
+    """How many records an indexable source gives under ``limit`` (required when the source is unlimited)."""
     size = source.size()
     if size is None and limit is None:
         raise ValueError("this data source is unlimited (Shapes world): pass --n")
-    n = size if limit is None else (limit if size is None else min(size, limit))
-    for i in range(n):
-        yield per_index(i)
+    return size if limit is None else (limit if size is None else min(size, limit))
 
 
 def training_pair(record: Record, image_size: int) -> tuple[torch.Tensor, str] | None:
@@ -106,10 +110,7 @@ class PairBatches:
     def _parallel(self) -> Iterator[tuple[torch.Tensor, list[str]]]:
         """The same batches, in the same order, with records read and decoded by ``workers`` processes (a
         rendered Shapes world or a folder of files is indexable; tar shards are a stream and stay serial)."""
-        size = self.source.size()
-        n = size if self.limit is None else (self.limit if size is None else min(size, self.limit))
-        if n is None:
-            raise ValueError("this data source is unlimited (Shapes world): pass --n")
+        n = _record_count(self.source, self.limit)
         starts = list(range(0, n, self.batch_size))
         reader = _ChunkReader(self.source, self.image_size, self.batch_size, n)
         loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=self.workers, sampler=starts)
@@ -190,10 +191,7 @@ def process_part(source: Source, limit: int | None, shard: Shard) -> tuple[Sourc
                              "exactly: leave it out, or embed with one process")  # fmt: skip
         k = len(source.shards)
         return ShardSubset(source, source.shards[k * r // w : k * (r + 1) // w]), None
-    size = source.size()
-    if size is None and limit is None:
-        raise ValueError("this data source is unlimited (Shapes world): pass --n")
-    n = size if limit is None else (limit if size is None else min(size, limit))
+    n = _record_count(source, limit)
     return IndexRange(source, n * r // w, n * (r + 1) // w), None
 
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from unclip.diffusion._util import Generators, check_sample, randn_like
 from unclip.diffusion.parameterization import Denoiser
-from unclip.diffusion.samplers import Callback, SamplerStep, _denoise, _stage, _step_listener
+from unclip.diffusion.samplers import Callback, _denoise, _report, _step_listener, ddim_update, stage_name
 from unclip.diffusion.schedules import TimestepGrid
 
 
@@ -93,7 +93,7 @@ def sample_repaint(
     # alpha_bar of every state; the clean state n has 1.
     ab = [float(a) for a in grid.alpha_bar] + [1.0]
     listener = _step_listener.get()
-    name = f"{_stage.get()} · RePaint" if _stage.get() else "RePaint"
+    name = stage_name("RePaint")
     downs, done = (len(path) - 1 + n) // 2, 0  # denoising steps minus climbing steps is n
 
     def merge(x: Tensor, k: int) -> Tensor:
@@ -113,14 +113,8 @@ def sample_repaint(
             continue
         t = torch.full((x.shape[0],), int(grid.t[k]), dtype=torch.int64, device=x.device)
         d = _denoise(denoiser, x, t)
-        if callback is not None:
-            callback(SamplerStep(i=k, t=int(t[0]), x=x, x0=d.x0))
-        a_t, a_prev = ab[k], ab[k_next]
-        sigma = eta * math.sqrt((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev))  # DDIM Eq. 16
-        x = math.sqrt(a_prev) * d.x0 + math.sqrt(max(1.0 - a_prev - sigma**2, 0.0)) * d.eps
-        if sigma > 0.0:
-            x = x + sigma * randn_like(x, generator)
-        x = merge(x, k_next)
+        _report(callback, k, t, x, d)
+        x = merge(ddim_update(d, ab[k], ab[k_next], eta, generator), k_next)
         done += 1
         if listener is not None:
             listener(name, done, downs)

@@ -69,6 +69,11 @@ def listen_to_steps(listener: StepListener) -> Iterator[None]:
         _step_listener.reset(token)
 
 
+def stage_name(desc: str) -> str:
+    """What step listeners hear a sampler called: ``"decoder · DDPM"`` inside ``sampling_stage("decoder")``."""
+    return f"{_stage.get()} · {desc}" if _stage.get() else desc
+
+
 def _steps(grid: TimestepGrid, x: Tensor, progress: bool, desc: str, reverse: bool = False):
     """Yield ``(i, t as a (B,) tensor, alpha_bar, alpha_bar of the state the step lands on)``."""
     if not isinstance(grid, TimestepGrid):
@@ -79,7 +84,7 @@ def _steps(grid: TimestepGrid, x: Tensor, progress: bool, desc: str, reverse: bo
     ab_next = grid.alpha_bar_next()
     order = range(len(grid) - 1, -1, -1) if reverse else range(len(grid))
     listener = _step_listener.get()
-    name = f"{_stage.get()} · {desc}" if _stage.get() else desc
+    name = stage_name(desc)
     for k, i in enumerate(tqdm(order, desc=desc, disable=not progress, leave=False)):
         t = torch.full((x.shape[0],), int(grid.t[i]), dtype=torch.int64, device=x.device)
         yield i, t, float(grid.alpha_bar[i]), float(ab_next[i])
@@ -157,12 +162,16 @@ def sample_ddim(
     for i, t, ab, ab_prev in _steps(grid, x, progress, "DDIM"):
         d = _denoise(denoiser, x, t)
         _report(callback, i, t, x, d)
-        # Eq. 16: sigma = eta * sqrt((1 - ab_prev) / (1 - ab)) * sqrt(1 - ab / ab_prev)
-        sigma = eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
-        x = math.sqrt(ab_prev) * d.x0 + math.sqrt(max(1.0 - ab_prev - sigma**2, 0.0)) * d.eps
-        if sigma > 0.0:
-            x = x + sigma * randn_like(x, generator)
+        x = ddim_update(d, ab, ab_prev, eta, generator)
     return x
+
+
+def ddim_update(d: Denoised, ab: float, ab_prev: float, eta: float, generator: Generators = None) -> Tensor:
+    """One DDIM step from alpha_bar ``ab`` to ``ab_prev`` given the denoiser's estimates, Song et al. (2021) Eq. 12,
+    with Eq. 16's sigma = eta * sqrt((1 - ab_prev) / (1 - ab)) * sqrt(1 - ab / ab_prev)."""
+    sigma = eta * math.sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
+    x = math.sqrt(ab_prev) * d.x0 + math.sqrt(max(1.0 - ab_prev - sigma**2, 0.0)) * d.eps
+    return x + sigma * randn_like(x, generator) if sigma > 0.0 else x
 
 
 def invert_ddim(

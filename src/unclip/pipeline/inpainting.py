@@ -65,10 +65,9 @@ def box_mask(size: tuple[int, int], box: Sequence[float]) -> Image.Image:
     if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
         raise ValueError(f"a box needs 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 (fractions), got {tuple(box)}")
     w, h = size
+    top, left = round(y0 * h), round(x0 * w)
     arr = np.zeros((h, w), np.uint8)
-    arr[
-        round(y0 * h) : max(round(y1 * h), round(y0 * h) + 1), round(x0 * w) : max(round(x1 * w), round(x0 * w) + 1)
-    ] = 255
+    arr[top : max(round(y1 * h), top + 1), left : max(round(x1 * w), left + 1)] = 255  # at least one pixel
     return Image.fromarray(arr, "L")
 
 
@@ -102,21 +101,6 @@ def outpaint_canvas(image: ImageLike, scale: float, anchor: str = "center") -> t
     mask = np.full((side, side), 255, np.uint8)
     mask[y : y + inner, x : x + inner] = 0
     return canvas, Image.fromarray(mask, "L")
-
-
-def image_size(image: ImageLike) -> tuple[int, int]:
-    """(width, height) of an image file, PIL image or array."""
-    if isinstance(image, Image.Image):
-        return image.size
-    if isinstance(image, np.ndarray):
-        return image.shape[1], image.shape[0]
-    if not isinstance(image, (str, Path)):
-        raise ValueError(f"expected an image file, PIL image or uint8 array, got {type(image).__name__}")
-    try:
-        with Image.open(image) as im:
-            return im.size
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read image {str(image)!r}: {err}") from err
 
 
 def fill_at(fill: Tensor, res: int) -> Tensor:
@@ -158,17 +142,16 @@ def inpaint_batch(
         return functools.partial(sample_repaint, known=known.clamp(-1, 1), keep=1 - fill_at(fill, at), eta=eta,
                                  resample=s.inpaint_resample, jump=s.inpaint_jump, progress=progress)  # fmt: skip
 
-    captions = [p if p is not None else "" for p in (prompts or [""] * b)]
+    captions = [p or "" for p in (prompts or [""] * b)]
     with pipe.autocast():
-        if all(not c.strip() for c in captions):
-            # CLIP sees the whole image at its own input size, the masked region included.
-            z_i = pipe.clip.encode_image(images).float() if z_i is None else z_i.to(pipe.device).float()
-            text, drop = None, None
-        else:
-            if any(not c.strip() for c in captions):
+        text = drop = None
+        if any(c.strip() for c in captions):
+            if not all(c.strip() for c in captions):
                 raise ValueError("give every image a caption, or none (the images' own z_i)")
-            text, drop = pipe.encode_text(list(captions))
-            z_i = pipe.sample_z_i(text, drop, gens, s).float() if z_i is None else z_i.to(pipe.device).float()
+            text, drop = pipe.encode_text(captions)
+        if z_i is None:  # without captions CLIP sees the whole image at its own size, the masked region included
+            z_i = pipe.clip.encode_image(images) if text is None else pipe.sample_z_i(text, drop, gens, s)
+        z_i = z_i.to(pipe.device).float()
         dec_res = pipe.decoder.config.resolution
         low = pipe.decode(z_i, gens, text=text, drop_text=drop, s=s, sampler=repaint(dec_res)).float()
         return pipe.upsample(low, gens, s, sampler_at=repaint).float()
@@ -208,10 +191,10 @@ def inpaint(
         raise ValueError(f"n must be >= 1, got {n}")
     if not isinstance(prompt, str):
         raise ValueError(f"the prompt must be a string, got {type(prompt).__name__}")
-    mask_l = mask_image(mask)
-    size = image_size(image)
-    if size != mask_l.size:
-        raise ValueError(f"the mask is {mask_l.size[0]}x{mask_l.size[1]} but the image is {size[0]}x{size[1]}")
+    mask_l, image = mask_image(mask), rgb_image(image)  # each file read once
+    if image.size != mask_l.size:
+        (mw, mh), (w, h) = mask_l.size, image.size
+        raise ValueError(f"the mask is {mw}x{mh} but the image is {w}x{h}")
     res = pipe.resolution
     x = from_pil([image], res)
     fill = (from_pil([mask_l.convert("RGB")], res)[:, :1] > 0).float()
@@ -228,6 +211,6 @@ def inpaint(
 
 
 __all__ = [
-    "box_mask", "fill_at", "image_size", "inpaint", "inpaint_batch", "mask_image", "outpaint_canvas",
+    "box_mask", "fill_at", "inpaint", "inpaint_batch", "mask_image", "outpaint_canvas",
     "text_diff_embeddings",
 ]  # fmt: skip
