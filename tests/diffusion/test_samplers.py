@@ -17,6 +17,7 @@ from unclip.diffusion import (
     generators_from_seeds,
     get_sampler,
     invert_ddim,
+    predict_mmse,
     randn,
     sample_ddim,
     sample_ddpm,
@@ -180,6 +181,34 @@ def test_callback_sees_every_step_and_the_final_estimate(denoiser):
     assert [s.t for s in seen] == grid.t.tolist()
     assert torch.equal(seen[-1].x0, out)  # DDIM's last step lands on its x0 estimate
     assert denoiser.calls == 12
+
+
+def test_mmse_is_the_data_mean_from_any_start_in_one_call(denoiser):
+    # At t = T - 1 the cosine schedule keeps alpha_bar = 2.4e-9 of the signal, so E[x0 | x_T] is the data mean
+    # up to sqrt(alpha_bar) |Sigma| |x_T| ~ 1e-4, whatever x_T is and however long the grid.
+    x_T = torch.randn(64, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    seen = []
+    out = get_sampler("mmse")(denoiser, x_T, SCHED.grid(50), callback=seen.append)
+    assert denoiser.calls == 1 and [s.t for s in seen] == [SCHED.num_steps - 1]
+    assert (out - MU).abs().max().item() < 1e-3
+    # A draw is not the mean: DDIM-50 samples spread as the data do.
+    draws = sample_ddim(denoiser, x_T, SCHED.grid(50))
+    assert (draws - MU).abs().max().item() > 0.5
+
+
+def test_mmse_beats_draws_in_cosine_and_squared_error(denoiser):
+    # Why the prior offers it: against fresh samples of the data, the mean is closer than an independent draw,
+    # in squared error (tr Sigma against 2 tr Sigma) and here in cosine as well.
+    truth = exact_samples(MU, SIGMA, 4000, seed=3)
+    x_T = torch.randn(4000, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    point = predict_mmse(denoiser, x_T, SCHED.grid(25))
+    draws = sample_ddpm(denoiser, x_T, SCHED.grid(1000), generator=torch.Generator().manual_seed(5))  # exact draws
+    mse_point = (point - truth).pow(2).sum(1).mean().item()
+    mse_draws = (draws - truth).pow(2).sum(1).mean().item()
+    trace = SIGMA.trace().item()
+    assert abs(mse_point / trace - 1) < 0.06 and abs(mse_draws / trace - 2) < 0.06, (mse_point, mse_draws, trace)
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(point, truth).mean() > cos(draws, truth).mean() + 0.05
 
 
 def test_float32_runs_and_keeps_dtype(denoiser):

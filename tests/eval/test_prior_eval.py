@@ -148,6 +148,34 @@ def test_cli_combine_mean_scores_the_mean_of_the_candidates(stack, capsys):
     assert not torch.allclose(best, z_i)
 
 
+def test_cli_point_estimate_row_is_one_unguided_call_at_t_max(stack, capsys):
+    # The row beside the draws: the prior's x0 estimate at t = T - 1 without guidance, computed here by hand.
+    from unclip.diffusion import ModelDenoiser, conditioned
+    from unclip.eval.prior_eval import encode_shapes, load_prior_and_clip
+    from unclip.prior.caption_tokens import fit_tokens
+
+    code, out, _ = _run(["--model", str(stack), "--n", "6", "--pool", "8", "--json"], capsys)
+    assert code == 0
+    row = json.loads(out)["prior_point_estimate"]
+    assert row["settings"]["sampler"] == "mmse" and row["settings"]["guidance"] == 1.0
+    prior, clip, _ = load_prior_and_clip(stack)
+    held = encode_shapes(clip, "test", 6)
+    tokens, mask = fit_tokens(held.tokens, held.mask, prior.config.text_len)
+    denoiser = ModelDenoiser(prior, prior.schedule(), prior.parameterization())
+    x_T = torch.cat(
+        [torch.randn(1, prior.config.embed_dim, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+    )
+    t = torch.full((6,), prior.config.train_steps - 1)
+    cond = {"z_t": held.z_t, "tokens": tokens, "mask": mask, "keep": torch.ones(6, dtype=torch.bool)}
+    with torch.no_grad():
+        z_i = prior.norm.denormalize(conditioned(denoiser, cond)(x_T, t).x0)
+    assert row["cosine"] == pytest.approx(F.cosine_similarity(z_i, held.z_i).mean().item(), abs=1e-5)
+    code, out, _ = _run(["--model", str(stack), "--n", "6", "--pool", "8", "--no-point-estimate"], capsys)
+    assert code == 0 and "point estimate" not in out and "prior " in out
+    code, _, err = _run(["--model", str(stack), "--n", "6", "--sampler", "euler"], capsys)
+    assert code == 2 and "prior_sampler must be one of" in err and "mmse" in err
+
+
 def test_cli_on_an_ar_prior_folder_with_its_clip(stack, tmp_path, capsys):
     g = torch.Generator().manual_seed(0)
     z_i, z_t = (F.normalize(torch.randn(128, 32, generator=g), dim=1) for _ in range(2))
@@ -191,7 +219,7 @@ def test_cli_ceiling_rescores_the_prior_and_baselines_on_the_covered_captions(st
     covered = sorted(same_claims_pool([s.caption for s in samples], 4000, min_matches=4, max_matches=8))
     assert c["pool"] == 4000 and c["covered"] == len(covered) > 0 and c["coverage"] == len(covered) / 40
     assert -1 <= c["perfect_sampler"] <= 1 and 0 <= c["best_prediction"] <= 1
-    assert set(c["cosine_on_covered"]) == {"prior", "baseline_z_t", "baseline_nearest_caption"}
+    assert set(c["cosine_on_covered"]) == {"prior", "prior_point_estimate", "baseline_z_t", "baseline_nearest_caption"}
     clip = load_clip(stack / "clip")
     with torch.no_grad():
         z_i = clip.encode_image(images[covered])

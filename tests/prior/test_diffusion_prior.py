@@ -166,7 +166,7 @@ def test_sample_clamp_bounds_every_draw_in_normalized_units():
             tiny(sample_clamp=bad)
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp_2m"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmpp_2m", "mmse"])
 def test_any_core_sampler_runs(sampler):
     m = fitted()
     _, z_t, tokens, mask = synthetic_pairs(2)
@@ -199,6 +199,37 @@ def test_x0_prior_learns_a_synthetic_caption_to_image_map():
     baseline = F.cosine_similarity(hz_t, hz_i).mean().item()
     print(f"held-out cosine {cos:.3f}, z_t baseline {baseline:.3f}")
     assert cos > 0.8 and cos > baseline + 0.5, (cos, baseline)
+
+
+def test_mmse_point_estimate_is_closer_to_the_truth_than_draws():
+    """z_i = normalize(A z_t + 0.25 noise): a caption leaves z_i free around the direction of A z_t, as a Shapes-world
+    caption leaves positions free. The prior's one-call estimate at t = T (sampler "mmse") must land near that
+    direction, the best any prediction can do, and beat its own draws by far (docs/prior.md, "Point estimates")."""
+    torch.manual_seed(0)
+    m = DiffusionPrior(tiny(cond_drop=0.1))
+    z_i, z_t, tokens, mask = synthetic_pairs(4096, seed=1, noise=0.25)
+    m.norm.fit(z_i)
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        idx = torch.randint(0, 4096, (128,), generator=g)
+        loss = diffusion_prior_loss(m, z_i[idx], z_t[idx], tokens[idx], mask[idx]).loss.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    hz_i, hz_t, htok, hmask = synthetic_pairs(256, seed=99, noise=0.25)
+    ideal = synthetic_pairs(256, seed=99, noise=0.0)[0]  # normalize(A z_t): the mean direction of p(z_i | caption)
+
+    def cosine(sampler: str, steps: int) -> float:
+        out = sample_diffusion_prior(m, hz_t, htok, hmask, sampler=sampler, steps=steps, best_of=1,
+                                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+        return F.cosine_similarity(out.z_i, hz_i).mean().item()
+
+    best = F.cosine_similarity(ideal, hz_i).mean().item()
+    point, draw = cosine("mmse", 16), cosine("ddim", 16)
+    print(f"cosine to the truth: ideal {best:.3f}, mmse {point:.3f}, draws {draw:.3f}")
+    assert point > best - 0.05 and point > draw + 0.1, (best, point, draw)
 
 
 def test_bad_inputs_name_the_value():

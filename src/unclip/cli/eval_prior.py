@@ -39,6 +39,15 @@ def register_prior(sub: argparse._SubParsersAction) -> None:
         help="with --data: the training data whose first --pool pairs the nearest-caption baseline searches "
         "(without it that baseline is left out)",
     )
+    p.add_argument(
+        "--sampler",
+        help="prior sampler: ddim, ddpm, dpmpp_2m, or mmse for the point estimate in one call (default: as stored)"
+        + _NO_DEFAULT,
+    )  # fmt: skip
+    p.add_argument(
+        "--no-point-estimate", dest="point_estimate", action="store_false",
+        help="skip the diffusion prior's point-estimate row (one unguided call per caption at t = T)",
+    )  # fmt: skip
     p.add_argument("--steps", type=int, help="prior sampling steps (default: as stored)" + _NO_DEFAULT)
     p.add_argument("--guidance", type=float, help="prior guidance scale (default: as stored)" + _NO_DEFAULT)
     p.add_argument(
@@ -64,12 +73,13 @@ def run_prior(args: argparse.Namespace) -> int:
     prior, clip, stored = prior_eval.load_prior_and_clip(args.model, args.clip, args.device)
     prior_eval.check_compatible(prior, clip)  # before any work
     settings = prior_eval.sampling_settings(
-        prior, stored, steps=args.steps, guidance=args.guidance, best_of=args.best_of, combine=args.combine
-    )
+        prior, stored, steps=args.steps, guidance=args.guidance, best_of=args.best_of, combine=args.combine,
+        sampler=args.sampler,
+    )  # fmt: skip
     report = prior_eval.evaluate_prior(
         prior, clip, n=args.n, samples_per_caption=args.samples_per_caption, pool=args.pool, seed=args.seed,
         split=args.split, settings=settings, batch_size=args.batch_size, ceiling_pool=args.ceiling_pool, progress=True,
-        data=args.data, train_data=args.train_data,
+        data=args.data, train_data=args.train_data, point_estimate=args.point_estimate,
     )  # fmt: skip
     report = {"model": args.model, "clip": args.clip, **report}
     if args.json:
@@ -80,11 +90,12 @@ def run_prior(args: argparse.Namespace) -> int:
     where = f"{report['split']} split" if args.data is None else f"{report['split']}, {report['skipped']} skipped"
     print(f"{report['n']} held-out pairs ({where}), {report['samples_per_caption']} draw(s) each")
     print(f"{'':<32}{'cosine':>8}{'R@1':>8}{'R@10':>8}")
-    rows = (("prior", "prior"), ("z_t as z_i", "baseline_z_t"),
+    rows = (("prior", "prior"), ("prior point estimate (1 call)", "prior_point_estimate"),
+            ("z_t as z_i", "baseline_z_t"),
             (f"nearest of {report['pool']} train captions", "baseline_nearest_caption"))  # fmt: skip
     for label, key in rows:
-        r = report[key]
-        if r is not None:  # the nearest-caption baseline needs a training pool (--train-data with --data)
+        r = report.get(key)
+        if r is not None:  # the nearest-caption baseline needs a training pool; the point estimate a diffusion prior
             print(f"{label:<32}{r['cosine']:>8.4f}{r['r_at_1']:>8.4f}{r['r_at_10']:>8.4f}")
     print(f"{'chance':<32}{'':>8}{report['chance']['r_at_1']:>8.4f}{report['chance']['r_at_10']:>8.4f}")
     c = report.get("ceiling")
@@ -93,7 +104,9 @@ def run_prior(args: argparse.Namespace) -> int:
     elif c is not None:
         print(f"ceiling on the {c['covered']} captions ({c['coverage']:.0%}) whose claims recur in {c['pool']:,} "
               f"training captions: perfect sampler {c['perfect_sampler']:.4f}, best prediction "
-              f"{c['best_prediction']:.4f}; there the prior scores {c['cosine_on_covered']['prior']:.4f}, z_t "
+              f"{c['best_prediction']:.4f}; there the prior scores {c['cosine_on_covered']['prior']:.4f}"
+              + (f" (point estimate {c['cosine_on_covered']['prior_point_estimate']:.4f})"
+                 if "prior_point_estimate" in c["cosine_on_covered"] else "") + ", z_t "
               f"{c['cosine_on_covered']['baseline_z_t']:.4f}, nearest caption "
               f"{c['cosine_on_covered']['baseline_nearest_caption']:.4f}")  # fmt: skip
     print(f"sampling {report['seconds_per_embedding']:.4f} s per embedding (batch {report['batch_size']}, "
