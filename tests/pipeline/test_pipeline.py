@@ -186,6 +186,32 @@ def test_invert_encodes_image_files_at_clips_size_and_tensors_as_given(tmp_path)
     torch.testing.assert_close(z_tensor, encode(small))
 
 
+def test_structured_variations_keep_the_sources_block_means_and_vary_the_rest():
+    # ILVR (unclip.diffusion.ilvr) on the exact Gaussian decoder: with variation_structure 4 every variation's 4 x 4
+    # block means are the source's, up to the inversion's float error; without it they wander.
+    from unclip.diffusion.ilvr import lowpass
+
+    pipe = analytic_pipeline()
+    source = to_pil(pipe("a yellow heart", seed=5).tensors)[0]
+    target = torch.from_numpy(np.asarray(source, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+    block = lowpass(4)
+    free = variations(pipe, source, n=3, eta=1.0, seed=7)
+    pipe.settings = dataclasses.replace(pipe.settings, variation_structure=4)
+    kept = variations(pipe, source, n=3, eta=1.0, seed=7)
+    assert (block(kept) - block(target)).abs().max().item() < 1e-4
+    assert (block(free) - block(target)).abs().max().item() > 0.05
+    assert ((kept - target).norm() / target.norm()).item() > 0.05  # the detail is redrawn, not copied
+    assert not torch.allclose(kept[0], kept[1])
+    pipe.settings = dataclasses.replace(pipe.settings, variation_structure=3)  # 16 px: 3 does not divide it
+    with pytest.raises(
+        ValueError, match=r"variation_structure 3 must divide the decoder's resolution 16 \(e.g. 2, 4, 8\)"
+    ):
+        variations(pipe, source, n=1)
+    for bad in (-1, True, 2.5):
+        with pytest.raises(ValueError, match="variation_structure must be an integer"):
+            dataclasses.replace(pipe.settings, variation_structure=bad)
+
+
 def test_best_variation_is_the_candidate_clip_finds_closest_to_the_source():
     from unclip.pipeline.manipulations import best_variations
 

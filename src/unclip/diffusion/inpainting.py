@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -59,13 +60,15 @@ def sample_repaint(
     grid: TimestepGrid,
     *,
     known: Tensor,
-    keep: Tensor,
+    keep: Tensor | None = None,
+    project: Callable[[Tensor], Tensor] | None = None,
     generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
     eta: float = 1.0,
     resample: int = 1,
     jump: int = 1,
+    desc: str = "RePaint",
 ) -> Tensor:
     """Sample with the part of ``known`` where ``keep`` is 1 held fixed, from noise ``x`` at ``grid.t[0]``.
 
@@ -73,16 +76,23 @@ def sample_repaint(
     1 for known and 0 for generated entries (values between blend the two). Denoising steps are DDIM's with
     ``eta`` (1: the DDPM posterior, as RePaint); ``resample`` and ``jump`` shape the path (:func:`repaint_path`).
     The callback sees every denoising step. Returns the sample, equal to ``known`` where ``keep`` is 1.
+
+    ``project`` in place of ``keep``: a linear projection P (P(P(v)) = P(v)) whose part of the sample is held to
+    P(known) instead of a masked part, each merge replacing P(x) by P(noised known); a mask is the projection
+    v -> keep * v. ILVR's low-pass filter is another (:func:`unclip.diffusion.ilvr.sample_ilvr`).
     """
     check_sample(x)
     if known.shape != x.shape:
         raise ValueError(f"known has shape {tuple(known.shape)} but the sample has {tuple(x.shape)}")
-    try:
-        keep = torch.broadcast_to(keep, x.shape).to(x.dtype)
-    except RuntimeError:
-        raise ValueError(f"keep of shape {tuple(keep.shape)} does not broadcast to {tuple(x.shape)}") from None
-    if bool(((keep < 0) | (keep > 1)).any()):
-        raise ValueError("keep must lie in [0, 1] (1: known, 0: generated)")
+    if (keep is None) == (project is None):
+        raise ValueError("give exactly one of keep (a mask) and project (a projection)")
+    if keep is not None:
+        try:
+            keep = torch.broadcast_to(keep, x.shape).to(x.dtype)
+        except RuntimeError:
+            raise ValueError(f"keep of shape {tuple(keep.shape)} does not broadcast to {tuple(x.shape)}") from None
+        if bool(((keep < 0) | (keep > 1)).any()):
+            raise ValueError("keep must lie in [0, 1] (1: known, 0: generated)")
     if not eta >= 0.0:
         raise ValueError(f"eta must be >= 0, got {eta!r}")
     if not isinstance(grid, TimestepGrid) or len(grid) == 0:
@@ -93,7 +103,7 @@ def sample_repaint(
     # alpha_bar of every state; the clean state n has 1.
     ab = [float(a) for a in grid.alpha_bar] + [1.0]
     listener = _step_listener.get()
-    name = stage_name("RePaint")
+    name = stage_name(desc)
     downs, done = (len(path) - 1 + n) // 2, 0  # denoising steps minus climbing steps is n
 
     def merge(x: Tensor, k: int) -> Tensor:
@@ -102,10 +112,12 @@ def sample_repaint(
             noised = math.sqrt(ab[k]) * known + math.sqrt(1.0 - ab[k]) * randn_like(known, generator)
         else:
             noised = known
-        return keep * noised + (1 - keep) * x
+        if project is not None:
+            return x + project(noised - x)
+        return keep * noised + (1 - keep) * x  # exact where keep is 1: the known part comes back bit for bit
 
     x = merge(x, 0)
-    moves = tqdm(itertools.pairwise(path), total=len(path) - 1, desc="RePaint", disable=not progress, leave=False)
+    moves = tqdm(itertools.pairwise(path), total=len(path) - 1, desc=desc, disable=not progress, leave=False)
     for k, k_next in moves:
         if k_next < k:  # forward noising from state k up to state k - 1: q(x_{k-1} | x_k)
             ratio = ab[k_next] / ab[k]

@@ -12,6 +12,7 @@ Manipulated images are decoded from z_i alone (the caption is dropped), since th
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from PIL import Image
 from torch import Tensor
 
 from unclip.diffusion import generators_from_seeds, invert_ddim, sampling_stage
+from unclip.diffusion.ilvr import sample_ilvr
 from unclip.pipeline.pipeline import UnCLIPPipeline, from_pil, to_pil
 
 ImageLike = Image.Image | np.ndarray | str | Path
@@ -49,6 +51,17 @@ def slerp(a: Tensor, b: Tensor, theta: float | Tensor) -> Tensor:
     return out.reshape(shape).to(a.dtype)
 
 
+def _decoder_input(pipe: UnCLIPPipeline, images: Sequence[ImageLike] | Tensor) -> tuple[Tensor, Tensor]:
+    """The images at the decoder's resolution on the pipeline's device, and as CLIP should read them (below)."""
+    res = pipe.decoder.config.resolution
+    x = images if isinstance(images, Tensor) else from_pil(images, res)
+    source = x if isinstance(images, Tensor) else from_pil(images, max(res, int(pipe.clip.image_size)))
+    x = x.to(pipe.device)
+    if x.shape[-1] != res or x.shape[-2] != res:
+        x = F.interpolate(x, size=(res, res), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+    return x, source
+
+
 @torch.no_grad()
 def invert(
     pipe: UnCLIPPipeline, images: Sequence[ImageLike] | Tensor, *, progress: bool = False
@@ -59,12 +72,7 @@ def invert(
     thumbnail of it: Karlo's ViT-L/14 takes 224 px, its decoder 64 px) and at the decoder's for x_T (resizing the
     first read instead would change the pixels that eta = 0 must give back). A tensor is
     encoded as given, so evaluations that pass decoder-sized renders encode what the decoder was trained on."""
-    res = pipe.decoder.config.resolution
-    x = images if isinstance(images, Tensor) else from_pil(images, res)
-    source = x if isinstance(images, Tensor) else from_pil(images, max(res, int(pipe.clip.image_size)))
-    x = x.to(pipe.device)
-    if x.shape[-1] != res or x.shape[-2] != res:
-        x = F.interpolate(x, size=(res, res), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+    x, source = _decoder_input(pipe, images)
     s = pipe.settings
     with pipe.autocast():
         z_i = pipe.clip.encode_image(source.to(pipe.device)).float()
@@ -75,31 +83,52 @@ def invert(
     return z_i, x_T.float()
 
 
+def structure_factor(pipe: UnCLIPPipeline) -> int:
+    """``variation_structure``, checked against the decoder's resolution (0: off)."""
+    factor, res = pipe.settings.variation_structure, pipe.decoder.config.resolution
+    if factor and res % factor:
+        divisors = ", ".join(str(d) for d in range(2, 9) if res % d == 0)
+        raise ValueError(f"variation_structure {factor} must divide the decoder's resolution {res} (e.g. {divisors})")
+    return factor
+
+
 @torch.no_grad()
-def decode_latents(pipe: UnCLIPPipeline, z_i: Tensor, x_T: Tensor, seeds: Sequence[int], eta: float) -> Tensor:
-    """Decode bipartite latents (z_i, x_T) with DDIM(eta) and upsample; one seed per row."""
+def decode_latents(
+    pipe: UnCLIPPipeline, z_i: Tensor, x_T: Tensor, seeds: Sequence[int], eta: float, structure: Tensor | None = None
+) -> Tensor:  # fmt: skip
+    """Decode bipartite latents (z_i, x_T) with DDIM(eta) and upsample; one seed per row. With ``structure`` (the
+    source images at the decoder's resolution) and ``variation_structure`` N > 0, each row keeps its source's
+    N × N block means (ILVR, :mod:`unclip.diffusion.ilvr`)."""
     # Decoding uses the same grid as the inversion, so eta = 0 returns the inverted image.
     s = dataclasses.replace(
         pipe.settings, decoder_sampler="ddim", decoder_eta=eta, decoder_steps=pipe.settings.inversion_steps
     )
     gens = generators_from_seeds(seeds)
+    factor = structure_factor(pipe) if structure is not None else 0
+    sampler = None
+    if factor:
+        sampler = functools.partial(sample_ilvr, reference=structure.to(pipe.device, torch.float32), factor=factor,
+                                    eta=eta)  # fmt: skip
     with pipe.autocast():
-        decoded = pipe.decode(z_i, gens, x_T=x_T, s=s, strength=s.inversion_strength).float()
+        decoded = pipe.decode(z_i, gens, x_T=x_T, s=s, strength=s.inversion_strength, sampler=sampler).float()
         return pipe.upsample(decoded, gens, s).float()
 
 
 @torch.no_grad()
-def best_variations(pipe: UnCLIPPipeline, z_i: Tensor, x_T: Tensor, seeds: Sequence[int], eta: float) -> Tensor:
+def best_variations(
+    pipe: UnCLIPPipeline, z_i: Tensor, x_T: Tensor, seeds: Sequence[int], eta: float, structure: Tensor | None = None
+) -> Tensor:  # fmt: skip
     """Decode each row's latents ``pipe.settings.variation_best_of`` times and keep the decode whose CLIP image
     embedding is closest (cosine) to the row's z_i: what CLIP sees kept, as §3.1 asks of a variation, checked
     rather than hoped for (CLIP reranking, as DALL·E's samples were reranked). Candidate j of the row with seed s
-    uses seed s·N + j, so N = 1 is :func:`decode_latents` itself."""
+    uses seed s·N + j, so N = 1 is :func:`decode_latents` itself. ``structure``: as :func:`decode_latents`."""
     best_of = pipe.settings.variation_best_of
     if best_of == 1:
-        return decode_latents(pipe, z_i, x_T, seeds, eta)
+        return decode_latents(pipe, z_i, x_T, seeds, eta, structure)
     rows = len(seeds)
     cand = decode_latents(pipe, z_i.repeat_interleave(best_of, 0), x_T.repeat_interleave(best_of, 0),
-                          [s * best_of + j for s in seeds for j in range(best_of)], eta)  # fmt: skip
+                          [s * best_of + j for s in seeds for j in range(best_of)], eta,
+                          None if structure is None else structure.repeat_interleave(best_of, 0))  # fmt: skip
     with pipe.autocast():
         seen = pipe.clip.encode_image(cand).float()
     score = F.cosine_similarity(seen.view(rows, best_of, -1), z_i.float()[:, None], dim=2)
@@ -113,8 +142,12 @@ def variations(pipe: UnCLIPPipeline, image: ImageLike, n: int = 4, *, eta: float
     ``variation_best_of`` N > 1 each is the best of N by CLIP similarity to the image (:func:`best_variations`)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    structure = None
+    if structure_factor(pipe):  # (a bad variation_structure fails here, before the inversion's work)
+        structure = _decoder_input(pipe, [image])[0].expand(n, -1, -1, -1)  # the pixels the inversion starts from
     z_i, x_T = invert(pipe, [image])
-    return best_variations(pipe, z_i.expand(n, -1), x_T.expand(n, -1, -1, -1), [seed + k for k in range(n)], eta)
+    return best_variations(pipe, z_i.expand(n, -1), x_T.expand(n, -1, -1, -1), [seed + k for k in range(n)], eta,
+                           structure)  # fmt: skip
 
 
 @torch.no_grad()

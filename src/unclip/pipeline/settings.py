@@ -58,6 +58,10 @@ class SamplingSettings:
     # Variations: each is the best of this many decodes by CLIP similarity to the source's z_i (1: the paper's plain
     # variation; unclip.pipeline.manipulations.best_variations). Costs that many decodes per variation.
     variation_best_of: int = 1
+    # Variations that keep the source's layout: ILVR (Choi et al. 2021; unclip.diffusion.ilvr) holds every
+    # variation's N x N block means (at the decoder's resolution) to the source's while the rest is drawn from z_i.
+    # 0: off, the paper's variation; a divisor of the decoder's resolution otherwise (smaller keeps more).
+    variation_structure: int = 0
     # Inpainting (unclip.pipeline.inpainting): RePaint's path on every stage's grid. Each block of ``inpaint_jump``
     # steps is climbed back up and denoised again ``inpaint_resample`` - 1 times, so the generated region is redrawn
     # given the known one; 1 is plain replacement, which leaves the two inconsistent (unclip.diffusion.inpainting).
@@ -92,6 +96,9 @@ class SamplingSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
                 raise ValueError(f"{name} must be a number in (0, 1], got {v!r}")
+        v = self.variation_structure
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1024:
+            raise ValueError(f"variation_structure must be an integer from 0 (off) to 1024, got {v!r}")
         if self.prior_combine not in COMBINES:
             raise ValueError(f"prior_combine must be one of {', '.join(COMBINES)}, got {self.prior_combine!r}")
         if self.upsampler_condition not in UPSAMPLER_CONDITIONS:
