@@ -27,7 +27,7 @@ def _serve(monkeypatch, images: torch.Tensor) -> None:
     def invert(pipe, x):
         return torch.ones(len(x), 4), torch.zeros(len(x), 3, 32, 32)
 
-    def decode(pipe, z_i, x_T, seeds, eta):
+    def decode(pipe, z_i, x_T, seeds, eta, structure=None):
         start, served[0] = served[0], served[0] + len(z_i)
         return images[start : served[0]]
 
