@@ -171,7 +171,8 @@ def test_cli_point_estimate_row_is_one_unguided_call_at_t_max(stack, capsys):
         z_i = prior.norm.denormalize(conditioned(denoiser, cond)(x_T, t).x0)
     assert row["cosine"] == pytest.approx(F.cosine_similarity(z_i, held.z_i).mean().item(), abs=1e-5)
     code, out, _ = _run(["--model", str(stack), "--n", "6", "--pool", "8", "--no-point-estimate"], capsys)
-    assert code == 0 and "point estimate" not in out and "prior " in out
+    assert code == 0 and "point estimate" not in out and out.startswith("diffusion prior")
+    assert any(line.split()[:1] == ["prior"] for line in out.splitlines())  # the draws' row is still there
     code, _, err = _run(["--model", str(stack), "--n", "6", "--sampler", "euler"], capsys)
     assert code == 2 and "prior_sampler must be one of" in err and "mmse" in err
 

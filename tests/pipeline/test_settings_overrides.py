@@ -29,3 +29,15 @@ def test_the_shorthand_and_one_of_its_scales_together_are_refused():
     assert expand_shorthands({"decoder_guidance": 3.0, "decoder_steps": 5}) == {
         "decoder_steps": 5, "decoder_guidance_image": 3.0, "decoder_guidance_text": 3.0,
     }  # fmt: skip
+
+
+def test_the_point_estimate_sampler_is_the_priors_alone_and_returns_one_estimate():
+    # mmse is E[x0 | condition] at t = T: the x0-predicting prior's point estimate, saturated noise for an
+    # eps-predicting image stage, and best-of-N over one estimate would only repeat it.
+    point = parse_overrides(["prior_sampler=mmse", "prior_best_of=1", "prior_guidance=1"], SamplingSettings())
+    assert point == {"prior_sampler": "mmse", "prior_best_of": 1, "prior_guidance": 1.0}
+    with pytest.raises(ValueError, match=r"prior_sampler mmse returns the one point estimate.*prior_best_of=1"):
+        parse_overrides(["prior_sampler=mmse"], SamplingSettings(prior_best_of=2))
+    for stage in ("decoder_sampler", "upsampler_sampler"):
+        with pytest.raises(ValueError, match=f"{stage} must be one of ddpm, ddim, dpmpp_2m, got 'mmse'"):
+            parse_overrides([f"{stage}=mmse"], SamplingSettings())

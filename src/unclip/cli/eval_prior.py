@@ -41,8 +41,8 @@ def register_prior(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--sampler",
-        help="prior sampler: ddim, ddpm, dpmpp_2m, or mmse for the point estimate in one call (default: as stored)"
-        + _NO_DEFAULT,
+        help="prior sampler: ddim, ddpm, dpmpp_2m, or mmse, the point estimate in one call (with --best-of 1; "
+        "--guidance 1 for the unguided mean) (default: as stored)" + _NO_DEFAULT,
     )  # fmt: skip
     p.add_argument(
         "--no-point-estimate", dest="point_estimate", action="store_false",

@@ -60,6 +60,8 @@ def sample_ilvr(
     """Sample from ``x`` at ``grid.t[0]`` with the ``factor``-block means held to ``reference``'s (same shape as
     ``x``). Steps are DDIM's with ``eta`` (1: DDPM, as ILVR); ``resample`` and ``jump`` as RePaint's. A smaller
     factor keeps more of the reference (1 returns it); a larger one leaves more to the model."""
+    if reference.shape != x.shape:
+        raise ValueError(f"the ILVR reference has shape {tuple(reference.shape)} but the sample has {tuple(x.shape)}")
     return sample_repaint(denoiser, x, grid, known=reference, project=lowpass(factor), generator=generator,
                           callback=callback, progress=progress, eta=eta, resample=resample, jump=jump,
                           desc="ILVR")  # fmt: skip

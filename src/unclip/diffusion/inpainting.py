@@ -99,7 +99,7 @@ def sample_repaint(
         raise ValueError("grid must be a non-empty TimestepGrid (see NoiseSchedule.grid)")
     n = len(grid)
     path = repaint_path(n, resample, jump)
-    known = known.to(x.dtype)
+    known = known.to(x.device, x.dtype)
     # alpha_bar of every state; the clean state n has 1.
     ab = [float(a) for a in grid.alpha_bar] + [1.0]
     listener = _step_listener.get()

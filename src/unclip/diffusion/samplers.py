@@ -290,16 +290,20 @@ def predict_mmse(
     generator: Generators = None,
     callback: Callback | None = None,
     progress: bool = False,
+    eta: float = 0.0,
 ) -> Tensor:
     """Not a draw: the denoiser's x0 estimate at the grid's noisiest step, from ``x`` alone (one network call).
 
-    A denoiser trained with MSE on x0 (or on eps) learns E[x0 | x_t, condition]. At the top of a cosine
-    schedule, where alpha_bar is ~1e-9, x_t carries almost nothing of x0, so the estimate there is
-    E[x0 | condition]: the minimum-mean-squared-error point prediction, the mean of infinitely many draws. For
-    the prior it is the point estimate whose cosine ceiling docs/prior.md measures (a single draw of
-    p(z_i | caption) cannot come that close to the truth); for images it is a blur. Equal to DDIM over the
-    grid's first step alone, since a DDIM step onto clean data returns the x0 estimate.
+    A denoiser trained with MSE on x0 learns E[x0 | x_t, condition]. At the top of a cosine schedule, where
+    alpha_bar is ~1e-9, x_t carries almost nothing of x0, so the estimate there is E[x0 | condition]: the
+    minimum-mean-squared-error point prediction, the mean of infinitely many draws. For the x0-predicting prior it
+    is the point estimate whose cosine ceiling docs/prior.md measures (a single draw of p(z_i | caption) cannot
+    come that close to the truth). An eps-predicting network's x0 there is its eps error divided by ~5e-5, which
+    is why the pipeline offers this sampler to the prior only. Equal to DDIM over the grid's first step alone,
+    since a DDIM step onto clean data returns the x0 estimate (so ``eta``, accepted for DDIM's signature, adds
+    nothing).
     """
+    del eta
     first = TimestepGrid(t=grid.t[:1], alpha_bar=grid.alpha_bar[:1]) if isinstance(grid, TimestepGrid) else grid
     return sample_ddim(denoiser, x, first, generator=generator, callback=callback, progress=progress)
 

@@ -48,7 +48,7 @@ def variation_rate(
         z_i, x_T = invert(pipe, x[i : i + batch_size])
         z_i, x_T = z_i.repeat_interleave(per_image, 0), x_T.repeat_interleave(per_image, 0)
         seeds = [seed + 1000 * (i + j // per_image) + j % per_image for j in range(len(z_i))]
-        structure = x[i : i + batch_size].repeat_interleave(per_image, 0)  # used when variation_structure > 0
+        structure = x[i : i + batch_size].repeat_interleave(per_image, 0) if pipe.settings.variation_structure else None
         out = best_variations(pipe, z_i, x_T, seeds, eta, structure).cpu()
         src = full[i : i + batch_size].repeat_interleave(per_image, 0)
         diffs = ((out.clamp(-1, 1) - src).abs().mean(dim=(1, 2, 3)) / 2).tolist()

@@ -339,23 +339,16 @@ def evaluate_prior(
     point = None
     if kind == "diffusion" and point_estimate:
         point_settings = {**settings, **POINT_ESTIMATE}
-        point, point_seconds = sample_prior(
-            prior,
-            held,
-            point_settings,
-            [seed + i for i in range(n)],
-            batch_size=batch_size,
-            progress=progress,
-            desc="prior point estimate",
-        )
+        point, point_seconds = sample_prior(prior, held, point_settings, [seed + i for i in range(n)],
+                                            batch_size=batch_size, progress=progress,
+                                            desc="prior point estimate")  # fmt: skip
     nearest = None if train is None else nearest_caption(held.z_t, train.z_t, train.z_i)[0]
     draws = n * samples_per_caption
     extra: dict[str, Any] = {}
     if point is not None:
         extra["prior_point_estimate"] = score_embeddings(point, held.z_i).to_dict() | {
-            "settings": {**settings, **POINT_ESTIMATE},
-            "seconds_per_embedding": point_seconds / n,
-        }
+            "settings": point_settings, "seconds_per_embedding": point_seconds / n
+        }  # fmt: skip
     if ceiling_pool:
         predictions = {"prior": torch.cat(z_i), "baseline_z_t": held.z_t, "baseline_nearest_caption": nearest}
         if point is not None:

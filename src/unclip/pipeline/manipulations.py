@@ -87,7 +87,7 @@ def structure_factor(pipe: UnCLIPPipeline) -> int:
     """``variation_structure``, checked against the decoder's resolution (0: off)."""
     factor, res = pipe.settings.variation_structure, pipe.decoder.config.resolution
     if factor and res % factor:
-        divisors = ", ".join(str(d) for d in range(2, 9) if res % d == 0)
+        divisors = ", ".join([str(d) for d in range(2, res + 1) if res % d == 0][:6])
         raise ValueError(f"variation_structure {factor} must divide the decoder's resolution {res} (e.g. {divisors})")
     return factor
 

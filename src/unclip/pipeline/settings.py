@@ -17,6 +17,7 @@ from unclip.models.upsampler import UPSAMPLER_CONDITIONS
 from unclip.prior.sampling import COMBINES
 
 Z_SOURCES = ("prior", "text")
+IMAGE_SAMPLERS = tuple(name for name in SAMPLERS if name != "mmse")  # samplers that draw (see __post_init__)
 
 
 @dataclass
@@ -85,9 +86,16 @@ class SamplingSettings:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1000:
                 raise ValueError(f"{name} must be an integer from 1 to 1000, got {v!r}")
-        for name in ("prior_sampler", "decoder_sampler", "upsampler_sampler"):
-            if getattr(self, name) not in SAMPLERS:
-                raise ValueError(f"{name} must be one of {', '.join(SAMPLERS)}, got {getattr(self, name)!r}")
+        if self.prior_sampler not in SAMPLERS:
+            raise ValueError(f"prior_sampler must be one of {', '.join(SAMPLERS)}, got {self.prior_sampler!r}")
+        # "mmse" is the prior's point estimate; for an eps-predicting image model x0 at t = T is eps's error times
+        # 2e4, saturated pixels, so the image stages take only the samplers that draw.
+        for name in ("decoder_sampler", "upsampler_sampler"):
+            if getattr(self, name) not in IMAGE_SAMPLERS:
+                raise ValueError(f"{name} must be one of {', '.join(IMAGE_SAMPLERS)}, got {getattr(self, name)!r}")
+        if self.prior_sampler == "mmse" and self.prior_best_of != 1:
+            raise ValueError("prior_sampler mmse returns the one point estimate E[z_i | caption]: set prior_best_of=1 "
+                             "(and prior_guidance=1 for the unguided mean; docs/prior.md)")  # fmt: skip
         for name in ("prior_guidance", "decoder_guidance_image", "decoder_guidance_text", "decoder_eta"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 100.0:
@@ -97,8 +105,9 @@ class SamplingSettings:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
                 raise ValueError(f"{name} must be a number in (0, 1], got {v!r}")
         v = self.variation_structure
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1024:
-            raise ValueError(f"variation_structure must be an integer from 0 (off) to 1024, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1024 or v == 1:
+            raise ValueError(f"variation_structure must be 0 (off) or an integer from 2 to 1024 (1 would return the "
+                             f"source itself), got {v!r}")  # fmt: skip
         if self.prior_combine not in COMBINES:
             raise ValueError(f"prior_combine must be one of {', '.join(COMBINES)}, got {self.prior_combine!r}")
         if self.upsampler_condition not in UPSAMPLER_CONDITIONS:
