@@ -174,25 +174,30 @@ def test_any_core_sampler_runs(sampler):
     assert out.z_i.shape == (2, DIM) and torch.isfinite(out.z_i).all()
 
 
-def test_x0_prior_learns_a_synthetic_caption_to_image_map():
-    """z_i = rotation(z_t) + noise: the sampled z_i must be far closer to the truth than z_t itself is."""
+def _trained_prior(pairs, steps: int, batch: int) -> tuple[DiffusionPrior, float, float]:
+    """A tiny prior (caption dropout 0.1) trained with AdamW on (z_i, z_t, tokens, mask); (model in eval mode, first
+    loss, last loss)."""
     torch.manual_seed(0)
-    cfg = tiny(cond_drop=0.1)
-    m = DiffusionPrior(cfg)
-    z_i, z_t, tokens, mask = synthetic_pairs(2048, seed=1)
+    m = DiffusionPrior(tiny(cond_drop=0.1))
+    z_i, z_t, tokens, mask = pairs
     m.norm.fit(z_i)
     opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(0)
-    for step in range(200):
-        idx = torch.randint(0, 2048, (64,), generator=g)
+    losses = []
+    for _ in range(steps):
+        idx = torch.randint(0, len(z_i), (batch,), generator=g)
         loss = diffusion_prior_loss(m, z_i[idx], z_t[idx], tokens[idx], mask[idx]).loss.mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if step == 0:
-            first = loss.item()
-    assert loss.item() < 0.5 * first
-    m.eval()
+        losses.append(loss.item())
+    return m.eval(), losses[0], losses[-1]
+
+
+def test_x0_prior_learns_a_synthetic_caption_to_image_map():
+    """z_i = rotation(z_t) + noise: the sampled z_i must be far closer to the truth than z_t itself is."""
+    m, first, last = _trained_prior(synthetic_pairs(2048, seed=1), steps=200, batch=64)
+    assert last < 0.5 * first
     hz_i, hz_t, htok, hmask = synthetic_pairs(64, seed=99)
     out = sample_diffusion_prior(m, hz_t, htok, hmask, steps=16, generator=torch.Generator().manual_seed(0))
     cos = F.cosine_similarity(out.z_i, hz_i).mean().item()
@@ -205,19 +210,7 @@ def test_mmse_point_estimate_is_closer_to_the_truth_than_draws():
     """z_i = normalize(A z_t + 0.25 noise): a caption leaves z_i free around the direction of A z_t, as a Shapes-world
     caption leaves positions free. The prior's one-call estimate at t = T (sampler "mmse") must land near that
     direction, the best any prediction can do, and beat its own draws by far (docs/prior.md, "Point estimates")."""
-    torch.manual_seed(0)
-    m = DiffusionPrior(tiny(cond_drop=0.1))
-    z_i, z_t, tokens, mask = synthetic_pairs(4096, seed=1, noise=0.25)
-    m.norm.fit(z_i)
-    opt = torch.optim.AdamW(m.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(400):
-        idx = torch.randint(0, 4096, (128,), generator=g)
-        loss = diffusion_prior_loss(m, z_i[idx], z_t[idx], tokens[idx], mask[idx]).loss.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    m.eval()
+    m, _, _ = _trained_prior(synthetic_pairs(4096, seed=1, noise=0.25), steps=400, batch=128)
     hz_i, hz_t, htok, hmask = synthetic_pairs(256, seed=99, noise=0.25)
     ideal = synthetic_pairs(256, seed=99, noise=0.0)[0]  # normalize(A z_t): the mean direction of p(z_i | caption)
 
