@@ -55,6 +55,24 @@ def test_lowpass_is_a_linear_projection_onto_block_means():
         lowpass(0)
 
 
+def test_linear_lowpass_is_a_smooth_orthogonal_projection_of_the_coarse_rank():
+    v, w = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    p = lowpass(4, "linear")
+    torch.testing.assert_close(p(p(v)), p(v))
+    torch.testing.assert_close((p(v) * w).sum(), (v * p(w)).sum())  # symmetric: orthogonal, not oblique
+    flat = torch.eye(256, dtype=torch.float64).view(256, 1, 16, 16)
+    assert torch.linalg.matrix_rank(p(flat).view(256, 256)).item() == 16  # (16 / 4)² coarse images per channel
+    torch.testing.assert_close(
+        p(torch.full((1, 1, 16, 16), 0.3, dtype=torch.float64)), torch.full((1, 1, 16, 16), 0.3, dtype=torch.float64)
+    )
+    # No block edges: inside a box-projected image neighbours jump across block borders; the linear one is smooth.
+    box = lowpass(4)(v)
+    step = lambda u: (u[..., 1:] - u[..., :-1]).abs().max().item()  # noqa: E731
+    assert step(p(v)) < 0.5 * step(box)
+    with pytest.raises(ValueError, match="kind must be one of box, linear"):
+        lowpass(4, "cubic")
+
+
 def test_samples_keep_the_reference_block_means_and_vary_the_rest():
     out = _ilvr(resample=1, jump=1)
     y = _reference()

@@ -187,14 +187,14 @@ def test_invert_encodes_image_files_at_clips_size_and_tensors_as_given(tmp_path)
 
 
 def test_structured_variations_keep_the_sources_block_means_and_vary_the_rest():
-    # ILVR (unclip.diffusion.ilvr) on the exact Gaussian decoder: with variation_structure 4 every variation's 4 x 4
-    # block means are the source's, up to the inversion's float error; without it they wander.
+    # ILVR (unclip.diffusion.ilvr) on the exact Gaussian decoder: with variation_structure 4 every variation's low-pass
+    # part (linear, 4) is the source's, up to the inversion's float error; without it they wander.
     from unclip.diffusion.ilvr import lowpass
 
     pipe = analytic_pipeline()
     source = to_pil(pipe("a yellow heart", seed=5).tensors)[0]
     target = torch.from_numpy(np.asarray(source, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
-    block = lowpass(4)
+    block = lowpass(4, "linear")  # the pipeline's low-pass
     free = variations(pipe, source, n=3, eta=1.0, seed=7)
     pipe.settings = dataclasses.replace(pipe.settings, variation_structure=4)
     kept = variations(pipe, source, n=3, eta=1.0, seed=7)
