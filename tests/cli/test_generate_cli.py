@@ -38,14 +38,31 @@ def test_manipulation_commands(model, tmp_path):
     src = tmp_path / "src"
     assert main(["generate", "a red circle", "--n", "2", "--model", str(model), "--out", str(src)]) == 0
     a, b = str(src / "image_000.png"), str(src / "image_001.png")
-    assert main(["vary", a, "--n", "3", "--model", str(model), "--out", str(tmp_path / "v")]) == 0
+    vary = [
+        "vary",
+        a,
+        "--n",
+        "3",
+        "--set",
+        "variation_structure=4",
+        "--model",
+        str(model),
+        "--out",
+        str(tmp_path / "v"),
+    ]
+    assert main(vary) == 0
     assert len(list((tmp_path / "v").glob("variation_*.png"))) == 3
+    side = json.loads((tmp_path / "v" / "variation_002.json").read_text())  # the settings the run used, as generate's
+    assert (
+        side["seed"] == 2 and side["settings"]["variation_structure"] == 4 and "inversion_strength" in side["settings"]
+    )
     assert main(["interpolate", a, b, "--frames", "3", "--model", str(model), "--out", str(tmp_path / "i")]) == 0
     frames = [json.loads((tmp_path / "i" / f"frame_{k:03d}.json").read_text())["theta"] for k in range(3)]
     assert frames == [0.0, 0.5, 1.0]
     args = ["textdiff", a, "--from", "a red circle", "--to", "a blue circle", "--frames", "2"]
     assert main([*args, "--model", str(model), "--out", str(tmp_path / "t")]) == 0
-    assert json.loads((tmp_path / "t" / "frame_001.json").read_text())["theta"] == 0.5
+    side = json.loads((tmp_path / "t" / "frame_001.json").read_text())
+    assert side["theta"] == 0.5 and side["settings"]["decoder_guidance_image"] == 3.0
 
 
 def test_user_mistakes_get_one_line_and_leave_nothing_behind(model, tmp_path, capsys):

@@ -150,9 +150,15 @@ def load_pipeline(args: argparse.Namespace):
     return pipe, folder
 
 
-def _finish(args, images, records, labels, stem: str) -> int:
+def _finish(args, images, records, labels, stem: str, settings=None) -> int:
+    """Write the images, one sidecar each (with ``settings``, the run's sampling settings, where given), and the
+    contact sheet."""
+    import dataclasses
+
     from unclip.pipeline.outputs import write_results
 
+    if settings is not None:
+        records = [{**r, "settings": dataclasses.asdict(settings)} for r in records]
     out = write_results(args.out, images, records, labels, stem=stem)
     print(f"wrote {len(images)} images and contact_sheet.png to {out}")
     return 0
@@ -253,7 +259,7 @@ def run_vary(args: argparse.Namespace) -> int:
     records = [
         {"source": args.image, "eta": args.eta, "seed": args.seed + k, "model": folder} for k in range(len(images))
     ]
-    return _finish(args, images, records, [f"seed {r['seed']}" for r in records], "variation")
+    return _finish(args, images, records, [f"seed {r['seed']}" for r in records], "variation", pipe.settings)
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
@@ -287,7 +293,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
          "resample": s.inpaint_resample, "jump": s.inpaint_jump, "model": folder}
         for k in range(len(out))
     ]  # fmt: skip
-    return _finish(args, to_pil(out), records, [f"seed {r['seed']}" for r in records], "inpainting")
+    return _finish(args, to_pil(out), records, [f"seed {r['seed']}" for r in records], "inpainting", pipe.settings)
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
@@ -299,7 +305,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
     records = [
         {"sources": [args.image1, args.image2], "theta": th, "latent": args.latent, "model": folder} for th in thetas
     ]
-    return _finish(args, images, records, [f"θ={th:.2f}" for th in thetas], "frame")
+    return _finish(args, images, records, [f"θ={th:.2f}" for th in thetas], "frame", pipe.settings)
 
 
 def run_textdiff(args: argparse.Namespace) -> int:
@@ -315,7 +321,7 @@ def run_textdiff(args: argparse.Namespace) -> int:
     records = [
         {"source": args.image, "from": args.source, "to": args.target, "theta": th, "model": folder} for th in thetas
     ]
-    return _finish(args, images, records, [f"θ={th:.2f}" for th in thetas], "frame")
+    return _finish(args, images, records, [f"θ={th:.2f}" for th in thetas], "frame", pipe.settings)
 
 
 def run_probe(args: argparse.Namespace) -> int:
@@ -335,4 +341,4 @@ def run_probe(args: argparse.Namespace) -> int:
         records.append({"source": args.image, "dims": "all" if k is None else k, "variance": share, "seed": args.seed,
                         "pca_data": args.pca_data, "pca_n": pca.n, "model": folder})  # fmt: skip
         labels.append("z_i" if k is None else f"{k} dims, {share:.0%}")
-    return _finish(args, images, records, labels, "probe")
+    return _finish(args, images, records, labels, "probe", pipe.settings)
