@@ -72,7 +72,11 @@ def invert(
     thumbnail of it: Karlo's ViT-L/14 takes 224 px, its decoder 64 px) and at the decoder's for x_T (resizing the
     first read instead would change the pixels that eta = 0 must give back). A tensor is
     encoded as given, so evaluations that pass decoder-sized renders encode what the decoder was trained on."""
-    x, source = _decoder_input(pipe, images)
+    return _invert(pipe, *_decoder_input(pipe, images), progress=progress)
+
+
+def _invert(pipe: UnCLIPPipeline, x: Tensor, source: Tensor, progress: bool = False) -> tuple[Tensor, Tensor]:
+    """:func:`invert` of images already read (:func:`_decoder_input`): z_i of ``source``, x_T of ``x``."""
     s = pipe.settings
     with pipe.autocast():
         z_i = pipe.clip.encode_image(source.to(pipe.device)).float()
@@ -98,7 +102,7 @@ def decode_latents(
 ) -> Tensor:  # fmt: skip
     """Decode bipartite latents (z_i, x_T) with DDIM(eta) and upsample; one seed per row. With ``structure`` (the
     source images at the decoder's resolution) and ``variation_structure`` N > 0, each row keeps its source's
-    N × N block means (ILVR, :mod:`unclip.diffusion.ilvr`)."""
+    low-pass part at scale N (ILVR, :mod:`unclip.diffusion.ilvr`)."""
     # Decoding uses the same grid as the inversion, so eta = 0 returns the inverted image.
     s = dataclasses.replace(
         pipe.settings, decoder_sampler="ddim", decoder_eta=eta, decoder_steps=pipe.settings.inversion_steps
@@ -142,10 +146,10 @@ def variations(pipe: UnCLIPPipeline, image: ImageLike, n: int = 4, *, eta: float
     ``variation_best_of`` N > 1 each is the best of N by CLIP similarity to the image (:func:`best_variations`)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    structure = None
-    if structure_factor(pipe):  # (a bad variation_structure fails here, before the inversion's work)
-        structure = _decoder_input(pipe, [image])[0].expand(n, -1, -1, -1)  # the pixels the inversion starts from
-    z_i, x_T = invert(pipe, [image])
+    factor = structure_factor(pipe)  # a bad variation_structure fails here, before the inversion's work
+    x, source = _decoder_input(pipe, [image])
+    z_i, x_T = _invert(pipe, x, source)
+    structure = x.expand(n, -1, -1, -1) if factor else None  # the pixels the inversion started from
     return best_variations(pipe, z_i.expand(n, -1), x_T.expand(n, -1, -1, -1), [seed + k for k in range(n)], eta,
                            structure)  # fmt: skip
 

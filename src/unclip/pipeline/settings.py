@@ -60,8 +60,8 @@ class SamplingSettings:
     # variation; unclip.pipeline.manipulations.best_variations). Costs that many decodes per variation.
     variation_best_of: int = 1
     # Variations that keep the source's layout: ILVR (Choi et al. 2021; unclip.diffusion.ilvr) holds every
-    # variation's N x N block means (at the decoder's resolution) to the source's while the rest is drawn from z_i.
-    # 0: off, the paper's variation; a divisor of the decoder's resolution otherwise (smaller keeps more).
+    # variation's low-pass part at scale N (at the decoder's resolution) to the source's while the rest is drawn
+    # from z_i. 0: off, the paper's variation; a divisor of the decoder's resolution otherwise (smaller keeps more).
     variation_structure: int = 0
     # Inpainting (unclip.pipeline.inpainting): RePaint's path on every stage's grid. Each block of ``inpaint_jump``
     # steps is climbed back up and denoised again ``inpaint_resample`` - 1 times, so the generated region is redrawn
