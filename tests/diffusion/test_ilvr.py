@@ -56,7 +56,8 @@ def test_lowpass_is_a_linear_projection_onto_block_means():
 
 
 def test_linear_lowpass_is_a_smooth_orthogonal_projection_of_the_coarse_rank():
-    v, w = torch.randn(2, 3, 16, 16, dtype=torch.float64), torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)  # unseeded, one draw in many had a box step small enough to fail the end
+    v, w = (torch.randn(2, 3, 16, 16, dtype=torch.float64, generator=g) for _ in range(2))
     p = lowpass(4, "linear")
     torch.testing.assert_close(p(p(v)), p(v))
     torch.testing.assert_close((p(v) * w).sum(), (v * p(w)).sum())  # symmetric: orthogonal, not oblique
@@ -65,10 +66,19 @@ def test_linear_lowpass_is_a_smooth_orthogonal_projection_of_the_coarse_rank():
     torch.testing.assert_close(
         p(torch.full((1, 1, 16, 16), 0.3, dtype=torch.float64)), torch.full((1, 1, 16, 16), 0.3, dtype=torch.float64)
     )
-    # No block edges: inside a box-projected image neighbours jump across block borders; the linear one is smooth.
-    box = lowpass(4)(v)
-    step = lambda u: (u[..., 1:] - u[..., :-1]).abs().max().item()  # noqa: E731
-    assert step(p(v)) < 0.5 * step(box)
+
+    # No block edges: a box-projected image changes only across block borders (columns 3|4, 7|8, 11|12); in the
+    # linear one the mean step across a border is within 2× the mean step inside a block (1.47–1.59 over 200 seeds).
+    def border_and_inner(u):
+        d = (u[..., 1:] - u[..., :-1]).abs()
+        inner = torch.ones(d.shape[-1], dtype=torch.bool)
+        inner[3::4] = False
+        return d[..., ~inner].mean().item(), d[..., inner].mean().item()
+
+    box_border, box_inner = border_and_inner(lowpass(4)(v))
+    assert box_inner < 1e-12 < box_border
+    border, inner = border_and_inner(p(v))
+    assert border < 2 * inner
     with pytest.raises(ValueError, match="kind must be one of box, linear"):
         lowpass(4, "cubic")
 

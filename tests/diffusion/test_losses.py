@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from unclip.diffusion import PREDICTIONS, DiffusionLoss, NoiseSchedule, Parameterization, from_x0_eps
-from unclip.diffusion.losses import discretized_gaussian_log_likelihood, normal_kl
+from unclip.diffusion import PREDICTIONS, DiffusionLoss, NoiseSchedule, Parameterization, from_x0_eps, to_x0_eps
+from unclip.diffusion.losses import discretized_gaussian_log_likelihood, min_snr_weight, normal_kl
 
 SCHED = NoiseSchedule.named("cosine")
 
@@ -122,3 +122,55 @@ def test_loss_input_errors():
         loss(lambda x, t: x, torch.zeros(2, 4), t=torch.zeros(3, dtype=torch.int64))
     with pytest.raises(ValueError, match="vlb_weight"):
         DiffusionLoss(SCHED, Parameterization(), vlb_weight=-1)
+
+
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+def test_min_snr_weights_every_target_as_min_snr_times_the_x0_error(prediction):
+    # Hang et al. 2023: whatever the network predicts, the weighted term is min(SNR, γ)·||x̂0 − x0||², with x̂0
+    # the x0 its output implies. Timesteps span both sides of SNR = γ.
+    g = torch.Generator().manual_seed(3)
+    x0, noise = torch.randn(64, 3, 4, 4, generator=g).double(), torch.randn(64, 3, 4, 4, generator=g).double()
+    t = torch.linspace(0, 999, 64).long()
+    out = torch.randn(64, 3, 4, 4, generator=g).double()
+    gamma = 5.0
+    loss = DiffusionLoss(SCHED, Parameterization(prediction), weighting="min_snr", min_snr_gamma=gamma)
+    res = loss(lambda x_t, t_: out, x0, t=t, noise=noise)
+    ab = SCHED.alpha_bar[t].double()
+    x_t = ab.sqrt()[:, None, None, None] * x0 + (1 - ab).sqrt()[:, None, None, None] * noise
+    x0_hat, _ = to_x0_eps(prediction, out, x_t, ab)
+    snr = ab / (1 - ab)
+    expected = snr.clamp(max=gamma) * ((x0_hat - x0) ** 2).mean(dim=(1, 2, 3))
+    assert (snr > gamma).any() and (snr < gamma).any()
+    assert torch.allclose(res.loss, expected, rtol=1e-9, atol=1e-12)
+    # The logged mse stays the unweighted regression term, and uniform weighting leaves the loss equal to it.
+    assert torch.allclose(res.mse, ((out - from_x0_eps(prediction, x0, noise, ab)) ** 2).mean(dim=(1, 2, 3)))
+    assert torch.equal(DiffusionLoss(SCHED, Parameterization(prediction))(lambda x_t, t_: out, x0, t=t,
+                                                                           noise=noise).loss, res.mse)  # fmt: skip
+
+
+def test_min_snr_weight_for_eps_is_one_below_gamma_and_gamma_over_snr_above():
+    ab = torch.tensor([1e-6, 0.5, 5 / 6, 0.99], dtype=torch.float64)  # SNR 1e-6, 1, 5, 99
+    w = min_snr_weight(ab, "eps", 5.0)
+    assert torch.allclose(w, torch.tensor([1.0, 1.0, 1.0, 5 / 99], dtype=torch.float64))
+    assert torch.allclose(min_snr_weight(ab, "x0", 5.0), torch.tensor([1e-6 / (1 - 1e-6), 1.0, 5.0, 5.0]).double())
+
+
+def test_min_snr_leaves_the_variational_term_alone():
+    g = torch.Generator().manual_seed(4)
+    x0 = torch.randn(16, 6, generator=g, dtype=torch.float64)
+    out = torch.randn(16, 12, generator=g, dtype=torch.float64)
+    t = torch.linspace(0, 999, 16).long()
+    kw = {"t": t, "noise": torch.randn(16, 6, generator=g).double()}
+    param = Parameterization("eps", learned_variance=True)
+    uniform = DiffusionLoss(SCHED, param, discretized_t0=False)(lambda x_t, t_: out, x0, **kw)
+    weighted = DiffusionLoss(SCHED, param, discretized_t0=False, weighting="min_snr")(lambda x_t, t_: out, x0, **kw)
+    w = min_snr_weight(SCHED.alpha_bar[t].double(), "eps", 5.0)
+    assert torch.allclose(weighted.vlb, uniform.vlb)
+    assert torch.allclose(weighted.loss - w * weighted.mse, uniform.loss - uniform.mse)
+
+
+@pytest.mark.parametrize(("weighting", "gamma", "match"), [("snr", 5.0, "one of"), ("min_snr", 0.0, "positive"),
+                                                           ("min_snr", float("nan"), "positive")])  # fmt: skip
+def test_bad_weighting_is_refused(weighting, gamma, match):
+    with pytest.raises(ValueError, match=match):
+        DiffusionLoss(SCHED, Parameterization(), weighting=weighting, min_snr_gamma=gamma)

@@ -72,3 +72,29 @@ def test_clip_flag_and_nested_overrides_reach_the_config(tmp_path, capsys):
     assert model["decoder"]["unet"]["dropout"] == 0.25 and model["decoder"]["p_drop_text"] == 0.3
     assert main([*args[:7], "--set", "model.sample_steps.x=1"]) == 2
     assert "model.sample_steps is not a nested config section" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage", ["decoder", "upsampler"])
+def test_min_snr_weighting_reaches_the_loss(tmp_path, tiny_clip, stage):
+    # Same seed, same first batch and weights: the logged (unweighted) mse is the same, while Min-SNR's weights,
+    # at most 1 for an eps target, lower the loss that is back-propagated.
+    extra = ["--set", f"model.clip={tiny_clip}"] if stage == "decoder" else []
+    first = {}
+    for weighting in ("uniform", "min_snr"):
+        code, out = run(tmp_path / weighting, stage, "--preset", "tiny", "--batch-size", "4", *extra,
+                        "--set", f"model.loss_weighting={weighting}")  # fmt: skip
+        assert code == 0
+        first[weighting] = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["min_snr"]["train/mse"] == pytest.approx(first["uniform"]["train/mse"], rel=1e-6)
+    assert first["min_snr"]["loss"] < first["uniform"]["loss"] - 1e-4
+
+
+def test_unknown_loss_weighting_is_refused_before_training(tmp_path, tiny_clip, capsys):
+    code, out = run(tmp_path, "decoder", "--preset", "tiny", "--set", f"model.clip={tiny_clip}",
+                    "--set", "model.loss_weighting=snr")  # fmt: skip
+    assert code == 2 and "loss weighting must be one of" in capsys.readouterr().err
+    assert not (out / "checkpoints").exists()
+    from unclip.train.prior_stage import DiffusionPriorStageConfig
+
+    with pytest.raises(ValueError, match="min_snr_gamma"):
+        DiffusionPriorStageConfig(loss_weighting="min_snr", min_snr_gamma=-1)

@@ -7,7 +7,7 @@ guidance combinator. Nothing here knows about images, text or CLIP.
 
 from unclip.diffusion._util import append_dims, generators_from_seeds, mean_flat, randn, randn_like
 from unclip.diffusion.guidance import cat_conditions, conditioned, guided
-from unclip.diffusion.losses import DiffusionLoss, LossOutput
+from unclip.diffusion.losses import WEIGHTINGS, DiffusionLoss, LossOutput, check_weighting, min_snr_weight
 from unclip.diffusion.parameterization import (
     PREDICTIONS,
     Denoised,
@@ -37,6 +37,7 @@ __all__ = [
     "SAMPLERS",
     "SCHEDULES",
     "SPACINGS",
+    "WEIGHTINGS",
     "Denoised",
     "Denoiser",
     "DiffusionLoss",
@@ -48,6 +49,7 @@ __all__ = [
     "TimestepGrid",
     "append_dims",
     "cat_conditions",
+    "check_weighting",
     "clamp_x0",
     "conditioned",
     "from_x0_eps",
@@ -57,6 +59,7 @@ __all__ = [
     "invert_ddim",
     "listen_to_steps",
     "mean_flat",
+    "min_snr_weight",
     "predict_mmse",
     "randn",
     "randn_like",

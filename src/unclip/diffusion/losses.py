@@ -3,6 +3,11 @@
 ``DiffusionLoss`` draws ``t`` uniformly, noises the data, regresses the parameterization's target (Ho et al.
 2020's L_simple, generalised to eps / x0 / v) and, when the variance is learned, adds improved DDPM's
 variational term through a stop-gradient on the mean (Nichol & Dhariwal 2021 §3.1, L_hybrid, λ = 0.001).
+
+``weighting="min_snr"`` (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy") weights
+each sample's regression term so that, whatever the parameterization, it equals min(SNR(t), γ) times the squared
+error of the implied x0: low-noise steps, where the x0 error is cheap to lower and says little about the layout of
+a scene, stop dominating the gradient. The paper reports convergence about 3.4× faster at γ = 5.
 """
 
 from __future__ import annotations
@@ -48,9 +53,33 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tens
     return torch.where(x < -edge, log_lo_tail, torch.where(x > edge, log_hi_tail, log_mid))
 
 
+WEIGHTINGS = ("uniform", "min_snr")
+
+
+def check_weighting(weighting: str, min_snr_gamma: float) -> None:
+    """Reject an unknown loss weighting or a non-positive γ with a message that names the choices."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"loss weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if not math.isfinite(min_snr_gamma) or min_snr_gamma <= 0:
+        raise ValueError(f"min_snr_gamma must be a positive number, got {min_snr_gamma}")
+
+
+def min_snr_weight(alpha_bar: Tensor, prediction: str, gamma: float) -> Tensor:
+    """Per-sample weight of the regression term under Min-SNR-γ, for targets of ``prediction``.
+
+    With SNR = ᾱ / (1 − ᾱ), the squared errors of the three targets are SNR·e, e and (SNR + 1)·e for the x0
+    error e (eps, x0, v), so dividing min(SNR, γ) by those factors gives min(SNR, γ)·e in every case.
+    """
+    ab = alpha_bar.double()
+    snr = ab / (1.0 - ab)
+    clipped = snr.clamp(max=gamma)
+    factor = {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1.0}[prediction]
+    return (clipped / factor).to(alpha_bar.dtype)
+
+
 class LossOutput(NamedTuple):
     loss: Tensor  # (B,) what to average and back-propagate
-    mse: Tensor  # (B,) the regression term
+    mse: Tensor  # (B,) the regression term, unweighted (what the log shows under any weighting)
     vlb: Tensor | None  # (B,) the variational term in bits per dim (learned variance only)
     t: Tensor  # (B,) the timesteps drawn
 
@@ -60,13 +89,17 @@ class DiffusionLoss:
     """L_simple on the parameterization's target, plus λ·L_vlb when the variance is learned.
 
     ``discretized_t0`` scores the last step (t = 0) as 8-bit image data in [-1, 1] (the decoder); set it to
-    False for continuous data such as CLIP embeddings, where a Gaussian density is used instead.
+    False for continuous data such as CLIP embeddings, where a Gaussian density is used instead. ``weighting``
+    ("uniform", L_simple's, or "min_snr" with ``min_snr_gamma``) weights the regression term only; the
+    variational term, which trains the variance, keeps its own weight.
     """
 
     schedule: NoiseSchedule
     param: Parameterization
     vlb_weight: float = 1e-3
     discretized_t0: bool = True
+    weighting: str = "uniform"
+    min_snr_gamma: float = 5.0
 
     def __post_init__(self) -> None:
         self._alpha_bar = ab = self.schedule.alpha_bar
@@ -75,6 +108,7 @@ class DiffusionLoss:
         self._log_small, self._log_large = posterior_log_variance_bounds(ab, torch.cat([ab.new_ones(1), ab[:-1]]))
         if self.vlb_weight < 0:
             raise ValueError(f"vlb_weight must be >= 0, got {self.vlb_weight}")
+        check_weighting(self.weighting, self.min_snr_gamma)
 
     def sample_t(self, batch: int, generator: torch.Generator | None = None, device: Any = "cpu") -> Tensor:
         """Uniform over the training timesteps (L_simple's expectation over t)."""
@@ -117,13 +151,16 @@ class DiffusionLoss:
             raise ValueError(f"network output has shape {tuple(out.shape)}, expected {tuple(x0.shape)}")
         target = from_x0_eps(self.param.prediction, x0, noise, ab)
         mse = mean_flat((out - target) ** 2)
+        regression = mse
+        if self.weighting == "min_snr":
+            regression = mse * min_snr_weight(ab, self.param.prediction, self.min_snr_gamma).to(mse.dtype)
         if var_frac is None:
-            return LossOutput(mse, mse, None, t)
+            return LossOutput(regression, mse, None, t)
 
         # Stop-gradient on the mean: the VLB term trains only the variance (improved DDPM §3.1).
         x0_hat, _ = to_x0_eps(self.param.prediction, out.detach(), x_t, ab)
         vlb = self._vlb_bits(x0, x_t, x0_hat, var_frac, t, table)
-        return LossOutput(mse + self.vlb_weight * self.schedule.num_steps * vlb, mse, vlb, t)
+        return LossOutput(regression + self.vlb_weight * self.schedule.num_steps * vlb, mse, vlb, t)
 
     def _vlb_bits(self, x0: Tensor, x_t: Tensor, x0_hat: Tensor, var_frac: Tensor, t: Tensor, table: Tensor) -> Tensor:
         """L_t for t > 0 (KL of the true posterior to the model's step) and L_0 (decoder NLL), in bits/dim."""

@@ -234,8 +234,11 @@ def diffusion_prior_loss(
     mask: Tensor,
     *,
     generators: list[torch.Generator] | None = None,
+    weighting: str = "uniform",
+    min_snr_gamma: float = 5.0,
 ) -> LossOutput:
-    """MSE between the predicted and the true normalized z_i at a uniform timestep (§2.2), caption dropout applied.
+    """MSE between the predicted and the true normalized z_i at a uniform timestep (§2.2), caption dropout applied
+    (``weighting``: see :class:`unclip.diffusion.DiffusionLoss`).
 
     ``model`` may be a DDP/compile wrapper: the config and the norm are read from the unwrapped module. With one
     generator per sample, sample i's timestep, noise and dropout depend on its generator only.
@@ -257,6 +260,8 @@ def diffusion_prior_loss(
         t = torch.stack([torch.randint(0, schedule.num_steps, (), generator=g) for g in generators])
         noise = randn(x0.shape, generators, dtype=x0.dtype)
     keep = draw_keep(b, c.cond_drop, generators).to(x0.device)
-    loss = DiffusionLoss(schedule, net.parameterization(), discretized_t0=False)
+    loss = DiffusionLoss(
+        schedule, net.parameterization(), discretized_t0=False, weighting=weighting, min_snr_gamma=min_snr_gamma
+    )
     cond = {"z_t": z_t, "tokens": tokens, "mask": mask, "keep": keep}
     return loss(model, x0, cond, t=t.to(x0.device), noise=noise.to(x0.device))

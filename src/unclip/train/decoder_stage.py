@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from unclip.diffusion import DiffusionLoss, NoiseSchedule, Parameterization
+from unclip.diffusion import DiffusionLoss, NoiseSchedule, Parameterization, check_weighting
 from unclip.models.decoder import Decoder, DecoderConfig
 from unclip.models.presets import decoder_preset
 from unclip.train.config import TrainConfig
@@ -33,6 +33,13 @@ class DecoderStageConfig:
     decoder: DecoderConfig = field(default_factory=lambda: decoder_preset("small", clip_dim=256, text_dim=256))
     sample_steps: int = 50  # DDIM steps for the log's sample grid
     sample_guidance: tuple[float, float] = (3.0, 1.0)  # (image embedding, caption) scales for the grid
+    # The regression term's weighting over timesteps: "uniform" (L_simple, the paper's) or "min_snr" (Hang et al.
+    # 2023, min(SNR, γ) on the x0 error), which moves the gradient toward the noisy steps that lay out a scene.
+    loss_weighting: str = "uniform"
+    min_snr_gamma: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_weighting(self.loss_weighting, self.min_snr_gamma)
 
 
 def check_clip_matches(clip: Any, config: DecoderConfig, where: str) -> None:
@@ -131,7 +138,10 @@ class DecoderStage(Stage[DecoderStageConfig]):
             "drop_z_i": draw_flags(batch.generators(salt=1), dc.p_drop_z_i, device),
             "drop_text": draw_flags(batch.generators(salt=2), dc.p_drop_text, device),
         }
-        loss_fn = DiffusionLoss(NoiseSchedule.named(dc.schedule), Parameterization("eps", dc.learned_variance))
+        loss_fn = DiffusionLoss(
+            NoiseSchedule.named(dc.schedule), Parameterization("eps", dc.learned_variance),
+            weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma,
+        )  # fmt: skip
         t, noise = draw_timesteps_and_noise(batch.generators(), loss_fn.schedule.num_steps, batch.image.shape, device)
         out = loss_fn(model, batch.image, cond, t=t, noise=noise)
         metrics = {"mse": float(out.mse.detach().mean())}

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from unclip.data.embedding_shards import EmbeddingShards
+from unclip.diffusion import check_weighting
 from unclip.prior.ar_prior import ARPrior, ARPriorConfig, ar_prior_loss
 from unclip.prior.checkpoint import save_pretrained
 from unclip.prior.diffusion_prior import DIFFUSION_PRIOR_PRESETS, DiffusionPrior, DiffusionPriorConfig
@@ -37,6 +38,14 @@ FIT_ROWS = 200_000  # statistics are fitted on at most this many pairs (PCA on m
 class DiffusionPriorStageConfig(DiffusionPriorConfig):
     embeddings: str = ""  # folder written by write_embeddings / `unclip embed`
     resolution: int = 8  # images an image --data source loads and the stage ignores: keep them small
+    # "uniform" (the paper's MSE on z_i) or "min_snr": for this x0-predicting prior, min(SNR, γ) weights the
+    # noisy steps down, the opposite of what it does for the eps-predicting decoder.
+    loss_weighting: str = "uniform"
+    min_snr_gamma: float = 5.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_weighting(self.loss_weighting, self.min_snr_gamma)
 
 
 @dataclass
@@ -114,7 +123,10 @@ class DiffusionPriorStage(Stage[DiffusionPriorStageConfig]):
     def loss(self, model: nn.Module, batch: Batch, config: DiffusionPriorStageConfig) -> StepOutput:
         data = _embeddings(config.embeddings)
         z_i, z_t, tokens, mask = (x.to(batch.image.device) for x in data.batch(data.rows(batch.index)))
-        out = _diffusion_loss(model, z_i, z_t, tokens, mask, generators=batch.generators())
+        out = _diffusion_loss(
+            model, z_i, z_t, tokens, mask, generators=batch.generators(),
+            weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma,
+        )  # fmt: skip
         return StepOutput(out.loss.mean(), {"mse": float(out.mse.detach().mean())})
 
     @torch.no_grad()

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from unclip.data.degradations import corrupt
-from unclip.diffusion import DiffusionLoss, NoiseSchedule, Parameterization, append_dims
+from unclip.diffusion import DiffusionLoss, NoiseSchedule, Parameterization, append_dims, check_weighting
 from unclip.models.presets import upsampler_preset
 from unclip.models.upsampler import Upsampler, UpsamplerConfig
 from unclip.train.config import TrainConfig
@@ -29,8 +29,11 @@ class UpsamplerStageConfig:
     crop_fraction: int = 4  # train on crops of resolution / 4 (App. C)
     aug_max_t: int = 250  # with noise_aug: the low-res condition is noised to a level uniform below this
     sample_steps: int = 27  # App. C: 27 DDIM steps for 64→256
+    loss_weighting: str = "uniform"  # or "min_snr" (Hang et al. 2023), as the decoder stage's
+    min_snr_gamma: float = 5.0
 
     def __post_init__(self) -> None:
+        check_weighting(self.loss_weighting, self.min_snr_gamma)
         u = self.upsampler
         crop = u.resolution // self.crop_fraction if self.crop_fraction >= 1 else 0
         align = u.factor * u.unet.downsample_factor
@@ -118,7 +121,10 @@ class UpsamplerStage(Stage[UpsamplerStageConfig]):
             level, aug_noise = draw_timesteps_and_noise(gens, config.aug_max_t, low.shape, device)
             ab = append_dims(schedule.alpha_bar.to(device)[level].to(low.dtype), low.ndim)
             cond = {"low_res": ab.sqrt() * low + (1 - ab).sqrt() * aug_noise, "aug_level": level}
-        loss_fn = DiffusionLoss(schedule, Parameterization("eps", u.learned_variance))
+        loss_fn = DiffusionLoss(
+            schedule, Parameterization("eps", u.learned_variance),
+            weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma,
+        )  # fmt: skip
         t, noise = draw_timesteps_and_noise(batch.generators(), schedule.num_steps, high.shape, device)
         out = loss_fn(model, high, cond, t=t, noise=noise)
         return StepOutput(out.loss.mean(), {"mse": float(out.mse.detach().mean())})
