@@ -152,6 +152,8 @@ def test_bad_requests_are_refused_with_a_message(url):
         ({"kind": "generate", "n": 0}, r"n must be an integer in [1, 16]"),
         ({"kind": "generate", "settings": {"decoder_steps": 0}}, "decoder_steps"),
         ({"kind": "generate", "settings": {"clip": "x"}}, "settings may set"),
+        ({"kind": "generate", "settings": {"prior_sampler": "mmse", "prior_best_of": 2}}, "set prior_best_of=1"),
+        ({"kind": "vary", "image": _data_url((0, 0, 0)), "settings": {"variation_structure": 1}}, "2 to 1024"),
         ({"kind": "vary", "image": "data:image/png;base64,bm90IGFuIGltYWdl"}, "image is not an image"),
         ({"kind": "vary"}, "image must be an image"),
         ({"kind": "textdiff", "image": _data_url((0, 0, 0)), "source": " ", "target": "x"}, "source must not be empty"),
@@ -213,3 +215,25 @@ def test_probe_jobs_label_each_row_and_refuse_more_components_than_the_fit(monke
     params["dims"] = [99]
     with pytest.raises(ValueError, match="the PCA has 32 components"):
         run_request(pipe, None, kind, params)
+
+
+def test_the_page_offers_only_settings_the_app_accepts(url):
+    import re
+
+    from unclip.web.jobs import SETTING_KEYS
+
+    page = _get(url + "/")[2].decode()
+    offered = set(re.findall(r'name="settings\.([a-z_]+)"', page))
+    assert {"prior_sampler", "inversion_strength", "variation_structure"} <= offered <= set(SETTING_KEYS)
+
+
+def test_point_estimate_and_layout_settings_run(url):
+    body = {"kind": "generate", "prompt": "a red circle", "n": 2, "seed": 1,
+            "settings": {"prior_sampler": "mmse", "prior_best_of": 1, "prior_guidance": 1}}  # fmt: skip
+    job = _wait(url, _post(url, body)[1]["id"])
+    assert job["status"] == "done", job["error"]
+    vary = {"kind": "vary", "image": _data_url((200, 30, 30)), "n": 1, "eta": 1.0}
+    plain = _images(_wait(url, _post(url, vary)[1]["id"]))[0]
+    held = _wait(url, _post(url, {**vary, "settings": {"variation_structure": 2, "inversion_strength": 0.7}})[1]["id"])
+    assert held["status"] == "done", held["error"]
+    assert not np.array_equal(_images(held)[0], plain)  # the settings reached the job

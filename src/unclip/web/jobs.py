@@ -27,8 +27,9 @@ KEEP_JOBS = 32  # finished jobs kept for their results; older ones are forgotten
 KINDS = ("generate", "vary", "inpaint", "interpolate", "textdiff", "probe")
 MAX_RESAMPLE = 20  # RePaint's resamplings: each one multiplies the decoder's work
 SETTING_KEYS = (  # the sampling settings a request may change for its own job
-    "prior_guidance", "prior_steps", "prior_best_of", "decoder_guidance_image", "decoder_guidance_text",
-    "decoder_steps", "decoder_sampler", "decoder_eta", "upsampler_steps", "upsampler_sampler",
+    "prior_guidance", "prior_steps", "prior_best_of", "prior_sampler", "decoder_guidance_image",
+    "decoder_guidance_text", "decoder_steps", "decoder_sampler", "decoder_eta", "upsampler_steps", "upsampler_sampler",
+    "inversion_strength", "variation_structure",
 )  # fmt: skip
 
 
