@@ -35,6 +35,9 @@
 # scripts/experiments/binding_recipe.sh); UPSAMPLER_FROM=DIR does the same for the upsampler, which does not depend
 # on CLIP (e.g. src/unclip/assets/shapes-model/upsampler0). A lease then spends its minutes on the prior and the
 # decoder, the parts that must learn a new CLIP's embeddings.
+#
+# DECODER_WEIGHTING=min_snr (and UPSAMPLER_WEIGHTING) trains that stage with Min-SNR-γ loss weighting (Hang et al.
+# 2023; model.loss_weighting, docs/training.md) instead of the paper's uniform L_simple.
 set -euo pipefail
 
 OUT=${1:?usage: scripts/train_shapes_model.sh OUT_DIR}
@@ -107,6 +110,8 @@ init_from() { [ -n "${INIT_FROM:-}" ] && [ -d "$INIT_FROM/$1" ] && echo "--set t
 [ "${CLIP_BINDING:-0}" = 1 ] && CLIP_SET+=(--set model.negatives_per_caption=5 --set model.counterfactual_kinds=swap,relation
                                           --set model.pair_weight=1 --set model.separation_weight=1)
 [ -n "${CLIP_NEGATIVES:-}" ] && CLIP_SET+=(--set "model.negatives_per_caption=$CLIP_NEGATIVES")
+[ -n "${DECODER_WEIGHTING:-}" ] && DECODER_SET+=(--set "model.loss_weighting=$DECODER_WEIGHTING")
+[ -n "${UPSAMPLER_WEIGHTING:-}" ] && UPSAMPLER_SET+=(--set "model.loss_weighting=$UPSAMPLER_WEIGHTING")
 # With DATA, the CLIP learns a tokenizer trained on the data's captions (`unclip data tokenizer`, the first
 # TOKENIZER_N captions) unless TOKENIZER names one (a tokenizer.json, shapes-bpe or bytes): the Shapes-world BPE knows
 # only Shapes-world words. A fine-tune (INIT_FROM) keeps its stack's tokenizer.
