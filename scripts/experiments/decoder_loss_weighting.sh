@@ -28,10 +28,12 @@ for w in uniform min_snr; do
     --set "train.keep_last=$(( STEPS / EVERY + 1 ))" --set "model.loss_weighting=$w"
 done
 
-judge() {  # weighting step n: that checkpoint in a copy of the bundled stack, its reconstructions judged
+judge() {  # weighting step n: that checkpoint in a copy of the bundled stack (made once), its reconstructions judged
   local stack=$OUT/stack_$1_$2
-  rm -rf "$stack" && cp -r "$BUNDLE" "$stack" && rm -rf "$stack/decoder"
-  $UNCLIP export "$OUT/run_$1" --step "$2" --out "$stack/decoder" > /dev/null
+  if [ ! -d "$stack/decoder" ]; then
+    rm -rf "$stack" && cp -r "$BUNDLE" "$stack" && rm -rf "$stack/decoder"
+    $UNCLIP export "$OUT/run_$1" --step "$2" --out "$stack/decoder" > /dev/null
+  fi
   $UNCLIP eval decoder --model "$stack" --n "$3" --no-fid --json > "$OUT/eval/decoder_$1_$2_n$3.json"
 }
 for (( step = EVERY; step <= STEPS; step += EVERY )); do
