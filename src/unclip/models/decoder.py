@@ -6,6 +6,9 @@ layer sees alongside the pixels. Learned null embeddings stand in for a dropped 
 network serves the conditional and unconditional branches of classifier-free guidance; training drops z_i
 10% and the caption 50% of the time (App. C). The network predicts eps and, optionally, the learned-range
 variance (output channels doubled).
+
+Beyond the paper, ``z_whitening`` feeds the projections a PCA-whitened z_i (``unclip.models.whitening``), fitted
+on the training set's embeddings, so the faint directions that carry attribute binding are not learned last.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ class DecoderConfig:
     p_drop_z_i: float = 0.1
     p_drop_text: float = 0.5
     schedule: str = "cosine"
+    # Whiten z_i before its projections (buffers z_mean, z_whiten, fitted by the training stage); the floor, relative
+    # to the largest eigenvalue, bounds the gain of directions the CLIP hardly uses.
+    z_whitening: bool = False
+    z_whitening_floor: float = 1e-3
     unet: UNetConfig = field(default_factory=UNetConfig)
 
     def __post_init__(self) -> None:
@@ -41,6 +48,8 @@ class DecoderConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.clip_tokens < 0:
             raise ValueError(f"clip_tokens must be >= 0, got {self.clip_tokens}")
+        if not self.z_whitening_floor > 0:
+            raise ValueError(f"z_whitening_floor must be > 0, got {self.z_whitening_floor}")
         for name in ("p_drop_z_i", "p_drop_text"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {getattr(self, name)}")
@@ -95,12 +104,54 @@ class Decoder(nn.Module):
             # GLIDE also adds a pooled caption to the timestep embedding; a caption-only decoder needs it.
             self.text_emb = nn.Linear(cfg.context_dim, emb_dim)
             self.null_text = nn.Parameter(torch.zeros(emb_dim))
+        if cfg.z_whitening:  # identity until fitted (fit_z_whitening); saved with the weights
+            self.register_buffer("z_mean", torch.zeros(cfg.clip_dim))
+            self.register_buffer("z_whiten", torch.eye(cfg.clip_dim))
+
+    def _z_projections(self) -> list[nn.Linear]:
+        return [layer for layer in (self.z_i_emb, self.z_i_tokens) if layer is not None]
+
+    def fit_z_whitening(self, z_i: Tensor, preserve_function: bool = False) -> None:
+        """Fit the whitening to training embeddings ``z_i`` (rows). With ``preserve_function``, the projections
+        are rewritten so the decoder computes exactly what it did before (a fine-tune's start)."""
+        from unclip.models.whitening import pca_whitening
+
+        if not self.config.z_whitening:
+            raise ValueError("this decoder was built without z_whitening (set decoder.z_whitening=true)")
+        if z_i.ndim != 2 or z_i.shape[1] != self.config.clip_dim:
+            raise ValueError(f"z_i must have shape (rows, {self.config.clip_dim}), got {tuple(z_i.shape)}")
+        old = (self.z_mean.clone(), self.z_whiten.clone())
+        mean, matrix = pca_whitening(z_i, self.config.z_whitening_floor)
+        self.z_mean.copy_(mean)
+        self.z_whiten.copy_(matrix)
+        if preserve_function:
+            self.rebase_z_projections(*old)
+
+    def rebase_z_projections(self, old_mean: Tensor, old_matrix: Tensor) -> None:
+        """The projections were trained on ``(z − old_mean) @ old_matrix`` (raw z_i: zeros and the identity);
+        rewrite them to compute the same on the current whitening, so nothing the decoder does changes."""
+        from unclip.models.whitening import fold_into_linear, unfold_from_linear
+
+        for layer in self._z_projections():
+            unfold_from_linear(layer, old_mean, old_matrix)
+            fold_into_linear(layer, self.z_mean, self.z_whiten)
 
     @property
     def caption_only(self) -> bool:
         """Trained with z_i dropped every time (``p_drop_z_i = 1``): the GLIDE-like baseline of §5.1, which
         generates from the caption alone; samplers then give it the null z_i in every guidance branch."""
         return self.config.p_drop_z_i >= 1.0 and bool(self.config.text_dim)
+
+    def z_i_conditioning(self, z_i: Tensor) -> tuple[Tensor, Tensor | None]:
+        """What the U-Net gets from z_i: the vector added to the timestep embedding and the ``clip_tokens``
+        context tokens (None without them), after the whitening if the decoder has one."""
+        cfg = self.config
+        if cfg.z_whitening:  # applied after the null is put in: the null lives in raw z_i space, like the embeddings
+            z_i = (z_i - self.z_mean.to(z_i.dtype)) @ self.z_whiten.to(z_i.dtype)
+        tokens = (
+            self.z_i_tokens(z_i).reshape(-1, cfg.clip_tokens, cfg.context_dim) if self.z_i_tokens is not None else None
+        )
+        return self.z_i_emb(z_i), tokens
 
     def forward(
         self,
@@ -118,10 +169,10 @@ class Decoder(nn.Module):
             raise ValueError(f"z_i must have shape ({b}, {cfg.clip_dim}), got {tuple(z_i.shape)}")
         if drop_z_i is not None:
             z_i = torch.where(drop_z_i[:, None], self.null_z_i.to(z_i.dtype).expand_as(z_i), z_i)
-        emb = self.z_i_emb(z_i)
+        emb, z_tokens = self.z_i_conditioning(z_i)
         tokens, masks = [], []
-        if self.z_i_tokens is not None:
-            tokens.append(self.z_i_tokens(z_i).reshape(b, cfg.clip_tokens, cfg.context_dim))
+        if z_tokens is not None:
+            tokens.append(z_tokens)
             masks.append(torch.ones(b, cfg.clip_tokens, dtype=torch.bool, device=x.device))
         if cfg.text_dim:
             if text is None or text.ndim != 3 or text.shape[0] != b or text.shape[2] != cfg.text_dim:

@@ -24,6 +24,7 @@ from unclip.train.diffusion_draws import draw_flags, draw_timesteps_and_noise
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
 
 # Sizes of the project's CLIP presets (embedding, text width), which the decoder presets follow.
+WHITENING_ROWS = 50_000  # z_i rows the whitening is fitted on (a 512-dim covariance needs far fewer)
 _CLIP_SIZES = {"tiny": (32, 64), "mini": (128, 128), "small": (256, 256), "vit-b-32": (512, 512)}
 
 
@@ -37,9 +38,37 @@ class DecoderStageConfig:
     # 2023, min(SNR, γ) on the x0 error), which moves the gradient toward the noisy steps that lay out a scene.
     loss_weighting: str = "uniform"
     min_snr_gamma: float = 5.0
+    # An `unclip embed` folder of this CLIP's embeddings of the training data: decoder.z_whitening is fitted on it.
+    # (Not `embeddings`: on a prior stage that name makes the CLI train on the embeddings alone, without images.)
+    whitening_embeddings: str = ""
 
     def __post_init__(self) -> None:
         check_weighting(self.loss_weighting, self.min_snr_gamma)
+
+
+def _whitening_rows(config: DecoderStageConfig) -> Tensor:
+    """The z_i that ``decoder.z_whitening`` is fitted on: the first ``WHITENING_ROWS`` of the stage's
+    ``whitening_embeddings`` folder, checked to come from the decoder's CLIP and to have its size."""
+    from unclip.data.embedding_shards import EmbeddingShards
+
+    if not config.whitening_embeddings:
+        raise ValueError(
+            "decoder.z_whitening is fitted on the training data's embeddings: run `unclip embed --model CLIP_DIR "
+            "--data DATA --out EMB_DIR` with the decoder's CLIP and pass --set model.whitening_embeddings=EMB_DIR"
+        )
+    folder = config.whitening_embeddings
+    data = EmbeddingShards(folder)
+    if data.dims["embed_dim"] != config.decoder.clip_dim:
+        raise ValueError(
+            f"the embeddings in {folder!r} have size {data.dims['embed_dim']}, but the decoder's clip_dim is "
+            f"{config.decoder.clip_dim}"
+        )
+    if data.clip and config.clip and Path(data.clip).resolve() != Path(config.clip).resolve():
+        raise ValueError(
+            f"the embeddings in {folder!r} were made by the CLIP at {data.clip!r}, but the decoder learns the CLIP "
+            f"at {config.clip!r}; embed the data with that CLIP"
+        )
+    return data.head(WHITENING_ROWS)[0]
 
 
 def check_clip_matches(clip: Any, config: DecoderConfig, where: str) -> None:
@@ -113,9 +142,26 @@ class DecoderStage(Stage[DecoderStageConfig]):
 
     def prepare(self, config: DecoderStageConfig) -> None:
         self.clip_model(config)  # fails here, before any work, if the CLIP is missing or does not fit
+        if config.decoder.z_whitening:
+            _whitening_rows(config)  # a missing or foreign embedding folder fails here too
 
     def build(self, config: DecoderStageConfig) -> nn.Module:
-        return Decoder(config.decoder)
+        net = Decoder(config.decoder)
+        if (
+            config.decoder.z_whitening and config.whitening_embeddings
+        ):  # without them: unfitted (the preset check); prepare
+            net.fit_z_whitening(_whitening_rows(config))  # refuses such a run before any work
+        return net
+
+    def after_init_from(self, config: DecoderStageConfig, model: nn.Module, loaded: dict[str, Tensor]) -> None:
+        """A whitened decoder started from a folder keeps computing what the folder's decoder did: its z_i
+        projections are rewritten from the folder's whitening (raw z_i if it had none) to this run's."""
+        if not config.decoder.z_whitening:
+            return
+        dim = config.decoder.clip_dim
+        old_mean = loaded.get("z_mean", torch.zeros(dim)).float()
+        old_matrix = loaded.get("z_whiten", torch.eye(dim)).float()
+        model.rebase_z_projections(old_mean, old_matrix)  # type: ignore[operator]
 
     def export(self, model: nn.Module, config: DecoderStageConfig, folder: str | Path) -> Path:
         from unclip.models.checkpoint import save_pretrained

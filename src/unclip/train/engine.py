@@ -287,8 +287,10 @@ def init_weights(stage: Stage[Any], model_cfg: Any, net: torch.nn.Module, folder
     stage.check_init_from(model_cfg, folder)
     params = {name for name, _ in net.named_parameters()}
     state = {k: v for k, v in net.state_dict().items() if k not in params}
-    state.update({k: v for k, v in read_weights(folder).items() if k not in state})
+    loaded = read_weights(folder)
+    state.update({k: v for k, v in loaded.items() if k not in state})
     load_weights(net, state, f"{where} does not fit stage {stage.name!r} as configured")
+    stage.after_init_from(model_cfg, net, loaded)
 
 
 def _build(stage: Stage[Any], model_cfg: Any, channels_last: bool) -> torch.nn.Module:

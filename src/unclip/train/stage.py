@@ -118,6 +118,11 @@ class Stage(ABC, Generic[C]):
         """Refuse a ``train.init_from`` model folder whose weights would load but mean something else (a CLIP
         whose tokenizer numbers the tokens differently); shapes and names are checked by the engine."""
 
+    def after_init_from(self, config: C, model: nn.Module, loaded: dict[str, Tensor]) -> None:
+        """Adapt ``model`` after ``train.init_from`` loaded its parameters from a folder whose tensors are
+        ``loaded`` (its buffers were kept as ``build`` fitted them): e.g. rewrite layers so the model computes
+        what the folder's did under the new data statistics. Nothing by default."""
+
     def resolution(self, config: C) -> int:
         """Side of the square images the data pipeline must deliver for this config."""
         return int(config.resolution)  # type: ignore[attr-defined]
