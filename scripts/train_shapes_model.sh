@@ -38,6 +38,8 @@
 #
 # DECODER_WEIGHTING=min_snr (and UPSAMPLER_WEIGHTING) trains that stage with Min-SNR-γ loss weighting (Hang et al.
 # 2023; model.loss_weighting, docs/training.md) instead of the paper's uniform L_simple.
+# DECODER_WHITENING=1 feeds the decoder a PCA-whitened z_i (model.decoder.z_whitening, fitted on the embedding
+# folder, which is then written before the decoder starts; docs/training.md, "Whitening z_i").
 set -euo pipefail
 
 OUT=${1:?usage: scripts/train_shapes_model.sh OUT_DIR}
@@ -112,6 +114,8 @@ init_from() { [ -n "${INIT_FROM:-}" ] && [ -d "$INIT_FROM/$1" ] && echo "--set t
 [ -n "${CLIP_NEGATIVES:-}" ] && CLIP_SET+=(--set "model.negatives_per_caption=$CLIP_NEGATIVES")
 [ -n "${DECODER_WEIGHTING:-}" ] && DECODER_SET+=(--set "model.loss_weighting=$DECODER_WEIGHTING")
 [ -n "${UPSAMPLER_WEIGHTING:-}" ] && UPSAMPLER_SET+=(--set "model.loss_weighting=$UPSAMPLER_WEIGHTING")
+[ "${DECODER_WHITENING:-0}" = 1 ] && DECODER_SET+=(--set model.decoder.z_whitening=true
+                                                  --set "model.whitening_embeddings=$OUT/embeddings")
 # With DATA, the CLIP learns a tokenizer trained on the data's captions (`unclip data tokenizer`, the first
 # TOKENIZER_N captions) unless TOKENIZER names one (a tokenizer.json, shapes-bpe or bytes): the Shapes-world BPE knows
 # only Shapes-world words. A fine-tune (INIT_FROM) keeps its stack's tokenizer.
@@ -172,9 +176,12 @@ else
   $UNCLIP export "$RUNS/clip" --out "$MODELS/clip"
 fi
 
-launch train_decoder
-$UNCLIP embed --model "$MODELS/clip" --data "$EMBED_DATA" --n "$EMBED_N" --out "$OUT/embeddings" \
-  --device "$DEVICE" --batch-size 256 --workers "${WORKERS_EMBED:-$([ "$PARALLEL" = 1 ] && echo 6 || echo 0)}"
+embed() {
+  $UNCLIP embed --model "$MODELS/clip" --data "$EMBED_DATA" --n "$EMBED_N" --out "$OUT/embeddings" \
+    --device "$DEVICE" --batch-size 256 --workers "${WORKERS_EMBED:-$([ "$PARALLEL" = 1 ] && echo 6 || echo 0)}"
+}
+# The decoder fits its whitening on the embeddings, so then it waits for them; otherwise both run side by side.
+if [ "${DECODER_WHITENING:-0}" = 1 ]; then embed; launch train_decoder; else launch train_decoder; embed; fi
 launch train_prior diffusion_prior
 [ "$AR_PRIOR" = 1 ] && launch train_prior ar_prior
 wait_all

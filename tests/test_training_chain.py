@@ -52,7 +52,7 @@ def test_the_documented_script_trains_a_stack_from_nothing(tmp_path, parallel):
     assert Image.open(tmp_path / "out" / "image_001.png").size == (128, 128)
     if parallel:
         # INIT_FROM fine-tunes every stage from the stack's parts; the AR prior, which a stack lacks, starts fresh.
-        env.update(INIT_FROM=str(stack), CLIP_NEGATIVES="3", CLIP_BINDING="1")
+        env.update(INIT_FROM=str(stack), CLIP_NEGATIVES="3", CLIP_BINDING="1", DECODER_WHITENING="1")
         again = tmp_path / "again"
         done = subprocess.run(["bash", str(script), str(again)], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -64,6 +64,11 @@ def test_the_documented_script_trains_a_stack_from_nothing(tmp_path, parallel):
         assert clip["negatives_per_caption"] == 3  # CLIP_NEGATIVES overrides CLIP_BINDING's 5
         assert clip["counterfactual_kinds"] == ["swap", "relation"] and clip["separation_weight"] == 1
         assert runs["decoder"]["data"] == "shapes:seed=1"  # a fine-tune sees scenes the first run did not
+        # DECODER_WHITENING: the embeddings are written first and the decoder's z_i whitening is fitted on them.
+        decoder = runs["decoder"]["model"]
+        assert decoder["decoder"]["z_whitening"] and decoder["whitening_embeddings"] == str(again / "embeddings")
+        whiten = load_file(str(again / "model" / "decoder" / "model.safetensors"))["z_whiten"]
+        assert not torch.allclose(whiten.float(), torch.eye(whiten.shape[0]))
     else:
         # CLIP_FROM and UPSAMPLER_FROM take finished parts as they are: only the priors and the decoder train.
         env.update(CLIP_FROM=str(stack / "clip"), UPSAMPLER_FROM=str(stack / "upsampler0"))

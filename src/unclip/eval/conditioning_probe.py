@@ -31,7 +31,8 @@ def separation(f: Path_, z_a: Tensor, z_b: Tensor, z_1: Tensor, z_2: Tensor) -> 
     def dist(x: Tensor, y: Tensor) -> Tensor:
         return (f(x) - f(y)).flatten(1).norm(dim=1).mean()
 
-    return float(dist(z_a, z_b) / dist(z_1, z_2))
+    with torch.no_grad():
+        return float(dist(z_a, z_b) / dist(z_1, z_2))
 
 
 def conditioning_paths(decoder) -> dict[str, Path_]:  # decoder: unclip.models.decoder.Decoder
