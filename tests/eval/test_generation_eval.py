@@ -45,6 +45,13 @@ def test_decoder_reconstruction_scores_truth_as_faithful_and_blanks_as_not(monke
     assert set(perfect["categories"]) >= {"single_object", "colours"}
     blank = generation.decoder_reconstruction(StubStack(answer="blank"), n=12, batch_size=5)
     assert blank["faithful"] == 0.0 and blank["overall"] == 0.0
+    # Per-scene verdicts, in scene order: they reproduce every accuracy (over the scenes a category applies to).
+    for result, mark in ((perfect, "1"), (blank, "0")):
+        verdicts = result["verdicts"]
+        assert verdicts["faithful"] == mark * 12
+        for cat, summary in result["categories"].items():
+            shown = verdicts[cat].replace("-", "")
+            assert len(shown) == summary["n"] and shown == mark * summary["n"]
 
 
 def test_upsampler_fidelity_of_a_perfect_upsampler_beats_bicubic():

@@ -45,6 +45,16 @@ def _summary(hits: dict[str, list[bool]]) -> dict[str, Any]:
     return {"categories": cats, "overall": float(np.mean([v["accuracy"] for v in cats.values()])) if cats else 0.0}
 
 
+def verdict_strings(judged: list[dict[str, bool]]) -> dict[str, str]:
+    """Per-scene verdicts, one character per scene and key: 1 kept, 0 lost, - (the scene cannot show the
+    category). ``faithful``: every category the scene shows kept. Two evaluations on the same scenes and seeds
+    can then be compared scene by scene (``unclip.eval.paired``)."""
+    keys = sorted({c for v in judged for c in v})
+    out = {c: "".join("-" if c not in v else "1" if v[c] else "0" for v in judged) for c in keys}
+    out["faithful"] = "".join("1" if all(v.values()) else "0" for v in judged)
+    return out
+
+
 def suite_jobs(per_category: int | None = None, images_per_prompt: int = 4) -> list:
     """(prompt, k) for the first ``per_category`` suite prompts of every category, ``images_per_prompt`` each."""
     from unclip.data.shapes import CATEGORIES, PROMPT_SUITE
@@ -170,7 +180,7 @@ def decoder_reconstruction(
     real, scenes = held_out_images(data, n, pipe.decoder.config.resolution)
     n = len(real)
     hits: dict[str, list[bool]] = {}
-    faithful, similarity, decoded = [], [], []
+    faithful, similarity, decoded, judged_all = [], [], [], []
     start = time.perf_counter()
     for i in range(0, n, batch_size):
         x = real[i : i + batch_size].to(pipe.device)
@@ -179,6 +189,7 @@ def decoder_reconstruction(
         decoded.append(fake.float().cpu())
         sims, judged = reconstruction_scores(pipe, fake, z_i, scenes and scenes[i : i + batch_size])
         similarity += sims
+        judged_all += judged
         for verdicts in judged:
             for c, ok in verdicts.items():
                 hits.setdefault(c, []).append(ok)
@@ -186,6 +197,7 @@ def decoder_reconstruction(
     result = _summary(hits) if scenes else {}
     if scenes:
         result["faithful"] = float(np.mean(faithful))
+        result["verdicts"] = verdict_strings(judged_all)
     result.update({"clip_similarity": float(np.mean(similarity)), "n": n, "seconds": time.perf_counter() - start})
     if data is not None:
         result["data"] = data

@@ -1,0 +1,54 @@
+"""Paired comparison of two judged runs (unclip.eval.paired): McNemar's exact test and the verdict tables."""
+
+import json
+from math import comb
+
+import pytest
+
+from unclip.eval.generation import verdict_strings
+from unclip.eval.paired import compare_verdicts, main, mcnemar_exact
+
+
+def _two_sided_by_enumeration(b, c):
+    """The exact test's definition: the probability, under Bin(b + c, 1/2), of a split no more likely than b : c."""
+    n = b + c
+    pmf = [comb(n, k) / 2**n for k in range(n + 1)]
+    return min(1.0, sum(p for p in pmf if p <= pmf[b] * (1 + 1e-12)))
+
+
+@pytest.mark.parametrize(("b", "c"), [(0, 5), (5, 0), (3, 3), (7, 15), (17, 31), (81, 102), (1, 0), (0, 12)])
+def test_mcnemar_matches_the_enumerated_binomial_and_is_symmetric(b, c):
+    assert mcnemar_exact(b, c) == pytest.approx(_two_sided_by_enumeration(b, c), rel=1e-12)
+    assert mcnemar_exact(b, c) == mcnemar_exact(c, b)
+
+
+def test_mcnemar_edge_cases():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)
+    with pytest.raises(ValueError, match=">= 0"):
+        mcnemar_exact(-1, 3)
+
+
+def test_verdict_strings_mark_kept_lost_and_not_shown():
+    judged = [{"colours": True, "counting": False}, {"colours": False}, {"colours": True}]
+    assert verdict_strings(judged) == {"colours": "101", "counting": "0--", "faithful": "001"}
+
+
+def test_compare_counts_only_the_scenes_where_the_runs_disagree(tmp_path, capsys):
+    a = {"colours": "1101-0", "faithful": "110100"}
+    b = {"colours": "0111-1", "faithful": "110100"}
+    table = compare_verdicts(a, b)
+    assert table["colours"] == {"n": 5, "a": 0.6, "b": 0.8, "only_a": 1, "only_b": 2, "p": 1.0}
+    assert table["faithful"]["only_a"] == table["faithful"]["only_b"] == 0 and table["faithful"]["p"] == 1.0
+    with pytest.raises(ValueError, match="same scenes"):
+        compare_verdicts({"colours": "10"}, {"colours": "101"})
+    with pytest.raises(ValueError, match="different scenes"):
+        compare_verdicts({"colours": "1-1"}, {"colours": "110"})
+    (tmp_path / "a.json").write_text(json.dumps({"verdicts": a}))
+    (tmp_path / "b.json").write_text(json.dumps({"n": 6}))
+    with pytest.raises(ValueError, match="no per-scene verdicts"):
+        main([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    (tmp_path / "b.json").write_text(json.dumps({"verdicts": b}))
+    assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("colours"))
+    assert row.split() == ["colours", "5", "0.600", "0.800", "1", "2", "1.000"]
