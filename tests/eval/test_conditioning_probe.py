@@ -47,7 +47,11 @@ def test_a_function_preserving_whitening_leaves_the_decoder_s_paths_unchanged():
     decoder = Decoder(cfg).double()
     z_a, z_b, z_1, z_2 = _pairs()
     before = {k: separation(f, z_a, z_b, z_1, z_2) for k, f in conditioning_paths(decoder).items()}
-    assert set(before) == {"z_i", "timestep_embedding", "context_tokens"}
+    assert set(before) == {"z_i", "whitened_z_i", "timestep_embedding", "context_tokens"}
+    assert before["whitened_z_i"] == pytest.approx(before["z_i"])  # not fitted yet: the identity
+    # The twins differ along axis 0, the data's loudest: whitening shrinks their separation relative to random pairs.
     decoder.fit_z_whitening(torch.cat([z_1, z_2]) * torch.logspace(0, -2, 8, dtype=torch.float64), True)
     after = {k: separation(f, z_a, z_b, z_1, z_2) for k, f in conditioning_paths(decoder).items()}
+    assert after["whitened_z_i"] < 0.5 * before["whitened_z_i"]
+    del before["whitened_z_i"], after["whitened_z_i"]
     assert after == pytest.approx(before, rel=1e-9)

@@ -36,8 +36,11 @@ def separation(f: Path_, z_a: Tensor, z_b: Tensor, z_1: Tensor, z_2: Tensor) -> 
 
 
 def conditioning_paths(decoder) -> dict[str, Path_]:  # decoder: unclip.models.decoder.Decoder
-    """z_i itself and each way the decoder passes it on (flattened to vectors)."""
-    paths: dict[str, Path_] = {"z_i": lambda z: z, "timestep_embedding": lambda z: decoder.z_i_conditioning(z)[0]}
+    """z_i itself (and whitened, if the decoder whitens it) and each way the decoder passes it on (flattened)."""
+    paths: dict[str, Path_] = {"z_i": lambda z: z}
+    if decoder.config.z_whitening:  # what the projections see
+        paths["whitened_z_i"] = lambda z: (z - decoder.z_mean.to(z.dtype)) @ decoder.z_whiten.to(z.dtype)
+    paths["timestep_embedding"] = lambda z: decoder.z_i_conditioning(z)[0]
     if decoder.config.clip_tokens:
         paths["context_tokens"] = lambda z: decoder.z_i_conditioning(z)[1].flatten(1)
     return paths
