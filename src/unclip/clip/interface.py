@@ -56,7 +56,7 @@ def prepare_images(images: Tensor | np.ndarray, size: int) -> Tensor:
         x = images.float()
         if not bool(torch.isfinite(x).all()):
             raise ValueError("images contain NaN or infinite values")
-        lo, hi = float(x.min()), float(x.max())
+        lo, hi = float(x.detach().min()), float(x.detach().max())  # x may carry a gradient (a loss)
         if lo < -1.001 or hi > 1.001:
             raise ValueError(
                 f"float images must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}] (uint8 0..255 is also accepted)"

@@ -82,6 +82,9 @@ class LossOutput(NamedTuple):
     mse: Tensor  # (B,) the regression term, unweighted (what the log shows under any weighting)
     vlb: Tensor | None  # (B,) the variational term in bits per dim (learned variance only)
     t: Tensor  # (B,) the timesteps drawn
+    # (B, ...) the network's estimate of x0, with its gradient: for extra losses on the prediction (the decoder's
+    # embedding consistency, unclip.train.embedding_loss). None from callers that build their own output.
+    x0_hat: Tensor | None = None
 
 
 @dataclass
@@ -154,13 +157,14 @@ class DiffusionLoss:
         regression = mse
         if self.weighting == "min_snr":
             regression = mse * min_snr_weight(ab, self.param.prediction, self.min_snr_gamma).to(mse.dtype)
+        x0_pred = to_x0_eps(self.param.prediction, out, x_t, ab)[0]
         if var_frac is None:
-            return LossOutput(regression, mse, None, t)
+            return LossOutput(regression, mse, None, t, x0_pred)
 
         # Stop-gradient on the mean: the VLB term trains only the variance (improved DDPM §3.1).
         x0_hat, _ = to_x0_eps(self.param.prediction, out.detach(), x_t, ab)
         vlb = self._vlb_bits(x0, x_t, x0_hat, var_frac, t, table)
-        return LossOutput(regression + self.vlb_weight * self.schedule.num_steps * vlb, mse, vlb, t)
+        return LossOutput(regression + self.vlb_weight * self.schedule.num_steps * vlb, mse, vlb, t, x0_pred)
 
     def _vlb_bits(self, x0: Tensor, x_t: Tensor, x0_hat: Tensor, var_frac: Tensor, t: Tensor, table: Tensor) -> Tensor:
         """L_t for t > 0 (KL of the true posterior to the model's step) and L_0 (decoder NLL), in bits/dim."""

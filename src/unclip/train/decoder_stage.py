@@ -41,9 +41,22 @@ class DecoderStageConfig:
     # An `unclip embed` folder of this CLIP's embeddings of the training data: decoder.z_whitening is fitted on it.
     # (Not `embeddings`: on a prior stage that name makes the CLI train on the embeddings alone, without images.)
     whitening_embeddings: str = ""
+    # Beyond the paper: weight of the embedding-consistency term ᾱ_t·d(CLIP(x̂0), z_i) (unclip.train.embedding_loss;
+    # 0 = off, the paper's L_simple alone), and its distance: "cosine" or "whitened" (fitted on
+    # whitening_embeddings with decoder.z_whitening_floor, where a colour swap costs nearly what a new scene does).
+    embedding_loss_weight: float = 0.0
+    embedding_loss_metric: str = "cosine"
 
     def __post_init__(self) -> None:
+        from unclip.train.embedding_loss import METRICS
+
         check_weighting(self.loss_weighting, self.min_snr_gamma)
+        if not self.embedding_loss_weight >= 0:
+            raise ValueError(f"embedding_loss_weight must be >= 0, got {self.embedding_loss_weight}")
+        if self.embedding_loss_metric not in METRICS:
+            raise ValueError(
+                f"unknown embedding_loss_metric {self.embedding_loss_metric!r}; expected one of {', '.join(METRICS)}"
+            )
 
 
 def _whitening_rows(config: DecoderStageConfig) -> Tensor:
@@ -53,7 +66,8 @@ def _whitening_rows(config: DecoderStageConfig) -> Tensor:
 
     if not config.whitening_embeddings:
         raise ValueError(
-            "decoder.z_whitening is fitted on the training data's embeddings: run `unclip embed --model CLIP_DIR "
+            "decoder.z_whitening and the whitened embedding loss are fitted on the training data's embeddings: "
+            "run `unclip embed --model CLIP_DIR "
             "--data DATA --out EMB_DIR` with the decoder's CLIP and pass --set model.whitening_embeddings=EMB_DIR"
         )
     folder = config.whitening_embeddings
@@ -69,6 +83,11 @@ def _whitening_rows(config: DecoderStageConfig) -> Tensor:
             f"at {config.clip!r}; embed the data with that CLIP"
         )
     return data.head(WHITENING_ROWS)[0]
+
+
+def _needs_whitening_rows(config: DecoderStageConfig) -> bool:
+    whitened_loss = config.embedding_loss_weight > 0 and config.embedding_loss_metric == "whitened"
+    return config.decoder.z_whitening or whitened_loss
 
 
 def check_clip_matches(clip: Any, config: DecoderConfig, where: str) -> None:
@@ -88,6 +107,7 @@ class DecoderStage(Stage[DecoderStageConfig]):
 
     def __init__(self) -> None:
         self._clips: dict[str, nn.Module] = {}
+        self._distance_whitening: Tensor | None = None  # the whitened embedding loss's M, fitted once
 
     def presets(self) -> dict[str, Preset[DecoderStageConfig]]:
         def cfg(shape: str, clip: str, resolution: int) -> DecoderStageConfig:
@@ -142,7 +162,7 @@ class DecoderStage(Stage[DecoderStageConfig]):
 
     def prepare(self, config: DecoderStageConfig) -> None:
         self.clip_model(config)  # fails here, before any work, if the CLIP is missing or does not fit
-        if config.decoder.z_whitening:
+        if _needs_whitening_rows(config):
             _whitening_rows(config)  # a missing or foreign embedding folder fails here too
 
     def build(self, config: DecoderStageConfig) -> nn.Module:
@@ -193,7 +213,27 @@ class DecoderStage(Stage[DecoderStageConfig]):
         metrics = {"mse": float(out.mse.detach().mean())}
         if out.vlb is not None:
             metrics["vlb"] = float(out.vlb.detach().mean())
-        return StepOutput(out.loss.mean(), metrics)
+        loss = out.loss
+        if config.embedding_loss_weight > 0:
+            term = self._embedding_term(config, clip, out.x0_hat, z_i, loss_fn.schedule.alpha_bar.to(device)[t],
+                                        ~cond["drop_z_i"])  # fmt: skip
+            metrics["embedding"] = float(term.detach().mean())
+            loss = loss + config.embedding_loss_weight * term
+        return StepOutput(loss.mean(), metrics)
+
+    def _embedding_term(
+        self, config: DecoderStageConfig, clip: nn.Module, x0_hat: Tensor, z_i: Tensor, alpha_bar: Tensor, keep: Tensor
+    ) -> Tensor:
+        from unclip.train.embedding_loss import embedding_consistency
+
+        whiten = None
+        if config.embedding_loss_metric == "whitened":
+            if self._distance_whitening is None:
+                from unclip.models.whitening import pca_whitening
+
+                self._distance_whitening = pca_whitening(_whitening_rows(config), config.decoder.z_whitening_floor)[1]
+            whiten = self._distance_whitening.to(z_i.device)
+        return embedding_consistency(clip, x0_hat, z_i, alpha_bar, keep, config.embedding_loss_metric, whiten)
 
     def sample(self, model: nn.Module, config: DecoderStageConfig, n: int, generator: torch.Generator) -> Tensor | None:
         """Reconstructions: held-out Shapes-world images decoded from their own z_i (top row: originals)."""
