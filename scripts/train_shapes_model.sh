@@ -40,6 +40,9 @@
 # 2023; model.loss_weighting, docs/training.md) instead of the paper's uniform L_simple.
 # DECODER_WHITENING=1 feeds the decoder a PCA-whitened z_i (model.decoder.z_whitening, fitted on the embedding
 # folder, which is then written before the decoder starts; docs/training.md, "Whitening z_i").
+# DECODER_EMBEDDING_LOSS=W adds the embedding-consistency term W·ᾱ_t·d(CLIP(x̂0), z_i) to the decoder's loss
+# (model.embedding_loss_weight; DECODER_EMBEDDING_METRIC, whitened by default, fitted on the same folder;
+# docs/training.md, "Embedding consistency").
 set -euo pipefail
 
 OUT=${1:?usage: scripts/train_shapes_model.sh OUT_DIR}
@@ -116,6 +119,8 @@ init_from() { [ -n "${INIT_FROM:-}" ] && [ -d "$INIT_FROM/$1" ] && echo "--set t
 [ -n "${UPSAMPLER_WEIGHTING:-}" ] && UPSAMPLER_SET+=(--set "model.loss_weighting=$UPSAMPLER_WEIGHTING")
 [ "${DECODER_WHITENING:-0}" = 1 ] && DECODER_SET+=(--set model.decoder.z_whitening=true
                                                   --set "model.whitening_embeddings=$OUT/embeddings")
+[ -n "${DECODER_EMBEDDING_LOSS:-}" ] && DECODER_SET+=(--set "model.embedding_loss_weight=$DECODER_EMBEDDING_LOSS"
+  --set "model.embedding_loss_metric=${DECODER_EMBEDDING_METRIC:-whitened}" --set "model.whitening_embeddings=$OUT/embeddings")
 # With DATA, the CLIP learns a tokenizer trained on the data's captions (`unclip data tokenizer`, the first
 # TOKENIZER_N captions) unless TOKENIZER names one (a tokenizer.json, shapes-bpe or bytes): the Shapes-world BPE knows
 # only Shapes-world words. A fine-tune (INIT_FROM) keeps its stack's tokenizer.
@@ -180,8 +185,9 @@ embed() {
   $UNCLIP embed --model "$MODELS/clip" --data "$EMBED_DATA" --n "$EMBED_N" --out "$OUT/embeddings" \
     --device "$DEVICE" --batch-size 256 --workers "${WORKERS_EMBED:-$([ "$PARALLEL" = 1 ] && echo 6 || echo 0)}"
 }
-# The decoder fits its whitening on the embeddings, so then it waits for them; otherwise both run side by side.
-if [ "${DECODER_WHITENING:-0}" = 1 ]; then embed; launch train_decoder; else launch train_decoder; embed; fi
+# A decoder that fits a whitening on the embeddings waits for them; otherwise both run side by side.
+if [ "${DECODER_WHITENING:-0}" = 1 ] || [ -n "${DECODER_EMBEDDING_LOSS:-}" ]; then embed; launch train_decoder
+else launch train_decoder; embed; fi
 launch train_prior diffusion_prior
 [ "$AR_PRIOR" = 1 ] && launch train_prior ar_prior
 wait_all

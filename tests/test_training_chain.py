@@ -72,10 +72,16 @@ def test_the_documented_script_trains_a_stack_from_nothing(tmp_path, parallel):
     else:
         # CLIP_FROM and UPSAMPLER_FROM take finished parts as they are: only the priors and the decoder train.
         env.update(CLIP_FROM=str(stack / "clip"), UPSAMPLER_FROM=str(stack / "upsampler0"))
+        env.update(DECODER_EMBEDDING_LOSS="0.5")
         again = tmp_path / "again"
         done = subprocess.run(["bash", str(script), str(again)], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         assert {p.name for p in (again / "runs").iterdir() if p.is_dir()} == {"prior", "decoder"}
+        # DECODER_EMBEDDING_LOSS: the decoder trained with the whitened consistency term, fitted on the embeddings.
+        decoder = json.loads((again / "runs" / "decoder" / "config.json").read_text())["model"]
+        assert decoder["embedding_loss_weight"] == 0.5 and decoder["embedding_loss_metric"] == "whitened"
+        rows = [json.loads(r) for r in (again / "runs" / "decoder" / "metrics.jsonl").read_text().splitlines()]
+        assert any(r.get("train/embedding", 0) > 0 for r in rows)
         for src, dst in (("clip", "clip"), ("upsampler0", "upsampler0")):
             a, b = (
                 load_file(str(stack / src / "model.safetensors")),
