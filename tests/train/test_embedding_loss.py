@@ -66,6 +66,10 @@ def test_consistency_term_is_alpha_bar_weighted_zero_where_z_i_dropped_and_diffe
     term.sum().backward()
     assert x0_hat.grad[1].abs().max() == 0  # a dropped row gets no gradient
     assert all(x0_hat.grad[i].abs().max() > 0 for i in (0, 2, 3))
+    # Other powers of ᾱ_t: 0 weights every step alike, 2 squares the weight.
+    dist = want / ab
+    assert torch.allclose(embedding_consistency(clip, x0_hat, z_i, ab, keep, signal_power=0.0), dist)
+    assert torch.allclose(embedding_consistency(clip, x0_hat, z_i, ab, keep, signal_power=2.0), dist * ab**2)
     # All dropped: zeros, and the CLIP is not run at all.
     calls = clip.calls
     none = embedding_consistency(clip, x0_hat, z_i, ab, torch.zeros(4, dtype=torch.bool))
@@ -135,7 +139,9 @@ def test_bad_embedding_loss_settings_are_refused_before_training(tmp_path, tiny_
     assert code == 2 and "unknown embedding_loss_metric" in capsys.readouterr().err
     code = _train(tmp_path / "b", tiny_clip, "--set", "model.embedding_loss_weight=-1")
     assert code == 2 and "embedding_loss_weight must be >= 0" in capsys.readouterr().err
+    code = _train(tmp_path / "b2", tiny_clip, "--set", "model.embedding_loss_signal_power=-0.5")
+    assert code == 2 and "embedding_loss_signal_power must be >= 0" in capsys.readouterr().err
     code = _train(tmp_path / "c", tiny_clip, "--set", "model.embedding_loss_weight=1",
                   "--set", "model.embedding_loss_metric=whitened")  # fmt: skip
     assert code == 2 and "model.whitening_embeddings=EMB_DIR" in capsys.readouterr().err
-    assert not any((tmp_path / r / "checkpoints").exists() for r in "abc")
+    assert not any((tmp_path / r / "checkpoints").exists() for r in ("a", "b", "b2", "c"))

@@ -46,6 +46,7 @@ class DecoderStageConfig:
     # whitening_embeddings with decoder.z_whitening_floor, where a colour swap costs nearly what a new scene does).
     embedding_loss_weight: float = 0.0
     embedding_loss_metric: str = "cosine"
+    embedding_loss_signal_power: float = 1.0  # the term's weight over steps: ᾱ_t to this power (0: every step alike)
 
     def __post_init__(self) -> None:
         from unclip.train.embedding_loss import METRICS
@@ -53,6 +54,8 @@ class DecoderStageConfig:
         check_weighting(self.loss_weighting, self.min_snr_gamma)
         if not self.embedding_loss_weight >= 0:
             raise ValueError(f"embedding_loss_weight must be >= 0, got {self.embedding_loss_weight}")
+        if not self.embedding_loss_signal_power >= 0:
+            raise ValueError(f"embedding_loss_signal_power must be >= 0, got {self.embedding_loss_signal_power}")
         if self.embedding_loss_metric not in METRICS:
             raise ValueError(
                 f"unknown embedding_loss_metric {self.embedding_loss_metric!r}; expected one of {', '.join(METRICS)}"
@@ -233,7 +236,9 @@ class DecoderStage(Stage[DecoderStageConfig]):
 
                 self._distance_whitening = pca_whitening(_whitening_rows(config), config.decoder.z_whitening_floor)[1]
             whiten = self._distance_whitening.to(z_i.device)
-        return embedding_consistency(clip, x0_hat, z_i, alpha_bar, keep, config.embedding_loss_metric, whiten)
+        return embedding_consistency(
+            clip, x0_hat, z_i, alpha_bar, keep, config.embedding_loss_metric, whiten, config.embedding_loss_signal_power
+        )
 
     def sample(self, model: nn.Module, config: DecoderStageConfig, n: int, generator: torch.Generator) -> Tensor | None:
         """Reconstructions: held-out Shapes-world images decoded from their own z_i (top row: originals)."""

@@ -6,9 +6,11 @@ although a linear probe reads a colour swap from z_i at 0.99 (docs/training.md, 
 directly: decode x̂0 from the network's output at the drawn step, embed it with the frozen CLIP (gradients flow
 through the CLIP into the decoder, the CLIP's weights stay fixed), and penalise its distance to z_i.
 
-Each sample's term is weighted by ᾱ_t, the fraction of x_t that is signal: at the noisy steps x̂0 is the blurred
-mean of every scene x_t allows, and asking its embedding to be z_i exactly would push the decoder to commit to one
-scene before the noise says which. Samples whose z_i was dropped (the unconditional branch) get no term.
+Each sample's term is weighted by ᾱ_t^p, the fraction of x_t that is signal to a power p (1 by default): at the
+noisy steps x̂0 is the blurred mean of every image x_t allows, whose embedding is far from any z_i (for the bundled
+decoder at t = 950 farther than a random scene's), so the term there mostly asks for sharpness. Yet given z_i a
+faithful decoder's x̂0 should show one scene graph even then, and the noisy steps are where a layout is decided;
+p = 0 weights every step alike to ask for that. Samples whose z_i was dropped (the unconditional branch) get no term.
 
 Two distances: ``cosine`` (1 − cos, on the unit sphere where CLIP's embeddings live) and ``whitened``, half the mean
 squared difference after the PCA whitening of ``unclip.models.whitening`` fitted on the training data's embeddings.
@@ -48,8 +50,11 @@ def embedding_consistency(
     keep: Tensor,
     metric: str = "cosine",
     whiten: Tensor | None = None,
+    signal_power: float = 1.0,
 ) -> Tensor:
-    """Per-sample ``(B,)`` term ᾱ_t · d(CLIP(x̂0), z_i), zero where ``keep`` is False (z_i dropped).
+    """Per-sample ``(B,)`` term ᾱ_t^p · d(CLIP(x̂0), z_i), zero where ``keep`` is False (z_i dropped).
+
+    ``signal_power`` p = 1 is the weighting the module describes; 0 weights every step alike, noisy ones included.
 
     ``x0_hat`` carries the decoder's gradient; it is clamped to the image range [-1, 1] the CLIP reads. Only the
     kept rows are embedded, so a batch of dropped z_i costs no CLIP pass."""
@@ -58,5 +63,5 @@ def embedding_consistency(
         return out
     rows = keep.nonzero().squeeze(1)
     z_hat = clip.encode_image(x0_hat[rows].clamp(-1.0, 1.0)).to(z_i.dtype)
-    term = alpha_bar[rows].to(z_i.dtype) * embedding_distance(z_hat, z_i[rows], metric, whiten)
+    term = alpha_bar[rows].to(z_i.dtype) ** signal_power * embedding_distance(z_hat, z_i[rows], metric, whiten)
     return out.index_put((rows,), term.to(out.dtype))
