@@ -259,7 +259,7 @@ def test_paraphrase_term_pulls_each_relation_caption_onto_its_converse():
     said_texts = [t for _, t in edits["paraphrases"]]
     _, z_all, _ = model(batch.image[:1], stage.tokenizer(config).trimmed(texts + negatives + said_texts))
     said = torch.tensor([k for k, _ in edits["paraphrases"]])
-    cosine = float((z_all[said] * z_all[len(texts) + len(negatives) :]).sum(-1).mean())
+    cosine = float((z_all[said] * z_all[len(texts) + len(negatives) :]).sum(-1).mean().detach())
     assert pulled.metrics["paraphrase_cosine"] == pytest.approx(cosine, abs=1e-5)
     expected = float(base.loss.detach()) + 0.7 * (1 - cosine)
     assert float(pulled.loss.detach()) == pytest.approx(expected, rel=1e-5)

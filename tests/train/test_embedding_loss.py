@@ -99,7 +99,7 @@ def test_the_term_trains_a_decoder_toward_the_embedding_it_was_given(tiny_clip):
     for _ in range(25):
         out = loss_fn(decoder, x0, cond, t=t, noise=noise)
         term = embedding_consistency(clip, out.x0_hat, z_i, ab, keep).mean()
-        history.append(float(term))
+        history.append(float(term.detach()))
         opt.zero_grad()
         term.backward()
         opt.step()
