@@ -282,11 +282,12 @@ def test_paraphrase_term_pulls_each_relation_caption_onto_its_converse():
         assert other_order.phrases == source.phrases[::-1] and other_order.relation == source.relation
     found = stage.loss(model, batch, retrieval)
     all_texts = texts + negatives + said_texts + foils
-    _, z_all, _ = model(batch.image[:1], stage.tokenizer(config).trimmed(all_texts))
+    with torch.no_grad():  # values only: the terms are recomputed here to check the loss
+        _, z_all, _ = model(batch.image[:1], stage.tokenizer(config).trimmed(all_texts))
     rows = torch.arange(len(texts) + len(negatives), len(texts) + len(negatives) + len(said_texts))
     same = torch.tensor([[t == all_texts[r] for t in all_texts] for r in rows.tolist()])
     term, share = paraphrase_retrieval_loss(z_all, said, rows, 0.2, same)
-    assert float(found.loss.detach()) == pytest.approx(float(base.loss.detach()) + 0.7 * float(term), rel=1e-5)
+    assert float(found.loss.detach()) == pytest.approx(float(base.loss.detach()) + 0.7 * float(term.detach()), rel=1e-5)
     assert found.metrics["paraphrase_found"] == pytest.approx(float(share))
     assert found.metrics["paraphrase_cosine"] == pytest.approx(cosine, abs=1e-5)
     unfoiled = stage.loss(model, batch, replace(retrieval, relation_foils=False))
