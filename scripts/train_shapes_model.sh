@@ -117,10 +117,15 @@ init_from() { [ -n "${INIT_FROM:-}" ] && [ -d "$INIT_FROM/$1" ] && echo "--set t
 [ -n "${CLIP_NEGATIVES:-}" ] && CLIP_SET+=(--set "model.negatives_per_caption=$CLIP_NEGATIVES")
 [ -n "${DECODER_WEIGHTING:-}" ] && DECODER_SET+=(--set "model.loss_weighting=$DECODER_WEIGHTING")
 [ -n "${UPSAMPLER_WEIGHTING:-}" ] && UPSAMPLER_SET+=(--set "model.loss_weighting=$UPSAMPLER_WEIGHTING")
-[ "${DECODER_WHITENING:-0}" = 1 ] && DECODER_SET+=(--set model.decoder.z_whitening=true
-                                                  --set "model.whitening_embeddings=$OUT/embeddings")
-[ -n "${DECODER_EMBEDDING_LOSS:-}" ] && DECODER_SET+=(--set "model.embedding_loss_weight=$DECODER_EMBEDDING_LOSS"
-  --set "model.embedding_loss_metric=${DECODER_EMBEDDING_METRIC:-whitened}" --set "model.whitening_embeddings=$OUT/embeddings")
+# A whitening (of z_i, or of the embedding loss's distance) is fitted on the embedding folder, written first then.
+DECODER_FITS_WHITENING=0
+[ "${DECODER_WHITENING:-0}" = 1 ] && DECODER_SET+=(--set model.decoder.z_whitening=true) && DECODER_FITS_WHITENING=1
+if [ -n "${DECODER_EMBEDDING_LOSS:-}" ]; then
+  DECODER_SET+=(--set "model.embedding_loss_weight=$DECODER_EMBEDDING_LOSS"
+                --set "model.embedding_loss_metric=${DECODER_EMBEDDING_METRIC:-whitened}")
+  if [ "${DECODER_EMBEDDING_METRIC:-whitened}" = whitened ]; then DECODER_FITS_WHITENING=1; fi
+fi
+[ "$DECODER_FITS_WHITENING" = 1 ] && DECODER_SET+=(--set "model.whitening_embeddings=$OUT/embeddings")
 # With DATA, the CLIP learns a tokenizer trained on the data's captions (`unclip data tokenizer`, the first
 # TOKENIZER_N captions) unless TOKENIZER names one (a tokenizer.json, shapes-bpe or bytes): the Shapes-world BPE knows
 # only Shapes-world words. A fine-tune (INIT_FROM) keeps its stack's tokenizer.
@@ -186,8 +191,7 @@ embed() {
     --device "$DEVICE" --batch-size 256 --workers "${WORKERS_EMBED:-$([ "$PARALLEL" = 1 ] && echo 6 || echo 0)}"
 }
 # A decoder that fits a whitening on the embeddings waits for them; otherwise both run side by side.
-if [ "${DECODER_WHITENING:-0}" = 1 ] || [ -n "${DECODER_EMBEDDING_LOSS:-}" ]; then embed; launch train_decoder
-else launch train_decoder; embed; fi
+if [ "$DECODER_FITS_WHITENING" = 1 ]; then embed; launch train_decoder; else launch train_decoder; embed; fi
 launch train_prior diffusion_prior
 [ "$AR_PRIOR" = 1 ] && launch train_prior ar_prior
 wait_all

@@ -162,8 +162,7 @@ class DiffusionLoss:
             return LossOutput(regression, mse, None, t, x0_pred)
 
         # Stop-gradient on the mean: the VLB term trains only the variance (improved DDPM §3.1).
-        x0_hat, _ = to_x0_eps(self.param.prediction, out.detach(), x_t, ab)
-        vlb = self._vlb_bits(x0, x_t, x0_hat, var_frac, t, table)
+        vlb = self._vlb_bits(x0, x_t, x0_pred.detach(), var_frac, t, table)
         return LossOutput(regression + self.vlb_weight * self.schedule.num_steps * vlb, mse, vlb, t, x0_pred)
 
     def _vlb_bits(self, x0: Tensor, x_t: Tensor, x0_hat: Tensor, var_frac: Tensor, t: Tensor, table: Tensor) -> Tensor:

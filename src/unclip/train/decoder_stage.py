@@ -110,7 +110,7 @@ class DecoderStage(Stage[DecoderStageConfig]):
 
     def __init__(self) -> None:
         self._clips: dict[str, nn.Module] = {}
-        self._distance_whitening: Tensor | None = None  # the whitened embedding loss's M, fitted once
+        self._distance_whitenings: dict[tuple[str, float], Tensor] = {}  # the whitened embedding loss's M per folder
 
     def presets(self) -> dict[str, Preset[DecoderStageConfig]]:
         def cfg(shape: str, clip: str, resolution: int) -> DecoderStageConfig:
@@ -231,11 +231,12 @@ class DecoderStage(Stage[DecoderStageConfig]):
 
         whiten = None
         if config.embedding_loss_metric == "whitened":
-            if self._distance_whitening is None:
+            key = (config.whitening_embeddings, config.decoder.z_whitening_floor)
+            if key not in self._distance_whitenings:  # fitted once, not on every step
                 from unclip.models.whitening import pca_whitening
 
-                self._distance_whitening = pca_whitening(_whitening_rows(config), config.decoder.z_whitening_floor)[1]
-            whiten = self._distance_whitening.to(z_i.device)
+                self._distance_whitenings[key] = pca_whitening(_whitening_rows(config), key[1])[1]
+            whiten = self._distance_whitenings[key].to(z_i.device)
         return embedding_consistency(
             clip, x0_hat, z_i, alpha_bar, keep, config.embedding_loss_metric, whiten, config.embedding_loss_signal_power
         )
