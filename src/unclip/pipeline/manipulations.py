@@ -80,7 +80,7 @@ def _invert(pipe: UnCLIPPipeline, x: Tensor, source: Tensor, progress: bool = Fa
     s = pipe.settings
     with pipe.autocast():
         z_i = pipe.clip.encode_image(source.to(pipe.device)).float()
-        den, schedule = pipe.decoder_denoiser(z_i)
+        den, schedule = pipe.decoder_denoiser(z_i, embedding_guidance=False)  # the path decode_latents retraces
         grid = schedule.grid_below(s.inversion_steps, s.inversion_strength)
         with sampling_stage("inversion"):
             x_T = invert_ddim(den, x, grid, refine=s.inversion_refine, progress=progress)

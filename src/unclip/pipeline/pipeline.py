@@ -24,11 +24,13 @@ from torch import Tensor, nn
 from unclip.atomic import atomic_write_text
 from unclip.clip.interface import prepare_images
 from unclip.diffusion import (
+    clamp_x0,
     generators_from_seeds,
     get_sampler,
     randn,
     sampling_stage,
 )
+from unclip.diffusion.gradient_guidance import embedding_objective, x0_gradient_guidance
 from unclip.model_folder import config_from_dict
 from unclip.models.decoder import Decoder, guided_denoiser
 from unclip.models.upsampler import Upsampler, upsampler_denoiser
@@ -260,14 +262,23 @@ class UnCLIPPipeline:
         return out.z_i
 
     def decoder_denoiser(
-        self, z_i: Tensor, text=None, drop_text: Tensor | None = None, s: SamplingSettings | None = None
-    ):
-        """The guided, clamped decoder denoiser for these embeddings (and captions, unless ``text`` is None)."""
+        self, z_i: Tensor, text=None, drop_text: Tensor | None = None, s: SamplingSettings | None = None,
+        embedding_guidance: bool = True,
+    ):  # fmt: skip
+        """The guided, clamped decoder denoiser for these embeddings (and captions, unless ``text`` is None).
+
+        With ``decoder_embedding_guidance`` s > 0 (and ``embedding_guidance``; DDIM inversion turns it off, so that
+        eta = 0 still retraces the inverted path), each x̂0 also moves by s × the gradient of cos(CLIP(x̂0), z_i)
+        (:mod:`unclip.diffusion.gradient_guidance`), then is clamped again."""
         s = s or self.settings
         tokens, mask = (None, None) if text is None else (text.token_states, text.mask)
         scales = (s.decoder_guidance_image, s.decoder_guidance_text)
         z_t = None if text is None else text.embedding
-        return guided_denoiser(self.decoder, z_i, tokens, mask, drop_text, scales, text_embedding=z_t)
+        den, schedule = guided_denoiser(self.decoder, z_i, tokens, mask, drop_text, scales, text_embedding=z_t)
+        if embedding_guidance and s.decoder_embedding_guidance > 0:
+            objective = embedding_objective(self.clip.encode_image, z_i)
+            den = clamp_x0(x0_gradient_guidance(den, schedule, objective, s.decoder_embedding_guidance), schedule)
+        return den, schedule
 
     def decode(
         self, z_i: Tensor, generators: list[torch.Generator], *, text=None, drop_text: Tensor | None = None,

@@ -1,0 +1,89 @@
+"""Gradient guidance on x̂0 (unclip.diffusion.gradient_guidance): the update rule, per-sample gradients, the clamp
+the objective reads through, and the embedding objective's ascent."""
+
+import pytest
+import torch
+
+from unclip.diffusion import NoiseSchedule
+from unclip.diffusion.gradient_guidance import embedding_objective, x0_gradient_guidance
+from unclip.diffusion.parameterization import Denoised
+
+
+def _fixed_denoiser(x0: torch.Tensor, schedule: NoiseSchedule):
+    """A denoiser that always estimates ``x0`` (eps consistent with it), so the update is all that changes."""
+
+    def den(x: torch.Tensor, t: torch.Tensor) -> Denoised:
+        ab = schedule.alpha_bar[t].view(-1, 1, 1, 1).float()
+        return Denoised(x0, (x - ab.sqrt() * x0) / (1 - ab).sqrt(), None)
+
+    return den
+
+
+@pytest.fixture
+def setting():
+    g = torch.Generator().manual_seed(0)
+    schedule = NoiseSchedule.named("cosine")
+    x0 = torch.rand(3, 3, 4, 4, generator=g) * 1.2 - 0.6
+    x = torch.randn(3, 3, 4, 4, generator=g)
+    t = torch.tensor([100, 500, 900])
+    return schedule, x0, x, t
+
+
+def test_scale_zero_is_the_denoiser_itself(setting):
+    schedule, x0, _, _ = setting
+    den = _fixed_denoiser(x0, schedule)
+    assert x0_gradient_guidance(den, schedule, lambda v: v.sum((1, 2, 3)), 0.0) is den
+
+
+def test_quadratic_objective_moves_x0_toward_each_samples_target_and_eps_follows(setting):
+    # f(x0) = -½‖x0 - y‖² per sample has gradient y - x0, so x̂0' = x̂0 + s (y - x̂0): a step of s toward y.
+    schedule, x0, x, t = setting
+    pull = lambda v: -0.5 * (v - y).pow(2).sum((1, 2, 3))  # noqa: E731
+    y = torch.linspace(-0.5, 0.5, 3).view(3, 1, 1, 1).expand_as(x0).contiguous()
+    s = 0.3
+    den = x0_gradient_guidance(_fixed_denoiser(x0, schedule), schedule, pull, s)
+    with torch.no_grad():  # samplers call denoisers without autograd; the gradient must still be taken
+        out = den(x, t)
+    torch.testing.assert_close(out.x0, x0 + s * (y - x0))
+    ab = schedule.alpha_bar[t].view(-1, 1, 1, 1).float()
+    torch.testing.assert_close(ab.sqrt() * out.x0 + (1 - ab).sqrt() * out.eps, x)  # x_t = α x̂0' + σ eps'
+
+
+def test_objective_reads_the_clamped_estimate(setting):
+    schedule, x0, x, t = setting
+    x0 = x0.clone()
+    x0[0, 0, 0, 0] = 1.5  # outside the data range: the clamp passes no gradient there
+    y = torch.zeros_like(x0)
+    pull = lambda v: -0.5 * (v - y).pow(2).sum((1, 2, 3))  # noqa: E731
+    den = x0_gradient_guidance(_fixed_denoiser(x0, schedule), schedule, pull, 0.5)
+    out = den(x, t)
+    assert out.x0[0, 0, 0, 0] == 1.5
+    torch.testing.assert_close(out.x0[0, 0, 0, 1], 0.5 * x0[0, 0, 0, 1])
+    unclamped = x0_gradient_guidance(_fixed_denoiser(x0, schedule), schedule, pull, 0.5, clamp=None)
+    torch.testing.assert_close(unclamped(x, t).x0[0, 0, 0, 0], torch.tensor(0.75))
+
+
+def test_bad_scale_and_bad_objective_shape_are_refused(setting):
+    schedule, x0, x, t = setting
+    den = _fixed_denoiser(x0, schedule)
+    with pytest.raises(ValueError, match=">= 0"):
+        x0_gradient_guidance(den, schedule, lambda v: v.sum((1, 2, 3)), -1.0)
+    with pytest.raises(ValueError, match="one value per sample"):
+        x0_gradient_guidance(den, schedule, lambda v: v.sum(), 1.0)(x, t)
+
+
+def test_embedding_objective_is_the_cosine_and_a_small_step_raises_it():
+    g = torch.Generator().manual_seed(1)
+    proj = torch.randn(48, 8, generator=g)
+
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(images.flatten(1) @ proj)
+
+    images = torch.rand(4, 3, 4, 4, generator=g) - 0.5
+    target = torch.randn(4, 8, generator=g)
+    f = embedding_objective(encode, target)
+    torch.testing.assert_close(f(images), torch.nn.functional.cosine_similarity(encode(images), target, dim=-1))
+    schedule = NoiseSchedule.named("cosine")
+    den = x0_gradient_guidance(_fixed_denoiser(images, schedule), schedule, f, 1e-3)
+    moved = den(torch.randn(4, 3, 4, 4, generator=g), torch.full((4,), 300)).x0
+    assert bool((f(moved) > f(images)).all())  # gradient ascent on every sample

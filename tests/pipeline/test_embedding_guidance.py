@@ -1,0 +1,56 @@
+"""Embedding guidance in the pipeline (``decoder_embedding_guidance``): it pulls the decoder's x̂0 toward images
+CLIP embeds at the decoder's own z_i, and leaves DDIM inversion alone."""
+
+import dataclasses
+
+import pytest
+import torch
+from tiny_stack import tiny_pipeline
+
+from unclip.pipeline.manipulations import invert
+from unclip.pipeline.settings import SamplingSettings
+
+
+def _cos(pipe, images: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.nn.functional.cosine_similarity(pipe.clip.encode_image(images), z, dim=-1)
+
+
+def test_guided_estimate_is_closer_to_its_own_z_i_in_clip_space():
+    pipe = tiny_pipeline(upsampler=False)
+    g = torch.Generator().manual_seed(0)
+    res = pipe.decoder.config.resolution
+    z = torch.nn.functional.normalize(torch.randn(3, pipe.clip.embed_dim, generator=g), dim=-1)
+    x, t = torch.randn(3, 3, res, res, generator=g), torch.full((3,), 200)
+    plain, _ = pipe.decoder_denoiser(z)
+    guided, _ = pipe.decoder_denoiser(z, s=dataclasses.replace(pipe.settings, decoder_embedding_guidance=0.5))
+    with torch.no_grad():
+        before, after = plain(x, t).x0, guided(x, t).x0
+    assert not torch.allclose(before, after)
+    # Each row moves toward its own z_i: closer to it than before, and by more than toward another row's z_i.
+    gain_own = _cos(pipe, after, z) - _cos(pipe, before, z)
+    gain_other = _cos(pipe, after, z.roll(1, 0)) - _cos(pipe, before, z.roll(1, 0))
+    assert bool((gain_own > 0).all()) and bool((gain_own > gain_other).all())
+    assert after.abs().max() <= 1.0  # clamped again after the move
+
+
+def test_guidance_changes_samples_but_not_the_inverted_latents():
+    settings = SamplingSettings(decoder_steps=4, inversion_steps=4, decoder_guidance_image=1.0)  # unsaturated x̂0
+    pipe = tiny_pipeline(upsampler=False, settings=settings)
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    z_off, x_off = invert(pipe, image)
+    # A large scale: the random tiny decoder's x̂0 is saturated at ±1 in most pixels, where the clamp passes no gradient.
+    pipe.settings = dataclasses.replace(settings, decoder_embedding_guidance=500.0)
+    z_on, x_on = invert(pipe, image)
+    torch.testing.assert_close(x_on, x_off)  # eta = 0 decoding of (z_i, x_T) must retrace an unguided path
+    gens = lambda: [torch.Generator().manual_seed(5)]  # noqa: E731
+    with torch.no_grad():
+        guided = pipe.decode(z_on, gens())
+        plain = pipe.decode(z_on, gens(), s=settings)
+    assert (guided - plain).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("value", [-0.1, 1001.0, True, "2"])
+def test_out_of_range_scale_is_refused(value):
+    with pytest.raises(ValueError, match="decoder_embedding_guidance"):
+        SamplingSettings(decoder_embedding_guidance=value)
