@@ -63,11 +63,33 @@ def test_objective_reads_the_clamped_estimate(setting):
     torch.testing.assert_close(unclamped(x, t).x0[0, 0, 0, 0], torch.tensor(0.75))
 
 
+def test_through_the_denoiser_the_step_follows_its_jacobian_weighted_by_the_noise(setting):
+    # x̂0(x_t) = c x_t has Jacobian c I, so f = -½‖x̂0 - y‖² has ∇_{x_t} f = c (y - x̂0) and the module's rule gives
+    # x̂0' = x̂0 + s σ_t² α_t c (y - x̂0): the x0 rule's step, scaled by the Jacobian and the noise weighting.
+    schedule, _, x, t = setting
+    c, s = 0.4, 0.7
+    y = torch.full_like(x, 0.1)
+
+    def linear(x_t: torch.Tensor, t_: torch.Tensor) -> Denoised:
+        ab = schedule.alpha_bar[t_].view(-1, 1, 1, 1).float()
+        return Denoised(c * x_t, (x_t - ab.sqrt() * c * x_t) / (1 - ab).sqrt(), None)
+
+    pull = lambda v: -0.5 * (v - y).pow(2).sum((1, 2, 3))  # noqa: E731
+    den = x0_gradient_guidance(linear, schedule, pull, s, clamp=None, gradient="denoiser")
+    with torch.no_grad():
+        out = den(x, t)
+    ab = schedule.alpha_bar[t].view(-1, 1, 1, 1).float()
+    torch.testing.assert_close(out.x0, c * x + s * (1 - ab) * ab.sqrt() * c * (y - c * x))
+    torch.testing.assert_close(ab.sqrt() * out.x0 + (1 - ab).sqrt() * out.eps, x)
+
+
 def test_bad_scale_and_bad_objective_shape_are_refused(setting):
     schedule, x0, x, t = setting
     den = _fixed_denoiser(x0, schedule)
     with pytest.raises(ValueError, match=">= 0"):
         x0_gradient_guidance(den, schedule, lambda v: v.sum((1, 2, 3)), -1.0)
+    with pytest.raises(ValueError, match="differentiates one of"):
+        x0_gradient_guidance(den, schedule, lambda v: v.sum((1, 2, 3)), 1.0, gradient="x_t")
     with pytest.raises(ValueError, match="one value per sample"):
         x0_gradient_guidance(den, schedule, lambda v: v.sum(), 1.0)(x, t)
 

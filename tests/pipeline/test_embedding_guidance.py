@@ -16,14 +16,18 @@ def _cos(pipe, images: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cosine_similarity(pipe.clip.encode_image(images), z, dim=-1)
 
 
-def test_guided_estimate_is_closer_to_its_own_z_i_in_clip_space():
+@pytest.mark.parametrize("gradient, scale", [("x0", 0.5), ("denoiser", 5.0)])
+def test_guided_estimate_is_closer_to_its_own_z_i_in_clip_space(gradient, scale):
     pipe = tiny_pipeline(upsampler=False)
     g = torch.Generator().manual_seed(0)
     res = pipe.decoder.config.resolution
     z = torch.nn.functional.normalize(torch.randn(3, pipe.clip.embed_dim, generator=g), dim=-1)
     x, t = torch.randn(3, 3, res, res, generator=g), torch.full((3,), 200)
     plain, _ = pipe.decoder_denoiser(z)
-    guided, _ = pipe.decoder_denoiser(z, s=dataclasses.replace(pipe.settings, decoder_embedding_guidance=0.5))
+    s = dataclasses.replace(
+        pipe.settings, decoder_embedding_guidance=scale, decoder_embedding_guidance_gradient=gradient
+    )
+    guided, _ = pipe.decoder_denoiser(z, s=s)
     with torch.no_grad():
         before, after = plain(x, t).x0, guided(x, t).x0
     assert not torch.allclose(before, after)
@@ -38,7 +42,7 @@ def test_guidance_changes_samples_but_not_the_inverted_latents():
     settings = SamplingSettings(decoder_steps=4, inversion_steps=4, decoder_guidance_image=1.0)  # unsaturated x̂0
     pipe = tiny_pipeline(upsampler=False, settings=settings)
     image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    z_off, x_off = invert(pipe, image)
+    _, x_off = invert(pipe, image)
     # A large scale: the random tiny decoder's x̂0 is saturated at ±1 in most pixels, where the clamp passes no gradient.
     pipe.settings = dataclasses.replace(settings, decoder_embedding_guidance=500.0)
     z_on, x_on = invert(pipe, image)
@@ -54,3 +58,5 @@ def test_guidance_changes_samples_but_not_the_inverted_latents():
 def test_out_of_range_scale_is_refused(value):
     with pytest.raises(ValueError, match="decoder_embedding_guidance"):
         SamplingSettings(decoder_embedding_guidance=value)
+    with pytest.raises(ValueError, match="decoder_embedding_guidance_gradient"):
+        SamplingSettings(decoder_embedding_guidance_gradient="pixels")

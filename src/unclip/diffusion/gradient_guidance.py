@@ -1,15 +1,24 @@
 """Guidance by the gradient of a differentiable objective of the denoised estimate x̂0, as a denoiser combinator.
 
 Classifier guidance (Dhariwal & Nichol 2021, Algorithm 2) shifts eps by −σ_t ∇_{x_t} log p(y | x_t) and needs a
-classifier trained on noisy x_t (GLIDE's noised CLIP, §2.3). Evaluating the objective on x̂0 instead needs no such
-network: any model that reads clean images can judge the estimate. Going through the denoiser's Jacobian as well
-(universal guidance, Bansal et al. 2023; DPS, Chung et al. 2023) costs a backward pass through the U-Net at every
-step; we take the cheaper step of manifold-preserving guided diffusion (He et al. 2024, MPGD), which moves x̂0 along
-the objective's gradient and re-derives eps from the moved x̂0, so the sampler's next x_t carries the change::
+classifier trained on noisy x_t (GLIDE's noised CLIP, §2.3). Evaluating the objective f on x̂0 instead needs no such
+network: any model that reads clean images can judge the estimate. Two ways to turn f(x̂0) into a step:
+
+``x0`` (manifold-preserving guided diffusion, He et al. 2024, MPGD): move x̂0 along f's gradient and re-derive eps
+from the moved x̂0, so the sampler's next x_t carries the change. Only the objective's model is differentiated::
 
     x̂0' = x̂0 + s ∇_{x̂0} f(x̂0),      eps' = (x_t − α_t x̂0') / σ_t
 
-Only the objective's model (for unCLIP's decoder, the CLIP image tower; ``unclip.pipeline``) is differentiated.
+``denoiser`` (after universal guidance's forward step, Bansal et al. 2023, and DPS, Chung et al. 2023): the gradient
+of f(x̂0(x_t)) is taken with respect to x_t, through the denoiser as well (a backward pass through the network at
+every step), so the denoiser's Jacobian keeps the step on images the network would draw. Classifier guidance would
+move x̂0 by (σ_t²/α_t) ∇_{x_t} f, which at the cosine schedule's first step (α ≈ 4e-5) is 2·10⁴ times the gradient
+and saturates every pixel in the clamp; we weight by σ_t² α_t instead. For a denoiser with x̂0 ≈ x_t / α_t that is
+σ_t² times the ``x0`` rule's step: largest at the noisy steps, where a layout is decided, and fading at the clean
+ones, where the ``x0`` rule's step mostly retouches what CLIP reads::
+
+    x̂0' = x̂0 + s σ_t² α_t ∇_{x_t} f(x̂0(x_t)),      eps' = (x_t − α_t x̂0') / σ_t
+
 ``scale`` s = 0 returns the denoiser unchanged. Apply it after classifier-free guidance and before the clamp of
 x̂0 to the data range, so the clamp sees the moved estimate.
 """
@@ -21,8 +30,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from unclip.diffusion._util import append_dims
 from unclip.diffusion.parameterization import Denoised, Denoiser, eps_from_x0
 from unclip.diffusion.schedules import NoiseSchedule
+
+GRADIENTS = ("x0", "denoiser")
 
 
 def x0_gradient_guidance(
@@ -31,30 +43,44 @@ def x0_gradient_guidance(
     objective: Callable[[Tensor], Tensor],
     scale: float,
     clamp: tuple[float, float] | None = (-1.0, 1.0),
+    gradient: str = "x0",
 ) -> Denoiser:
     """``denoiser`` with x̂0 moved by ``scale`` × the gradient of ``objective`` (per-sample values ``(B,)``, larger
     is better; each sample's gradient is its own value's, the objective must not mix samples).
 
+    ``gradient``: ``x0`` differentiates the objective alone, ``denoiser`` also the denoiser (module docs).
     ``clamp``: the range x̂0 is clipped to before the objective reads it (the images it expects); None reads it as is.
     The gradient is taken even when the caller runs under ``torch.no_grad`` (samplers do)."""
     scale = float(scale)
     if scale < 0 or scale != scale:
         raise ValueError(f"gradient guidance scale must be >= 0, got {scale}")
+    if gradient not in GRADIENTS:
+        raise ValueError(f"gradient guidance differentiates one of {', '.join(GRADIENTS)}, got {gradient!r}")
     if scale == 0.0:
         return denoiser
     table = schedule.alpha_bar
 
+    def values_of(x0: Tensor, batch: int) -> Tensor:
+        values = objective(x0 if clamp is None else x0.clamp(*clamp))
+        if values.shape != (batch,):
+            raise ValueError(f"the guidance objective must return one value per sample ({batch},), "
+                             f"got {tuple(values.shape)}")  # fmt: skip
+        return values
+
     def guided(x: Tensor, t: Tensor) -> Denoised:
-        d = denoiser(x, t)
-        with torch.enable_grad():
-            x0 = d.x0.detach().float().requires_grad_(True)
-            read = x0 if clamp is None else x0.clamp(*clamp)
-            values = objective(read)
-            if values.shape != (x.shape[0],):
-                raise ValueError(f"the guidance objective must return one value per sample ({x.shape[0]},), "
-                                 f"got {tuple(values.shape)}")  # fmt: skip
-            (grad,) = torch.autograd.grad(values.sum(), x0)
-        x0_new = (x0.detach() + scale * grad).to(d.x0.dtype)
+        alpha_bar = append_dims(table.to(x.device)[t.to(x.device)].to(x.dtype), x.ndim)
+        if gradient == "denoiser":
+            with torch.enable_grad():
+                xg = x.detach().requires_grad_(True)
+                d = denoiser(xg, t)
+                (grad,) = torch.autograd.grad(values_of(d.x0.float(), x.shape[0]).sum(), xg)
+            x0_new = d.x0.detach() + scale * ((1 - alpha_bar) * alpha_bar.sqrt()) * grad.to(d.x0.dtype)
+        else:
+            d = denoiser(x, t)
+            with torch.enable_grad():
+                x0 = d.x0.detach().float().requires_grad_(True)
+                (grad,) = torch.autograd.grad(values_of(x0, x.shape[0]).sum(), x0)
+            x0_new = (x0.detach() + scale * grad).to(d.x0.dtype)
         return Denoised(x0_new, eps_from_x0(x, x0_new, table.to(x.device)[t.to(x.device)]), d.var_frac)
 
     return guided

@@ -277,7 +277,10 @@ class UnCLIPPipeline:
         den, schedule = guided_denoiser(self.decoder, z_i, tokens, mask, drop_text, scales, text_embedding=z_t)
         if embedding_guidance and s.decoder_embedding_guidance > 0:
             objective = embedding_objective(self.clip.encode_image, z_i)
-            den = clamp_x0(x0_gradient_guidance(den, schedule, objective, s.decoder_embedding_guidance), schedule)
+            den = x0_gradient_guidance(
+                den, schedule, objective, s.decoder_embedding_guidance, gradient=s.decoder_embedding_guidance_gradient
+            )
+            den = clamp_x0(den, schedule)
         return den, schedule
 
     def decode(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from unclip.diffusion import SAMPLERS
+from unclip.diffusion.gradient_guidance import GRADIENTS
 from unclip.models.upsampler import UPSAMPLER_CONDITIONS
 from unclip.prior.sampling import COMBINES
 
@@ -39,6 +40,9 @@ class SamplingSettings:
     # MPGD-style: only the CLIP is differentiated). 0: off, the paper's decoder. On the bundled decoder the gradient's
     # RMS per pixel is 0.002-0.02, so scales of order 1-10 move x̂0 by a few hundredths per step.
     decoder_embedding_guidance: float = 0.0
+    # What the guidance differentiates: "x0", CLIP alone (MPGD's step on x̂0); "denoiser", the decoder too (universal
+    # guidance / DPS: a backward pass through the U-Net per step, weighted toward the noisy steps).
+    decoder_embedding_guidance_gradient: str = "x0"
     upsampler_steps: int = 7
     upsampler_sampler: str = "ddim"
     # 1: every upsampler starts from pure noise, as the paper. Below 1: it starts from its own bicubic-upsampled
@@ -115,6 +119,9 @@ class SamplingSettings:
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1024 or v == 1:
             raise ValueError(f"variation_structure must be 0 (off) or an integer from 2 to 1024 (1 would return the "
                              f"source itself), got {v!r}")  # fmt: skip
+        if self.decoder_embedding_guidance_gradient not in GRADIENTS:
+            raise ValueError(f"decoder_embedding_guidance_gradient must be one of {', '.join(GRADIENTS)}, "
+                             f"got {self.decoder_embedding_guidance_gradient!r}")  # fmt: skip
         if self.prior_combine not in COMBINES:
             raise ValueError(f"prior_combine must be one of {', '.join(COMBINES)}, got {self.prior_combine!r}")
         if self.upsampler_condition not in UPSAMPLER_CONDITIONS:
