@@ -38,13 +38,16 @@ def test_guided_estimate_is_closer_to_its_own_z_i_in_clip_space(gradient, scale)
     assert after.abs().max() <= 1.0  # clamped again after the move
 
 
-def test_guidance_changes_samples_but_not_the_inverted_latents():
+@pytest.mark.parametrize("gradient, scale", [("x0", 500.0), ("denoiser", 5000.0)])
+def test_guidance_changes_samples_but_not_the_inverted_latents(gradient, scale):
     settings = SamplingSettings(decoder_steps=4, inversion_steps=4, decoder_guidance_image=1.0)  # unsaturated x̂0
     pipe = tiny_pipeline(upsampler=False, settings=settings)
     image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
     _, x_off = invert(pipe, image)
-    # A large scale: the random tiny decoder's x̂0 is saturated at ±1 in most pixels, where the clamp passes no gradient.
-    pipe.settings = dataclasses.replace(settings, decoder_embedding_guidance=500.0)
+    # Large scales: the random tiny decoder's x̂0 is saturated at ±1 in most pixels, where the clamp passes no gradient.
+    pipe.settings = dataclasses.replace(
+        settings, decoder_embedding_guidance=scale, decoder_embedding_guidance_gradient=gradient
+    )
     z_on, x_on = invert(pipe, image)
     torch.testing.assert_close(x_on, x_off)  # eta = 0 decoding of (z_i, x_T) must retrace an unguided path
     gens = lambda: [torch.Generator().manual_seed(5)]  # noqa: E731
@@ -54,7 +57,7 @@ def test_guidance_changes_samples_but_not_the_inverted_latents():
     assert (guided - plain).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("value", [-0.1, 1001.0, True, "2"])
+@pytest.mark.parametrize("value", [-0.1, 10001.0, True, "2"])
 def test_out_of_range_scale_is_refused(value):
     with pytest.raises(ValueError, match="decoder_embedding_guidance"):
         SamplingSettings(decoder_embedding_guidance=value)
