@@ -37,7 +37,7 @@ class SamplingSettings:
     decoder_eta: float = 0.0
     # Embedding guidance (beyond the paper): each decoder step moves its x̂0 along the gradient of cos(CLIP(x̂0), z_i),
     # toward images CLIP embeds at z_i (unclip.diffusion.gradient_guidance). 0: off, the paper's decoder. The gradient
-    # goes through the decoder too ("denoiser": universal guidance / DPS, weighted toward the noisy steps, about 1.6x
+    # goes through the decoder too ("denoiser": universal guidance / DPS, weighted toward the noisy steps, 1.5-2x
     # the decoder's time; on the bundled decoder 300 works best, docs/results.md) or through CLIP alone ("x0": MPGD,
     # nearly free, scales of order 1; it retouches what CLIP reads more than the scene).
     decoder_embedding_guidance: float = 0.0
