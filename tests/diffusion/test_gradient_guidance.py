@@ -90,6 +90,8 @@ def test_bad_scale_and_bad_objective_shape_are_refused(setting):
         x0_gradient_guidance(den, schedule, lambda v: v.sum((1, 2, 3)), -1.0)
     with pytest.raises(ValueError, match="differentiates one of"):
         x0_gradient_guidance(den, schedule, lambda v: v.sum((1, 2, 3)), 1.0, gradient="x_t")
+    with pytest.raises(RuntimeError, match="under torch"), torch.inference_mode():
+        x0_gradient_guidance(den, schedule, lambda v: v.sum((1, 2, 3)), 1.0)(x, t)
     with pytest.raises(ValueError, match="one value per sample"):
         x0_gradient_guidance(den, schedule, lambda v: v.sum(), 1.0)(x, t)
 

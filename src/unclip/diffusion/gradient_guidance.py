@@ -68,6 +68,9 @@ def x0_gradient_guidance(
         return values
 
     def guided(x: Tensor, t: Tensor) -> Denoised:
+        if torch.is_inference_mode_enabled():  # enable_grad cannot lift it, and its tensors cannot be differentiated
+            raise RuntimeError("gradient guidance differentiates the sampler's estimate: sample under torch.no_grad(), "
+                               "not torch.inference_mode()")  # fmt: skip
         alpha_bar = append_dims(table.to(x.device)[t.to(x.device)].to(x.dtype), x.ndim)
         if gradient == "denoiser":
             with torch.enable_grad():
