@@ -19,8 +19,9 @@ ones, where the ``x0`` rule's step mostly retouches what CLIP reads::
 
     x̂0' = x̂0 + s σ_t² α_t ∇_{x_t} f(x̂0(x_t)),      eps' = (x_t − α_t x̂0') / σ_t
 
-``scale`` s = 0 returns the denoiser unchanged. Apply it after classifier-free guidance and before the clamp of
-x̂0 to the data range, so the clamp sees the moved estimate.
+``scale`` s = 0 returns the denoiser unchanged. Apply it after classifier-free guidance and clamp x̂0 to the data
+range after it, so the sampler never sees a moved estimate outside it (the pipeline clamps before and after: the
+objective then reads the images CLIP expects, and the clamped pixels pass no gradient).
 """
 
 from __future__ import annotations
