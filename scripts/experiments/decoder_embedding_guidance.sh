@@ -9,8 +9,8 @@
 set -euo pipefail
 OUT=${1:?usage: scripts/experiments/decoder_embedding_guidance.sh OUT_DIR [SCALE ...]}
 shift
-SCALES=("${@:-100 300 1000}")
-read -r -a SCALES <<< "${SCALES[*]}"
+SCALES=("$@")
+[[ ${#SCALES[@]} -gt 0 ]] || SCALES=(100 300 1000)
 UNCLIP=${UNCLIP:-unclip}
 PYTHON=${PYTHON:-python}
 MODEL_ARGS=()

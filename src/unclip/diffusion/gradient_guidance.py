@@ -72,20 +72,21 @@ def x0_gradient_guidance(
         if torch.is_inference_mode_enabled():  # enable_grad cannot lift it, and its tensors cannot be differentiated
             raise RuntimeError("gradient guidance differentiates the sampler's estimate: sample under torch.no_grad(), "
                                "not torch.inference_mode()")  # fmt: skip
-        alpha_bar = append_dims(table.to(x.device)[t.to(x.device)].to(x.dtype), x.ndim)
+        ab = table.to(x.device)[t.to(x.device)]
         if gradient == "denoiser":
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
                 d = denoiser(xg, t)
                 (grad,) = torch.autograd.grad(values_of(d.x0.float(), x.shape[0]).sum(), xg)
-            x0_new = d.x0.detach() + scale * ((1 - alpha_bar) * alpha_bar.sqrt()) * grad.to(d.x0.dtype)
+            weight = append_dims(((1 - ab) * ab.sqrt()).to(x.dtype), x.ndim)  # σ² α (module docs)
+            x0_new = d.x0.detach() + scale * weight * grad.to(d.x0.dtype)
         else:
             d = denoiser(x, t)
             with torch.enable_grad():
                 x0 = d.x0.detach().float().requires_grad_(True)
                 (grad,) = torch.autograd.grad(values_of(x0, x.shape[0]).sum(), x0)
             x0_new = (x0.detach() + scale * grad).to(d.x0.dtype)
-        return Denoised(x0_new, eps_from_x0(x, x0_new, table.to(x.device)[t.to(x.device)]), d.var_frac)
+        return Denoised(x0_new, eps_from_x0(x, x0_new, ab), d.var_frac)
 
     return guided
 
