@@ -19,6 +19,16 @@ def _fixed_denoiser(x0: torch.Tensor, schedule: NoiseSchedule):
     return den
 
 
+def _linear_denoiser(c: float, schedule: NoiseSchedule):
+    """x̂0(x_t) = c x_t: a denoiser whose Jacobian is known (c I), with eps consistent with it."""
+
+    def den(x_t: torch.Tensor, t: torch.Tensor) -> Denoised:
+        ab = schedule.alpha_bar[t].view(-1, 1, 1, 1).float()
+        return Denoised(c * x_t, (x_t - ab.sqrt() * c * x_t) / (1 - ab).sqrt(), None)
+
+    return den
+
+
 @pytest.fixture
 def setting():
     g = torch.Generator().manual_seed(0)
@@ -69,11 +79,7 @@ def test_through_the_denoiser_the_step_follows_its_jacobian_weighted_by_the_nois
     schedule, _, x, t = setting
     c, s = 0.4, 0.7
     y = torch.full_like(x, 0.1)
-
-    def linear(x_t: torch.Tensor, t_: torch.Tensor) -> Denoised:
-        ab = schedule.alpha_bar[t_].view(-1, 1, 1, 1).float()
-        return Denoised(c * x_t, (x_t - ab.sqrt() * c * x_t) / (1 - ab).sqrt(), None)
-
+    linear = _linear_denoiser(c, schedule)
     pull = lambda v: -0.5 * (v - y).pow(2).sum((1, 2, 3))  # noqa: E731
     den = x0_gradient_guidance(linear, schedule, pull, s, clamp=None, gradient="denoiser")
     with torch.no_grad():
@@ -83,6 +89,40 @@ def test_through_the_denoiser_the_step_follows_its_jacobian_weighted_by_the_nois
     torch.testing.assert_close(ab.sqrt() * out.x0 + (1 - ab).sqrt() * out.eps, x)
 
 
+@pytest.mark.parametrize("gradient", ["x0", "denoiser"])
+def test_interval_guides_only_the_samples_whose_timestep_lies_in_it(setting, gradient):
+    # t = 100, 500, 900 are the fractions 0.101, 0.501, 0.901 of the schedule: (0.3, 0.95) holds only the last two,
+    # which get exactly the unlimited guidance, while the first gets the denoiser's own estimate.
+    schedule, x0, x, t = setting
+    den = _fixed_denoiser(x0, schedule) if gradient == "x0" else _linear_denoiser(0.4, schedule)
+    x0 = den(x, t).x0
+    pull = lambda v: -0.5 * v.pow(2).sum((1, 2, 3))  # noqa: E731
+    full = x0_gradient_guidance(den, schedule, pull, 0.3, gradient=gradient)(x, t)
+    part = x0_gradient_guidance(den, schedule, pull, 0.3, gradient=gradient, interval=(0.3, 0.95))(x, t)
+    torch.testing.assert_close(part.x0[0], x0[0])
+    torch.testing.assert_close(part.eps[0], den(x, t).eps[0])
+    torch.testing.assert_close(part.x0[1:], full.x0[1:])
+    assert (full.x0[0] - x0[0]).abs().max() > 1e-3  # the unlimited guidance moves the first sample too
+    # the ends count as inside: (t + 1) / T = 0.501 exactly at t = 500
+    edge = x0_gradient_guidance(den, schedule, pull, 0.3, gradient=gradient, interval=(0.501, 0.6))(x, t)
+    torch.testing.assert_close(edge.x0[1], full.x0[1])
+
+
+def test_outside_the_interval_the_objective_is_never_evaluated(setting):
+    schedule, x0, x, _ = setting
+    calls = []
+
+    def counted(v: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return v.sum((1, 2, 3))
+
+    den = x0_gradient_guidance(_fixed_denoiser(x0, schedule), schedule, counted, 1.0, interval=(0.5, 1.0))
+    den(x, torch.full((3,), 100))
+    assert calls == []
+    den(x, torch.full((3,), 800))
+    assert calls == [1]
+
+
 def test_bad_scale_and_bad_objective_shape_are_refused(setting):
     schedule, x0, x, t = setting
     den = _fixed_denoiser(x0, schedule)
@@ -90,6 +130,9 @@ def test_bad_scale_and_bad_objective_shape_are_refused(setting):
         x0_gradient_guidance(den, schedule, lambda v: v.sum((1, 2, 3)), -1.0)
     with pytest.raises(ValueError, match="differentiates one of"):
         x0_gradient_guidance(den, schedule, lambda v: v.sum((1, 2, 3)), 1.0, gradient="x_t")
+    for interval in [(0.5, 0.5), (0.6, 0.4), (-0.1, 1.0), (0.0, 1.2)]:
+        with pytest.raises(ValueError, match="interval"):
+            x0_gradient_guidance(den, schedule, lambda v: v.sum((1, 2, 3)), 1.0, interval=interval)
     with pytest.raises(RuntimeError, match="under torch"), torch.inference_mode():
         x0_gradient_guidance(den, schedule, lambda v: v.sum((1, 2, 3)), 1.0)(x, t)
     with pytest.raises(ValueError, match="one value per sample"):

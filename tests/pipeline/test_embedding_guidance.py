@@ -63,3 +63,26 @@ def test_out_of_range_scale_is_refused(value):
         SamplingSettings(decoder_embedding_guidance=value)
     with pytest.raises(ValueError, match="decoder_embedding_guidance_gradient"):
         SamplingSettings(decoder_embedding_guidance_gradient="pixels")
+
+
+@pytest.mark.parametrize("start, stop", [(0.5, 0.5), (0.4, 0.6), (1.5, 0.0), (1.0, -0.1), (True, 0.0)])
+def test_interval_outside_the_schedule_or_empty_is_refused(start, stop):
+    with pytest.raises(ValueError, match="decoder_embedding_guidance_start"):
+        SamplingSettings(decoder_embedding_guidance_start=start, decoder_embedding_guidance_stop=stop)
+
+
+def test_the_pipeline_guides_only_inside_its_interval():
+    pipe = tiny_pipeline(upsampler=False)
+    g = torch.Generator().manual_seed(2)
+    res = pipe.decoder.config.resolution
+    z = torch.nn.functional.normalize(torch.randn(2, pipe.clip.embed_dim, generator=g), dim=-1)
+    x = torch.randn(2, 3, res, res, generator=g)
+    on = dataclasses.replace(pipe.settings, decoder_embedding_guidance=5.0)
+    window = dataclasses.replace(on, decoder_embedding_guidance_start=0.9, decoder_embedding_guidance_stop=0.5)
+    plain, guided, windowed = (pipe.decoder_denoiser(z, s=s)[0] for s in (pipe.settings, on, window))
+    with torch.no_grad():
+        for t, inside in ((200, False), (700, True), (950, False)):
+            tt = torch.full((2,), t)
+            want = (guided if inside else plain)(x, tt).x0
+            torch.testing.assert_close(windowed(x, tt).x0, want)
+            assert not torch.allclose(guided(x, tt).x0, plain(x, tt).x0)  # the guidance moves every one of them

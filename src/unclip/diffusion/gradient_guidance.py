@@ -19,6 +19,11 @@ ones, where the ``x0`` rule's step mostly retouches what CLIP reads::
 
     x̂0' = x̂0 + s σ_t² α_t ∇_{x_t} f(x̂0(x_t)),      eps' = (x_t − α_t x̂0') / σ_t
 
+``interval`` (lo, hi) limits the guidance to the steps whose timestep, as a fraction (t + 1) / T of the schedule,
+lies in [lo, hi]; the others call the denoiser alone and cost nothing more (after the guidance interval of
+Kynkäänniemi et al. 2024, there for classifier-free guidance). With the ``denoiser`` weighting the low-noise steps
+move x̂0 least (σ_t² → 0) but cost a backward pass each like every other step.
+
 ``scale`` s = 0 returns the denoiser unchanged. Apply it after classifier-free guidance and clamp x̂0 to the data
 range after it, so the sampler never sees a moved estimate outside it (the pipeline clamps before and after: the
 objective then reads the images CLIP expects, and the clamped pixels pass no gradient).
@@ -45,21 +50,27 @@ def x0_gradient_guidance(
     scale: float,
     clamp: tuple[float, float] | None = (-1.0, 1.0),
     gradient: str = "x0",
+    interval: tuple[float, float] = (0.0, 1.0),
 ) -> Denoiser:
     """``denoiser`` with x̂0 moved by ``scale`` × the gradient of ``objective`` (per-sample values ``(B,)``, larger
     is better; each sample's gradient is its own value's, the objective must not mix samples).
 
     ``gradient``: ``x0`` differentiates the objective alone, ``denoiser`` also the denoiser (module docs).
     ``clamp``: the range x̂0 is clipped to before the objective reads it (the images it expects); None reads it as is.
+    ``interval``: the fractions (t + 1) / T of the schedule between which it applies (module docs).
     The gradient is taken even when the caller runs under ``torch.no_grad`` (samplers do)."""
     scale = float(scale)
     if scale < 0 or scale != scale:
         raise ValueError(f"gradient guidance scale must be >= 0, got {scale}")
     if gradient not in GRADIENTS:
         raise ValueError(f"gradient guidance differentiates one of {', '.join(GRADIENTS)}, got {gradient!r}")
+    lo, hi = (float(v) for v in interval)
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"gradient guidance interval must satisfy 0 <= lo < hi <= 1, got ({lo:g}, {hi:g})")
     if scale == 0.0:
         return denoiser
     table = schedule.alpha_bar
+    steps = len(table)
 
     def values_of(x0: Tensor, batch: int) -> Tensor:
         values = objective(x0 if clamp is None else x0.clamp(*clamp))
@@ -72,20 +83,26 @@ def x0_gradient_guidance(
         if torch.is_inference_mode_enabled():  # enable_grad cannot lift it, and its tensors cannot be differentiated
             raise RuntimeError("gradient guidance differentiates the sampler's estimate: sample under torch.no_grad(), "
                                "not torch.inference_mode()")  # fmt: skip
-        ab = table.to(x.device)[t.to(x.device)]
+        t = t.to(x.device)
+        frac = (t + 1).float() / steps
+        active = (frac >= lo) & (frac <= hi)
+        if not bool(active.any()):
+            return denoiser(x, t)
+        ab = table.to(x.device)[t]
+        gain = append_dims((scale * active).to(x.dtype), x.ndim)  # 0 for the samples outside the interval
         if gradient == "denoiser":
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
                 d = denoiser(xg, t)
                 (grad,) = torch.autograd.grad(values_of(d.x0.float(), x.shape[0]).sum(), xg)
             weight = append_dims(((1 - ab) * ab.sqrt()).to(x.dtype), x.ndim)  # σ² α (module docs)
-            x0_new = d.x0.detach() + scale * weight * grad.to(d.x0.dtype)
+            x0_new = d.x0.detach() + gain * weight * grad.to(d.x0.dtype)
         else:
             d = denoiser(x, t)
             with torch.enable_grad():
                 x0 = d.x0.detach().float().requires_grad_(True)
                 (grad,) = torch.autograd.grad(values_of(x0, x.shape[0]).sum(), x0)
-            x0_new = (x0.detach() + scale * grad).to(d.x0.dtype)
+            x0_new = (x0.detach() + gain.float() * grad).to(d.x0.dtype)
         return Denoised(x0_new, eps_from_x0(x, x0_new, ab), d.var_frac)
 
     return guided

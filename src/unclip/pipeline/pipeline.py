@@ -278,8 +278,9 @@ class UnCLIPPipeline:
         if embedding_guidance and s.decoder_embedding_guidance > 0:
             objective = embedding_objective(self.clip.encode_image, z_i)
             den = x0_gradient_guidance(
-                den, schedule, objective, s.decoder_embedding_guidance, gradient=s.decoder_embedding_guidance_gradient
-            )
+                den, schedule, objective, s.decoder_embedding_guidance, gradient=s.decoder_embedding_guidance_gradient,
+                interval=(s.decoder_embedding_guidance_stop, s.decoder_embedding_guidance_start),
+            )  # fmt: skip
             den = clamp_x0(den, schedule)
         return den, schedule
 

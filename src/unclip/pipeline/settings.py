@@ -42,6 +42,10 @@ class SamplingSettings:
     # nearly free, scales of order 1; it retouches what CLIP reads more than the scene).
     decoder_embedding_guidance: float = 0.0
     decoder_embedding_guidance_gradient: str = "denoiser"
+    # The steps it applies at, as fractions t / T of the schedule (start >= t / T >= stop; sampling runs from 1 down
+    # to 0). The defaults guide every step; each guided step costs a backward pass through the decoder and CLIP.
+    decoder_embedding_guidance_start: float = 1.0
+    decoder_embedding_guidance_stop: float = 0.0
     upsampler_steps: int = 7
     upsampler_sampler: str = "ddim"
     # 1: every upsampler starts from pure noise, as the paper. Below 1: it starts from its own bicubic-upsampled
@@ -118,6 +122,11 @@ class SamplingSettings:
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1024 or v == 1:
             raise ValueError(f"variation_structure must be 0 (off) or an integer from 2 to 1024 (1 would return the "
                              f"source itself), got {v!r}")  # fmt: skip
+        start, stop = self.decoder_embedding_guidance_start, self.decoder_embedding_guidance_stop
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (start, stop))
+        if not numbers or not 0 <= stop < start <= 1:
+            raise ValueError("decoder_embedding_guidance_start and _stop are fractions of the schedule with "
+                             f"0 <= stop < start <= 1, got start {start!r} and stop {stop!r}")  # fmt: skip
         if self.decoder_embedding_guidance_gradient not in GRADIENTS:
             raise ValueError(f"decoder_embedding_guidance_gradient must be one of {', '.join(GRADIENTS)}, "
                              f"got {self.decoder_embedding_guidance_gradient!r}")  # fmt: skip
