@@ -115,6 +115,11 @@ def test_compositional_on_a_tiny_stack_counts_every_category():
     mean = sum(v["accuracy"] for v in result["categories"].values()) / 6
     assert result["overall"] == pytest.approx(mean)
     assert result["reference_dalle2_geneval"]["overall"] == 0.52
+    table = result["verdicts"]  # one character per image, in the suite's order: a category's images show only in it
+    assert len(table["faithful"]) == 12
+    for cat, v in result["categories"].items():
+        shown = [c for c in table[cat] if c != "-"]
+        assert len(shown) == 2 and shown.count("1") / 2 == v["accuracy"]
 
 
 def test_eval_commands_run_on_a_model_folder(tmp_path, capsys):

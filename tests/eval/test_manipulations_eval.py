@@ -50,6 +50,11 @@ def test_a_faithful_variation_counts_only_when_it_differs_in_pixels(monkeypatch)
     copies = m.variation_rate(STACK, n=6, per_image=2, batch_size=4, min_change=0.01)
     assert copies["keeps_scene"] == 1.0 and copies["differs"] == 0.0 and copies["rate"] == 0.0
     assert copies["mean_change"] == 0.0
+    mixed = (truth + noise).clamp(-1, 1)
+    mixed[6:] = truth[6:]  # the last three sources' variations are copies
+    _serve(monkeypatch, mixed)
+    table = m.variation_rate(STACK, n=6, per_image=2, batch_size=4, min_change=0.01)["verdicts"]
+    assert table["faithful"] == "1" * 12 and table["variation"] == "1" * 6 + "0" * 6  # per variation, in order
 
 
 def test_variations_of_other_scenes_lose_the_scene_graph(monkeypatch):
@@ -85,9 +90,13 @@ def test_text_diff_rate_is_high_when_the_edit_shows_and_zero_when_nothing_change
     _serve(monkeypatch, edited)
     good = m.text_diff_rate(STACK, n=10, batch_size=4)
     assert good["rate"] >= 0.9 and good["colour"] >= 0.8 and good["shape"] >= 0.8
+    table = good["verdicts"]  # per edit: colour edits at even positions, shape edits at odd ones
+    assert set(table["colour"][1::2]) == {"-"} and set(table["shape"][::2]) == {"-"}
+    assert table["edit"].count("1") / 10 == good["rate"] and table["colour"].count("1") / 5 == good["colour"]
     unchanged, _ = _edited_images(10, 0, apply_edit=False)
     _serve(monkeypatch, unchanged)
-    assert m.text_diff_rate(STACK, n=10, batch_size=4)["rate"] == 0.0
+    bad = m.text_diff_rate(STACK, n=10, batch_size=4)
+    assert bad["rate"] == 0.0 and bad["verdicts"]["edit"] == "0" * 10
 
 
 def test_bad_arguments_are_refused():

@@ -52,3 +52,18 @@ def test_compare_counts_only_the_scenes_where_the_runs_disagree(tmp_path, capsys
     assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("colours"))
     assert row.split() == ["colours", "5", "0.600", "0.800", "1", "2", "1.000"]
+
+
+def test_evaluations_with_sections_are_compared_section_by_section(tmp_path, capsys):
+    # `unclip eval manipulations --json` holds one verdict table per manipulation
+    a = {"variations": {"rate": 0.5, "verdicts": {"variation": "1100"}}, "text_diffs": {"verdicts": {"edit": "10"}}}
+    b = {"variations": {"rate": 0.75, "verdicts": {"variation": "1110"}}, "text_diffs": {"verdicts": {"edit": "01"}}}
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "== variations" and lines[2].split() == ["variation", "4", "0.500", "0.750", "0", "1", "1.000"]
+    assert lines[3] == "== text_diffs" and lines[5].split() == ["edit", "2", "0.500", "0.500", "1", "1", "1.000"]
+    (tmp_path / "c.json").write_text(json.dumps({"verdicts": {"faithful": "1100"}}))
+    with pytest.raises(ValueError, match="share no evaluation"):
+        main([str(tmp_path / "a.json"), str(tmp_path / "c.json")])

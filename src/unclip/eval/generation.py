@@ -87,13 +87,16 @@ def generate_jobs(
 
 
 def judge_jobs(jobs: list, images: torch.Tensor) -> dict[str, Any]:
-    """Each image judged against its prompt's scene-graph requirement: per-category accuracy and their mean."""
+    """Each image judged against its prompt's scene-graph requirement: per-category accuracy and their mean, and
+    the per-image ``verdicts`` (``faithful``: the image passed) that :mod:`unclip.eval.paired` compares."""
     from unclip.data.shapes import CATEGORIES, judge
 
     hits: dict[str, list[bool]] = {c: [] for c in CATEGORIES}
+    judged = []
     for (prompt, _), image in zip(jobs, judge_ready(images), strict=True):
         hits[prompt.category].append(bool(judge(image, prompt.requirement)))
-    return _summary(hits)
+        judged.append({prompt.category: hits[prompt.category][-1]})
+    return _summary(hits) | {"verdicts": verdict_strings(judged)}  # per image, for paired comparisons
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from unclip.data.shapes.batch import render_batch
-from unclip.eval.generation import judge_ready
+from unclip.eval.generation import judge_ready, verdict_strings
 
 
 def _one_object_scenes(n: int, resolution: int, split: str, seed: int) -> tuple[list, torch.Tensor]:
@@ -43,7 +43,7 @@ def variation_rate(
         raise ValueError(f"n and per_image must be >= 1, got {n} and {per_image}")
     samples, x = render_batch(n, pipe.decoder.config.resolution, split, seed)
     _, full = render_batch(n, pipe.resolution, split, seed)  # the same scenes at the output size
-    kept, changes, per_cat = [], [], {}
+    kept, changes, per_cat, judged = [], [], {}, []
     for i in range(0, n, batch_size):
         z_i, x_T = invert(pipe, x[i : i + batch_size])
         z_i, x_T = z_i.repeat_interleave(per_image, 0), x_T.repeat_interleave(per_image, 0)
@@ -60,12 +60,15 @@ def variation_rate(
             for c, ok in verdicts.items():
                 per_cat.setdefault(c, []).append(ok)
             kept.append(all(verdicts.values()))
+            judged.append(verdicts)
     changed = np.array(changes) > min_change
+    table = verdict_strings(judged)  # per variation, for paired comparisons (unclip.eval.paired)
+    table["variation"] = "".join("1" if ok else "0" for ok in changed & np.array(kept))
     return {
         "rate": float(np.mean(changed & np.array(kept))), "keeps_scene": float(np.mean(kept)),
         "differs": float(np.mean(changed)),
         "mean_change": float(np.mean(changes)), "categories": {c: float(np.mean(v)) for c, v in per_cat.items()},
-        "n_images": n, "per_image": per_image, "eta": eta, "min_change": min_change,
+        "n_images": n, "per_image": per_image, "eta": eta, "min_change": min_change, "verdicts": table,
     }  # fmt: skip
 
 
@@ -100,6 +103,7 @@ def text_diff_rate(
     samples, x = _one_object_scenes(n, pipe.decoder.config.resolution, split, seed)
     edits = _edits(samples, seed)
     hits: dict[str, list[bool]] = {"colour": [], "shape": []}
+    judged = []
     for i in range(0, n, batch_size):
         part = edits[i : i + batch_size]
         z_i, x_T = invert(pipe, x[i : i + batch_size])
@@ -108,11 +112,16 @@ def text_diff_rate(
         out = decode_latents(pipe, z, x_T, [seed + i + j for j in range(len(part))], 0.0)
         for j, (image, (_, _, shape, colour)) in enumerate(zip(judge_ready(out), part, strict=True)):
             want = Requirement("counting", (ObjectSpec(shape, colour, count=1),))
-            hits["colour" if (i + j) % 2 == 0 else "shape"].append(bool(judge(image, want)))
+            kind = "colour" if (i + j) % 2 == 0 else "shape"
+            hits[kind].append(bool(judge(image, want)))
+            judged.append({kind: hits[kind][-1]})
     every = hits["colour"] + hits["shape"]
+    table = verdict_strings(judged)  # per edit, for paired comparisons; "edit": the edit passed
+    table["edit"] = table.pop("faithful")
     return {
         "rate": float(np.mean(every)), "colour": float(np.mean(hits["colour"])),
         "shape": float(np.mean(hits["shape"])) if hits["shape"] else None, "n": n, "max_theta": max_theta,
+        "verdicts": table,
     }  # fmt: skip
 
 

@@ -6,7 +6,7 @@ got right and the ``c`` that only B got right could be a fair coin's split of ``
 binomial tail, 2·P(X ≤ min(b, c)) for X ~ Bin(b + c, 1/2), capped at 1. Far more sensitive than comparing the
 two accuracies as if they were independent samples.
 
-    python -m unclip.eval.paired A.json B.json   # two `unclip eval decoder --json` results
+    python -m unclip.eval.paired A.json B.json   # two `unclip eval decoder|compositional|manipulations --json`
 """
 
 from __future__ import annotations
@@ -53,12 +53,22 @@ def compare_verdicts(a: dict[str, str], b: dict[str, str]) -> dict[str, dict[str
     return out
 
 
-def _verdicts(path: Path) -> dict[str, str]:
-    result = json.loads(path.read_text(encoding="utf-8"))
-    verdicts = result.get("verdicts") or result.get("details", {}).get("verdicts")
-    if not isinstance(verdicts, dict):
-        raise ValueError(f"{path} has no per-scene verdicts (written by `unclip eval decoder --json`)")
-    return verdicts
+def verdict_sections(result: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The per-scene verdict tables of one evaluation's JSON: ``{"": table}`` for a decoder or compositional
+    evaluation (``verdicts`` at the top, or under ``details`` as ``unclip eval all`` nests it), one per section
+    for those with several (``unclip eval manipulations``: ``variations`` and ``text_diffs``)."""
+    top = result.get("verdicts") or result.get("details", {}).get("verdicts")
+    if isinstance(top, dict):
+        return {"": top}
+    return {k: v["verdicts"] for k, v in result.items() if isinstance(v, dict) and isinstance(v.get("verdicts"), dict)}
+
+
+def _sections(path: Path) -> dict[str, dict[str, str]]:
+    sections = verdict_sections(json.loads(path.read_text(encoding="utf-8")))
+    if not sections:
+        raise ValueError(f"{path} has no per-scene verdicts (written by `unclip eval decoder|compositional|"
+                         "manipulations --json`)")  # fmt: skip
+    return sections
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,10 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     args = parser.parse_args(argv)
-    table = compare_verdicts(_verdicts(args.a), _verdicts(args.b))
-    print(f"{'category':<20} {'scenes':>6} {'A':>6} {'B':>6} {'only A':>7} {'only B':>7} {'p':>7}")
-    for key, r in table.items():
-        print(f"{key:<20} {r['n']:>6} {r['a']:>6.3f} {r['b']:>6.3f} {r['only_a']:>7} {r['only_b']:>7} {r['p']:>7.3f}")
+    a, b = _sections(args.a), _sections(args.b)
+    common = [k for k in a if k in b]
+    if not common:
+        raise ValueError(f"{args.a} and {args.b} share no evaluation: {', '.join(a)} against {', '.join(b)}")
+    for section in common:
+        if section:
+            print(f"== {section}")
+        table = compare_verdicts(a[section], b[section])
+        print(f"{'category':<20} {'scenes':>6} {'A':>6} {'B':>6} {'only A':>7} {'only B':>7} {'p':>7}")
+        for key, r in table.items():
+            print(f"{key:<20} {r['n']:>6} {r['a']:>6.3f} {r['b']:>6.3f} {r['only_a']:>7} {r['only_b']:>7} "
+                  f"{r['p']:>7.3f}")  # fmt: skip
     return 0
 
 
