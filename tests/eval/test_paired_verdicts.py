@@ -46,8 +46,12 @@ def test_compare_counts_only_the_scenes_where_the_runs_disagree(tmp_path, capsys
         compare_verdicts({"colours": "1-1"}, {"colours": "110"})
     (tmp_path / "a.json").write_text(json.dumps({"verdicts": a}))
     (tmp_path / "b.json").write_text(json.dumps({"n": 6}))
-    with pytest.raises(ValueError, match="no per-scene verdicts"):
+    with pytest.raises(SystemExit):  # a message on stderr, no traceback
         main([str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert "no per-scene verdicts" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "a.json"), str(tmp_path / "missing.json")])
+    assert "missing.json" in capsys.readouterr().err
     (tmp_path / "b.json").write_text(json.dumps({"verdicts": b}))
     assert main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("colours"))
@@ -65,5 +69,6 @@ def test_evaluations_with_sections_are_compared_section_by_section(tmp_path, cap
     assert lines[0] == "== variations" and lines[2].split() == ["variation", "4", "0.500", "0.750", "0", "1", "1.000"]
     assert lines[3] == "== text_diffs" and lines[5].split() == ["edit", "2", "0.500", "0.500", "1", "1", "1.000"]
     (tmp_path / "c.json").write_text(json.dumps({"verdicts": {"faithful": "1100"}}))
-    with pytest.raises(ValueError, match="share no evaluation"):
+    with pytest.raises(SystemExit):
         main([str(tmp_path / "a.json"), str(tmp_path / "c.json")])
+    assert "share no evaluation" in capsys.readouterr().err

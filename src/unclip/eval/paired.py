@@ -76,14 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     args = parser.parse_args(argv)
-    a, b = _sections(args.a), _sections(args.b)
-    common = [k for k in a if k in b]
-    if not common:
-        raise ValueError(f"{args.a} and {args.b} share no evaluation: {', '.join(a)} against {', '.join(b)}")
-    for section in common:
+    try:  # a missing file, a result without verdicts or runs on other scenes: a message, not a traceback
+        a, b = _sections(args.a), _sections(args.b)
+        common = [k for k in a if k in b]
+        if not common:
+            raise ValueError(f"{args.a} and {args.b} share no evaluation: {', '.join(a)} against {', '.join(b)}")
+        tables = {section: compare_verdicts(a[section], b[section]) for section in common}
+    except (OSError, ValueError) as e:
+        parser.error(str(e))
+    for section, table in tables.items():
         if section:
             print(f"== {section}")
-        table = compare_verdicts(a[section], b[section])
         print(f"{'category':<20} {'scenes':>6} {'A':>6} {'B':>6} {'only A':>7} {'only B':>7} {'p':>7}")
         for key, r in table.items():
             print(f"{key:<20} {r['n']:>6} {r['a']:>6.3f} {r['b']:>6.3f} {r['only_a']:>7} {r['only_b']:>7} "
