@@ -224,7 +224,13 @@ def test_the_page_offers_only_settings_the_app_accepts(url):
 
     page = _get(url + "/")[2].decode()
     offered = set(re.findall(r'name="settings\.([a-z_]+)"', page))
-    assert {"prior_sampler", "inversion_strength", "variation_structure", "decoder_embedding_guidance"} <= offered
+    assert {
+        "prior_sampler",
+        "inversion_strength",
+        "variation_structure",
+        "decoder_embedding_guidance",
+        "decoder_embedding_guidance_stop",
+    } <= offered
     assert offered <= set(SETTING_KEYS)
 
 

@@ -29,7 +29,7 @@ MAX_RESAMPLE = 20  # RePaint's resamplings: each one multiplies the decoder's wo
 SETTING_KEYS = (  # the sampling settings a request may change for its own job
     "prior_guidance", "prior_steps", "prior_best_of", "prior_sampler", "decoder_guidance_image",
     "decoder_guidance_text", "decoder_steps", "decoder_sampler", "decoder_eta", "upsampler_steps", "upsampler_sampler",
-    "inversion_strength", "variation_structure", "decoder_embedding_guidance",
+    "inversion_strength", "variation_structure", "decoder_embedding_guidance", "decoder_embedding_guidance_stop",
 )  # fmt: skip
 
 
