@@ -72,3 +72,23 @@ def test_evaluations_with_sections_are_compared_section_by_section(tmp_path, cap
     with pytest.raises(SystemExit):
         main([str(tmp_path / "a.json"), str(tmp_path / "c.json")])
     assert "share no evaluation" in capsys.readouterr().err
+
+
+def test_unclip_eval_paired_prints_the_tables_and_refuses_bad_files(tmp_path, capsys):
+    from unclip.cli.main import main as cli
+
+    a = {"verdicts": {"faithful": "010011", "colours": "1-0111"}}
+    b = {"verdicts": {"faithful": "011111", "colours": "1-1111"}}
+    (tmp_path / "a.json").write_text(json.dumps(a))
+    (tmp_path / "b.json").write_text(json.dumps(b))
+    assert cli(["eval", "paired", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--json"]) == 0
+    tables = json.loads(capsys.readouterr().out)
+    assert tables[""]["faithful"] == {"n": 6, "a": 0.5, "b": 5 / 6, "only_a": 0, "only_b": 2, "p": 0.5}
+    assert tables[""]["colours"]["n"] == 5 and tables[""]["colours"]["only_b"] == 1
+    assert cli(["eval", "paired", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["colours", "5"]
+    (tmp_path / "c.json").write_text("{not json")
+    assert cli(["eval", "paired", str(tmp_path / "a.json"), str(tmp_path / "c.json")]) != 0
+    assert "error" in capsys.readouterr().err
+    assert cli(["eval", "paired", str(tmp_path / "a.json"), str(tmp_path / "nothing.json")]) != 0
+    assert "nothing.json" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import dataclasses
 
 from unclip.cli.eval_clip import register_clip
 from unclip.cli.eval_metrics import register_metrics
+from unclip.cli.eval_paired import register_paired
 from unclip.cli.eval_prior import register_prior
 from unclip.cli.eval_sweep import register_sweep
 from unclip.cli.generate import add_pipeline_options
@@ -256,4 +257,5 @@ def run_generation(args: argparse.Namespace) -> int:
 
 SUBCOMMANDS = (
     _register_fid, _register_generation, register_clip, register_prior, register_metrics, register_sweep,
+    register_paired,
 )  # fmt: skip

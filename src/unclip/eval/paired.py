@@ -6,7 +6,8 @@ got right and the ``c`` that only B got right could be a fair coin's split of ``
 binomial tail, 2·P(X ≤ min(b, c)) for X ~ Bin(b + c, 1/2), capped at 1. Far more sensitive than comparing the
 two accuracies as if they were independent samples.
 
-    python -m unclip.eval.paired A.json B.json   # two `unclip eval decoder|compositional|manipulations --json`
+    unclip eval paired A.json B.json   # two `unclip eval decoder|compositional|manipulations --json` results
+    python -m unclip.eval.paired A.json B.json   # the same
 """
 
 from __future__ import annotations
@@ -71,26 +72,38 @@ def _sections(path: Path) -> dict[str, dict[str, str]]:
     return sections
 
 
+def paired_tables(a: Path, b: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """:func:`compare_verdicts` for every evaluation two JSON results share (``""`` when each holds one)."""
+    sa, sb = _sections(Path(a)), _sections(Path(b))
+    common = [k for k in sa if k in sb]
+    if not common:
+        raise ValueError(f"{a} and {b} share no evaluation: {', '.join(sa)} against {', '.join(sb)}")
+    return {section: compare_verdicts(sa[section], sb[section]) for section in common}
+
+
+def format_tables(tables: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The tables of :func:`paired_tables` as text, one row per category."""
+    lines = []
+    for section, table in tables.items():
+        if section:
+            lines.append(f"== {section}")
+        lines.append(f"{'category':<20} {'scenes':>6} {'A':>6} {'B':>6} {'only A':>7} {'only B':>7} {'p':>7}")
+        for key, r in table.items():
+            lines.append(f"{key:<20} {r['n']:>6} {r['a']:>6.3f} {r['b']:>6.3f} {r['only_a']:>7} {r['only_b']:>7} "
+                         f"{r['p']:>7.3f}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m unclip.eval.paired", description=__doc__.split("\n")[0])
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     args = parser.parse_args(argv)
     try:  # a missing file, a result without verdicts or runs on other scenes: a message, not a traceback
-        a, b = _sections(args.a), _sections(args.b)
-        common = [k for k in a if k in b]
-        if not common:
-            raise ValueError(f"{args.a} and {args.b} share no evaluation: {', '.join(a)} against {', '.join(b)}")
-        tables = {section: compare_verdicts(a[section], b[section]) for section in common}
+        tables = paired_tables(args.a, args.b)
     except (OSError, ValueError) as e:
         parser.error(str(e))
-    for section, table in tables.items():
-        if section:
-            print(f"== {section}")
-        print(f"{'category':<20} {'scenes':>6} {'A':>6} {'B':>6} {'only A':>7} {'only B':>7} {'p':>7}")
-        for key, r in table.items():
-            print(f"{key:<20} {r['n']:>6} {r['a']:>6.3f} {r['b']:>6.3f} {r['only_a']:>7} {r['only_b']:>7} "
-                  f"{r['p']:>7.3f}")  # fmt: skip
+    print(format_tables(tables))
     return 0
 
 
