@@ -62,10 +62,11 @@ def variation_rate(
             kept.append(all(verdicts.values()))
             judged.append(verdicts)
     changed = np.array(changes) > min_change
+    good = changed & np.array(kept)  # a variation: the scene kept and the pixels changed
     table = verdict_strings(judged)  # per variation, for paired comparisons (unclip.eval.paired)
-    table["variation"] = "".join("1" if ok else "0" for ok in changed & np.array(kept))
+    table["variation"] = "".join("1" if ok else "0" for ok in good)
     return {
-        "rate": float(np.mean(changed & np.array(kept))), "keeps_scene": float(np.mean(kept)),
+        "rate": float(np.mean(good)), "keeps_scene": float(np.mean(kept)),
         "differs": float(np.mean(changed)),
         "mean_change": float(np.mean(changes)), "categories": {c: float(np.mean(v)) for c, v in per_cat.items()},
         "n_images": n, "per_image": per_image, "eta": eta, "min_change": min_change, "verdicts": table,
