@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from unclip.diffusion import NoiseSchedule
-from unclip.diffusion.gradient_guidance import embedding_objective, x0_gradient_guidance
+from unclip.diffusion.gradient_guidance import (
+    embedding_objective,
+    noised_embedding_objective,
+    noised_gradient_guidance,
+    x0_gradient_guidance,
+)
 from unclip.diffusion.parameterization import Denoised
 
 
@@ -154,3 +159,62 @@ def test_embedding_objective_is_the_cosine_and_a_small_step_raises_it():
     den = x0_gradient_guidance(_fixed_denoiser(images, schedule), schedule, f, 1e-3)
     moved = den(torch.randn(4, 3, 4, 4, generator=g), torch.full((4,), 300)).x0
     assert bool((f(moved) > f(images)).all())  # gradient ascent on every sample
+
+
+def test_noised_objective_moves_x0_by_its_x_t_gradient_weighted_by_the_noise(setting):
+    # f(x_t, t) = <w_i, x_t> + t has gradient w_i with respect to x_t, so x̂0' = x̂0 + s σ_t² α_t w_i exactly, the
+    # timestep reaches the objective, and the denoiser is not differentiated (its estimate is a constant here).
+    schedule, x0, x, t = setting
+    w = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    seen = []
+
+    def linear(v: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        seen.append(steps.clone())
+        return (w * v).sum((1, 2, 3)) + steps.float()
+
+    s = 0.8
+    den = noised_gradient_guidance(_fixed_denoiser(x0, schedule), schedule, linear, s)
+    with torch.no_grad():
+        out = den(x, t)
+    ab = schedule.alpha_bar[t].view(-1, 1, 1, 1).float()
+    torch.testing.assert_close(out.x0, x0 + s * (1 - ab) * ab.sqrt() * w)
+    torch.testing.assert_close(ab.sqrt() * out.x0 + (1 - ab).sqrt() * out.eps, x)
+    assert torch.equal(seen[0], t)
+
+
+def test_noised_guidance_interval_scale_zero_and_refusals(setting):
+    schedule, x0, x, t = setting
+    den = _fixed_denoiser(x0, schedule)
+    calls = []
+
+    def counted(v: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return -0.5 * v.pow(2).sum((1, 2, 3))
+
+    assert noised_gradient_guidance(den, schedule, counted, 0.0) is den
+    part = noised_gradient_guidance(den, schedule, counted, 0.5, interval=(0.3, 0.95))(x, t)
+    full = noised_gradient_guidance(den, schedule, counted, 0.5)(x, t)
+    torch.testing.assert_close(part.x0[0], x0[0])  # t = 100 lies outside (0.3, 0.95)
+    torch.testing.assert_close(part.x0[1:], full.x0[1:])
+    calls.clear()
+    noised_gradient_guidance(den, schedule, counted, 0.5, interval=(0.5, 1.0))(x, torch.full((3,), 100))
+    assert calls == []
+    with pytest.raises(ValueError, match="interval"):
+        noised_gradient_guidance(den, schedule, counted, 0.5, interval=(0.6, 0.4))
+    with pytest.raises(ValueError, match="one value per sample"):
+        noised_gradient_guidance(den, schedule, lambda v, s: v.sum(), 0.5)(x, t)
+    with pytest.raises(RuntimeError, match="under torch"), torch.inference_mode():
+        noised_gradient_guidance(den, schedule, counted, 0.5)(x, t)
+
+
+def test_noised_embedding_objective_is_the_cosine_of_the_tower_reading_x_t():
+    g = torch.Generator().manual_seed(4)
+    proj = torch.randn(48, 8, generator=g)
+
+    def encode(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x_t.flatten(1) @ proj) * (1 + t.float()[:, None] / 1000)
+
+    x, t = torch.randn(4, 3, 4, 4, generator=g), torch.tensor([0, 10, 500, 999])
+    target = torch.randn(4, 8, generator=g)
+    f = noised_embedding_objective(encode, target)
+    torch.testing.assert_close(f(x, t), torch.nn.functional.cosine_similarity(encode(x, t), target, dim=-1))

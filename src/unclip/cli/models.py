@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--prior", required=True, help="prior model folder (diffusion or AR)")
     a.add_argument("--decoder", required=True, help="decoder model folder")
     a.add_argument("--upsampler", action="append", default=[], help="upsampler model folder (repeat, in order)")
+    a.add_argument("--noised-clip", help="noise-aware CLIP tower (`unclip train noised_clip`) for the "
+                   "decoder_embedding_guidance_gradient=noised setting (optional)")  # fmt: skip
     a.add_argument("--out", required=True, help="pipeline folder to write")
     a.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a default sampling setting")
     a.add_argument("--half", action="store_true", help="store the parameters in float16 (half the size)")
@@ -89,6 +91,7 @@ def run_assemble(args: argparse.Namespace) -> int:
     import dataclasses
 
     from unclip.clip import load_clip
+    from unclip.clip.noised import NoisedImageEncoder
     from unclip.model_folder import config_from_dict
     from unclip.models.checkpoint import from_pretrained as load_image_model
     from unclip.pipeline import SamplingSettings, UnCLIPPipeline
@@ -103,6 +106,7 @@ def run_assemble(args: argparse.Namespace) -> int:
         load_image_model(args.decoder, "decoder"),  # type: ignore[arg-type]
         [load_image_model(u, "upsampler") for u in args.upsampler],  # type: ignore[misc]
         config_from_dict(SamplingSettings, settings, "settings", error=ValueError),
+        None if args.noised_clip is None else NoisedImageEncoder.from_pretrained(args.noised_clip),
     )
     folder = pipe.save_pretrained(args.out, half=args.half)
     print(f"assembled {folder} ({pipe.resolution} px)")

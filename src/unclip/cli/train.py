@@ -8,7 +8,7 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
-        help="train a stage: clip, lit, diffusion_prior, ar_prior, decoder, upsampler (see --list)",
+        help="train a stage: clip, lit, diffusion_prior, ar_prior, decoder, upsampler, noised_clip (see --list)",
         description=(
             "Train STAGE from a named preset. Runs on one CPU or GPU as is, and on many processes or nodes "
             "under `accelerate launch` or `torchrun` with the same options. Options left out keep the preset's "
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="SECTION.KEY=VALUE",
         help="override any field, e.g. --set model.channels=64 --set train.ema_decay=0.999 (repeatable)",
     )
-    p.add_argument("--clip", metavar="DIR", help="frozen CLIP model folder (stages that need one: decoder)")
+    p.add_argument("--clip", metavar="DIR", help="frozen CLIP model folder (decoder, noised_clip)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest valid checkpoint")
     p.add_argument("--dry-run", action="store_true", help="print the resolved configuration as JSON and exit")
     p.add_argument("--list", action="store_true", help="list stages and their presets, then exit")

@@ -120,11 +120,15 @@ class VisionTower(nn.Module):
         self.transformer = Transformer(w, cfg.layers, cfg.heads, cfg.mlp, act, eps)
         self.ln_post = nn.LayerNorm(w, eps=eps)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Normalised pixels ``(B, 3, S, S)`` → the pooled class-token state ``(B, width)``."""
+    def forward(self, x: Tensor, shift: Tensor | None = None) -> Tensor:
+        """Normalised pixels ``(B, 3, S, S)`` → the pooled class-token state ``(B, width)``. ``shift`` ``(B, width)``,
+        if given, is added to every token after ``ln_pre`` (the noised tower's timestep, ``unclip.clip.noised``)."""
         h = self.patch(x).flatten(2).transpose(1, 2)
         h = torch.cat([self.cls.to(h.dtype).expand(h.shape[0], 1, -1), h], dim=1) + self.pos.to(h.dtype)
-        h = self.transformer(self.ln_pre(h))
+        h = self.ln_pre(h)
+        if shift is not None:
+            h = h + shift[:, None, :].to(h.dtype)
+        h = self.transformer(h)
         return self.ln_post(h[:, 0])
 
 

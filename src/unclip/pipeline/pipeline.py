@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from unclip.atomic import atomic_write_text
 from unclip.clip.interface import prepare_images
+from unclip.clip.noised import NoisedImageEncoder, check_noised_clip
 from unclip.diffusion import (
     clamp_x0,
     generators_from_seeds,
@@ -30,7 +31,12 @@ from unclip.diffusion import (
     randn,
     sampling_stage,
 )
-from unclip.diffusion.gradient_guidance import embedding_objective, x0_gradient_guidance
+from unclip.diffusion.gradient_guidance import (
+    embedding_objective,
+    noised_embedding_objective,
+    noised_gradient_guidance,
+    x0_gradient_guidance,
+)
 from unclip.model_folder import config_from_dict
 from unclip.models.decoder import Decoder, guided_denoiser
 from unclip.models.upsampler import Upsampler, upsampler_denoiser
@@ -103,7 +109,8 @@ class UnCLIPPipeline:
     """CLIP, a prior (diffusion or autoregressive), the decoder and optional upsamplers, with their settings.
 
     ``prior`` may be None for a stack that only decodes image embeddings (diffusers' image-variation folders):
-    the manipulations and ``z_source="text"`` work, sampling z_i from a caption is refused.
+    the manipulations and ``z_source="text"`` work, sampling z_i from a caption is refused. ``noised_clip`` (optional,
+    ``unclip.clip.noised``) is the noise-aware CLIP tower that ``decoder_embedding_guidance_gradient="noised"`` uses.
     """
 
     def __init__(
@@ -113,6 +120,7 @@ class UnCLIPPipeline:
         decoder: Decoder,
         upsamplers: Sequence[Upsampler] = (),
         settings: SamplingSettings | None = None,
+        noised_clip: nn.Module | None = None,
     ) -> None:
         self.clip, self.prior, self.decoder = clip, prior, decoder
         self.upsamplers = list(upsamplers)
@@ -120,6 +128,9 @@ class UnCLIPPipeline:
         self.precision = "fp32"  # see set_precision
         if clip.embed_dim != decoder.config.clip_dim:
             raise ValueError(f"CLIP embeds in {clip.embed_dim} dims but the decoder expects {decoder.config.clip_dim}")
+        self.noised_clip = noised_clip
+        if noised_clip is not None:
+            check_noised_clip(noised_clip, decoder)
         size = decoder.config.resolution
         for up in self.upsamplers:
             if up.config.low_resolution != size:
@@ -182,12 +193,14 @@ class UnCLIPPipeline:
         meta = read_index(folder)
         parts = meta["components"]
         settings = config_from_dict(SamplingSettings, meta.get("settings", {}), f"{folder / INDEX_FILE}: settings")
+        noised = parts.get("noised_clip")
         return cls(
             load_clip(folder / parts["clip"], device),
             load_prior(folder / parts["prior"], device),
             load_image_model(folder / parts["decoder"], "decoder", device),  # type: ignore[arg-type]
             [load_image_model(folder / p, "upsampler", device) for p in parts.get("upsamplers", [])],  # type: ignore[misc]
             settings,
+            None if noised is None else NoisedImageEncoder.from_pretrained(folder / noised, device),
         )
 
     def save_pretrained(self, folder: str | Path, half: bool = False) -> Path:
@@ -206,10 +219,14 @@ class UnCLIPPipeline:
         ups = [f"upsampler{i}" for i in range(len(self.upsamplers))]
         for name, up in zip(ups, self.upsamplers, strict=True):
             save_image_model(up, folder / name, half)
+        components: dict[str, Any] = {"clip": "clip", "prior": "prior", "decoder": "decoder", "upsamplers": ups}
+        if self.noised_clip is not None:
+            components["noised_clip"] = "noised_clip"
+            self.noised_clip.save_pretrained(folder / "noised_clip", half)
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "components": {"clip": "clip", "prior": "prior", "decoder": "decoder", "upsamplers": ups},
+            "components": components,
             "settings": dataclasses.asdict(self.settings),
         }
         atomic_write_text(folder / INDEX_FILE, json.dumps(meta, indent=2) + "\n")  # last: an index means complete
@@ -276,11 +293,22 @@ class UnCLIPPipeline:
         z_t = None if text is None else text.embedding
         den, schedule = guided_denoiser(self.decoder, z_i, tokens, mask, drop_text, scales, text_embedding=z_t)
         if embedding_guidance and s.decoder_embedding_guidance > 0:
-            objective = embedding_objective(self.clip.encode_image, z_i)
-            den = x0_gradient_guidance(
-                den, schedule, objective, s.decoder_embedding_guidance, gradient=s.decoder_embedding_guidance_gradient,
-                interval=(s.decoder_embedding_guidance_stop, s.decoder_embedding_guidance_start),
-            )  # fmt: skip
+            interval = (s.decoder_embedding_guidance_stop, s.decoder_embedding_guidance_start)
+            if s.decoder_embedding_guidance_gradient == "noised":
+                if self.noised_clip is None:
+                    raise ValueError(
+                        "decoder_embedding_guidance_gradient=noised needs a noise-aware CLIP tower in the model "
+                        "folder: train one with `unclip train noised_clip` and add it with "
+                        "`unclip assemble --noised-clip DIR` (docs/pipeline.md)"
+                    )
+                objective = noised_embedding_objective(self.noised_clip, z_i)
+                den = noised_gradient_guidance(den, schedule, objective, s.decoder_embedding_guidance, interval)
+            else:
+                objective = embedding_objective(self.clip.encode_image, z_i)
+                den = x0_gradient_guidance(
+                    den, schedule, objective, s.decoder_embedding_guidance,
+                    gradient=s.decoder_embedding_guidance_gradient, interval=interval,
+                )  # fmt: skip
             den = clamp_x0(den, schedule)
         return den, schedule
 

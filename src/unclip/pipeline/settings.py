@@ -17,6 +17,9 @@ from unclip.diffusion.gradient_guidance import GRADIENTS
 from unclip.models.upsampler import UPSAMPLER_CONDITIONS
 from unclip.prior.sampling import COMBINES
 
+# Embedding guidance's gradients: the two of x0_gradient_guidance, and "noised" (a noise-aware CLIP tower reads x_t).
+GUIDANCE_GRADIENTS = (*GRADIENTS, "noised")
+
 Z_SOURCES = ("prior", "text")
 IMAGE_SAMPLERS = tuple(name for name in SAMPLERS if name != "mmse")  # samplers that draw (see __post_init__)
 
@@ -39,7 +42,9 @@ class SamplingSettings:
     # toward images CLIP embeds at z_i (unclip.diffusion.gradient_guidance). 0: off, the paper's decoder. The gradient
     # goes through the decoder too ("denoiser": universal guidance / DPS, weighted toward the noisy steps, 1.5-2x
     # the decoder's time; on the bundled decoder 300 works best, docs/results.md) or through CLIP alone ("x0": MPGD,
-    # nearly free, scales of order 1; it retouches what CLIP reads more than the scene).
+    # nearly free, scales of order 1; it retouches what CLIP reads more than the scene) or through a noise-aware CLIP
+    # tower that reads x_t itself ("noised": GLIDE's noised CLIP, trained by `unclip train noised_clip`; the model
+    # folder must hold one, unclip.clip.noised; weighted as "denoiser", without its backward pass through the decoder).
     decoder_embedding_guidance: float = 0.0
     decoder_embedding_guidance_gradient: str = "denoiser"
     # The steps it applies at, as fractions t / T of the schedule (start >= t / T >= stop; sampling runs from 1 down
@@ -127,8 +132,8 @@ class SamplingSettings:
         if not numbers or not 0 <= stop < start <= 1:
             raise ValueError("decoder_embedding_guidance_start and _stop are fractions of the schedule with "
                              f"0 <= stop < start <= 1, got start {start!r} and stop {stop!r}")  # fmt: skip
-        if self.decoder_embedding_guidance_gradient not in GRADIENTS:
-            raise ValueError(f"decoder_embedding_guidance_gradient must be one of {', '.join(GRADIENTS)}, "
+        if self.decoder_embedding_guidance_gradient not in GUIDANCE_GRADIENTS:
+            raise ValueError(f"decoder_embedding_guidance_gradient must be one of {', '.join(GUIDANCE_GRADIENTS)}, "
                              f"got {self.decoder_embedding_guidance_gradient!r}")  # fmt: skip
         if self.prior_combine not in COMBINES:
             raise ValueError(f"prior_combine must be one of {', '.join(COMBINES)}, got {self.prior_combine!r}")

@@ -287,7 +287,7 @@ def init_weights(stage: Stage[Any], model_cfg: Any, net: torch.nn.Module, folder
     stage.check_init_from(model_cfg, folder)
     params = {name for name, _ in net.named_parameters()}
     state = {k: v for k, v in net.state_dict().items() if k not in params}
-    loaded = read_weights(folder)
+    loaded = stage.init_state(model_cfg, net, read_weights(folder))
     state.update({k: v for k, v in loaded.items() if k not in state})
     load_weights(net, state, f"{where} does not fit stage {stage.name!r} as configured")
     stage.after_init_from(model_cfg, net, loaded)

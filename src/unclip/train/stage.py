@@ -118,6 +118,12 @@ class Stage(ABC, Generic[C]):
         """Refuse a ``train.init_from`` model folder whose weights would load but mean something else (a CLIP
         whose tokenizer numbers the tokens differently); shapes and names are checked by the engine."""
 
+    def init_state(self, config: C, model: nn.Module, loaded: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The tensors ``model`` loads from a ``train.init_from`` folder whose tensors are ``loaded``: the folder's
+        own by default; a stage whose network is part of another kind of folder picks its part (the noised CLIP
+        starts from a CLIP folder's image tower)."""
+        return loaded
+
     def after_init_from(self, config: C, model: nn.Module, loaded: dict[str, Tensor]) -> None:
         """Adapt ``model`` after ``train.init_from`` loaded its parameters from a folder whose tensors are
         ``loaded`` (its buffers were kept as ``build`` fitted them): e.g. rewrite layers so the model computes
@@ -178,6 +184,10 @@ register_stage("ar_prior", lambda: _prior_stage("ar_prior"))
 register_stage("clip", lambda: __import__("unclip.train.clip_stage", fromlist=["ClipStage"]).ClipStage())
 register_stage("lit", lambda: __import__("unclip.train.lit_stage", fromlist=["LiTStage"]).LiTStage())
 register_stage("decoder", lambda: __import__("unclip.train.decoder_stage", fromlist=["DecoderStage"]).DecoderStage())
+register_stage(
+    "noised_clip",
+    lambda: __import__("unclip.train.noised_clip_stage", fromlist=["NoisedClipStage"]).NoisedClipStage(),
+)
 register_stage(
     "upsampler", lambda: __import__("unclip.train.upsampler_stage", fromlist=["UpsamplerStage"]).UpsamplerStage()
 )
