@@ -74,3 +74,26 @@ def test_the_tower_persists_with_the_folder_and_assemble_adds_it(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(UnCLIPPipeline.from_pretrained(tmp_path / "assembled").noised_clip(x, t),
                                    pipe.noised_clip(x, t))  # fmt: skip
+
+
+def test_assemble_from_a_pipeline_folder_keeps_its_parts_and_settings(tmp_path, capsys):
+    pipe = _with_tower(tiny_pipeline(upsampler=True))
+    pipe.settings = dataclasses.replace(pipe.settings, decoder_steps=9, prior_guidance=2.5)
+    pipe.save_pretrained(tmp_path / "model")
+    tiny_pipeline(upsampler=False).save_pretrained(tmp_path / "plain")
+    out = tmp_path / "plus"
+    tower = str(tmp_path / "model" / "noised_clip")
+    assert main(["assemble", "--from", str(tmp_path / "plain"), "--noised-clip", tower,
+                 "--set", "decoder_steps=7", "--out", str(out)]) == 0  # fmt: skip
+    plus, plain = UnCLIPPipeline.from_pretrained(out), UnCLIPPipeline.from_pretrained(tmp_path / "plain")
+    assert plus.settings == dataclasses.replace(plain.settings, decoder_steps=7)
+    assert plus.noised_clip is not None and plus.upsamplers == [] == plain.upsamplers
+    for a, b in zip(plus.decoder.state_dict().values(), plain.decoder.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # parts given beside --from replace its own; its settings stay unless --set
+    assert main(["assemble", "--from", str(tmp_path / "model"), "--decoder", str(tmp_path / "plain" / "decoder"),
+                 "--out", str(tmp_path / "swapped")]) == 0  # fmt: skip
+    swapped = UnCLIPPipeline.from_pretrained(tmp_path / "swapped")
+    assert swapped.settings.decoder_steps == 9 and len(swapped.upsamplers) == 1 and swapped.noised_clip is not None
+    assert main(["assemble", "--clip", str(tmp_path / "plain" / "clip"), "--out", str(tmp_path / "none")]) == 2
+    assert "assemble needs --prior, --decoder" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,10 +42,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.set_defaults(func=run_embed)
 
     a = subparsers.add_parser("assemble", help="model folders → one pipeline folder", formatter_class=fmt)
-    a.add_argument("--clip", required=True, help="CLIP model folder")
-    a.add_argument("--prior", required=True, help="prior model folder (diffusion or AR)")
-    a.add_argument("--decoder", required=True, help="decoder model folder")
-    a.add_argument("--upsampler", action="append", default=[], help="upsampler model folder (repeat, in order)")
+    a.add_argument("--from", dest="base", metavar="DIR",
+                   help="start from this pipeline folder's parts and settings; the options below replace or add "
+                   "parts (its float16 parts are written in float32 unless --half)")  # fmt: skip
+    a.add_argument("--clip", help="CLIP model folder (required without --from)")
+    a.add_argument("--prior", help="prior model folder, diffusion or AR (required without --from)")
+    a.add_argument("--decoder", help="decoder model folder (required without --from)")
+    a.add_argument("--upsampler", action="append", default=[],
+                   help="upsampler model folder (repeat, in order; with --from they replace its own)")  # fmt: skip
     a.add_argument("--noised-clip", help="noise-aware CLIP tower (`unclip train noised_clip`) for the "
                    "decoder_embedding_guidance_gradient=noised setting (optional)")  # fmt: skip
     a.add_argument("--out", required=True, help="pipeline folder to write")
@@ -98,16 +103,28 @@ def run_assemble(args: argparse.Namespace) -> int:
     from unclip.pipeline.settings import parse_overrides
     from unclip.prior import from_pretrained as load_prior
 
-    settings = dataclasses.asdict(SamplingSettings())
-    settings.update(parse_overrides(args.set, SamplingSettings()))
-    pipe = UnCLIPPipeline(
-        load_clip(args.clip),
-        load_prior(args.prior),
-        load_image_model(args.decoder, "decoder"),  # type: ignore[arg-type]
-        [load_image_model(u, "upsampler") for u in args.upsampler],  # type: ignore[misc]
-        config_from_dict(SamplingSettings, settings, "settings", error=ValueError),
-        None if args.noised_clip is None else NoisedImageEncoder.from_pretrained(args.noised_clip),
-    )
+    parts: dict[str, Any] = {"upsamplers": [], "noised_clip": None}
+    settings = SamplingSettings()
+    if args.base is not None:
+        base = UnCLIPPipeline.from_pretrained(args.base)
+        parts = {"clip": base.clip, "prior": base.prior, "decoder": base.decoder, "upsamplers": base.upsamplers,
+                 "noised_clip": base.noised_clip}  # fmt: skip
+        settings = base.settings
+    loaders = {"clip": load_clip, "prior": load_prior, "decoder": lambda d: load_image_model(d, "decoder")}
+    for name, load in loaders.items():
+        if getattr(args, name) is not None:
+            parts[name] = load(getattr(args, name))
+    missing = [f"--{name}" for name in loaders if name not in parts]
+    if missing:
+        raise ValueError(f"assemble needs {', '.join(missing)} (or --from PIPELINE_DIR to take the parts from)")
+    if args.upsampler:
+        parts["upsamplers"] = [load_image_model(u, "upsampler") for u in args.upsampler]
+    if args.noised_clip is not None:
+        parts["noised_clip"] = NoisedImageEncoder.from_pretrained(args.noised_clip)
+    values = dataclasses.asdict(settings)
+    values.update(parse_overrides(args.set, settings))
+    settings = config_from_dict(SamplingSettings, values, "settings", error=ValueError)
+    pipe = UnCLIPPipeline(**parts, settings=settings)
     folder = pipe.save_pretrained(args.out, half=args.half)
     print(f"assembled {folder} ({pipe.resolution} px)")
     return 0
