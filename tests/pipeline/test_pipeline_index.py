@@ -33,6 +33,7 @@ def test_a_valid_index_names_its_components(tmp_path):
         ({**GOOD, "components": {"clip": "c"}}, "must name the clip, prior, decoder"),
         ({**GOOD, "components": {**GOOD["components"], "upsamplers": "u0"}}, "list of upsamplers"),
         ({**GOOD, "settings": []}, "settings must be an object"),
+        ({**GOOD, "components": {**GOOD["components"], "noised_clip": 3}}, "noised_clip, when present, must name"),
     ],
 )
 def test_bad_indexes_are_refused_with_the_reason(tmp_path, meta, message):

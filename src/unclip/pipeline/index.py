@@ -38,6 +38,8 @@ def read_index(folder: str | Path, required: tuple[str, ...] = REQUIRED) -> dict
         raise CheckpointError(
             f"{index}: components must name the {', '.join(required)} folder(s) and a list of upsamplers"
         )
+    if isinstance(parts, dict) and not isinstance(parts.get("noised_clip", ""), str):
+        raise CheckpointError(f"{index}: components.noised_clip, when present, must name a folder")
     if not isinstance(meta.get("settings", {}), dict):
         raise CheckpointError(f"{index}: settings must be an object")
     return meta
