@@ -21,6 +21,7 @@ from unclip.models.decoder import Decoder, DecoderConfig
 from unclip.models.presets import decoder_preset
 from unclip.train.config import TrainConfig
 from unclip.train.diffusion_draws import draw_flags, draw_timesteps_and_noise
+from unclip.train.frozen_clip import FrozenCLIPs
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
 
 # Sizes of the project's CLIP presets (embedding, text width), which the decoder presets follow.
@@ -109,7 +110,7 @@ class DecoderStage(Stage[DecoderStageConfig]):
     config_type = DecoderStageConfig
 
     def __init__(self) -> None:
-        self._clips: dict[str, nn.Module] = {}
+        self._clips = FrozenCLIPs("decoder training")
         self._distance_whitenings: dict[tuple[str, float], Tensor] = {}  # the whitened embedding loss's M per folder
 
     def presets(self) -> dict[str, Preset[DecoderStageConfig]]:
@@ -153,15 +154,7 @@ class DecoderStage(Stage[DecoderStageConfig]):
         }  # fmt: skip
 
     def clip_model(self, config: DecoderStageConfig, device: torch.device | str = "cpu") -> nn.Module:
-        if not config.clip:
-            raise ValueError("decoder training needs a trained CLIP: pass --set model.clip=CLIP_DIR")
-        if config.clip not in self._clips:
-            from unclip.clip import load_clip
-
-            clip = load_clip(config.clip).eval().requires_grad_(False)
-            check_clip_matches(clip, config.decoder, config.clip)
-            self._clips[config.clip] = clip
-        return self._clips[config.clip].to(device)
+        return self._clips.get(config.clip, device, lambda clip: check_clip_matches(clip, config.decoder, config.clip))
 
     def prepare(self, config: DecoderStageConfig) -> None:
         self.clip_model(config)  # fails here, before any work, if the CLIP is missing or does not fit

@@ -25,6 +25,7 @@ from unclip.clip.noised import NoisedCLIPConfig, NoisedImageEncoder, clip_image_
 from unclip.diffusion import append_dims
 from unclip.train.config import TrainConfig
 from unclip.train.diffusion_draws import draw_timesteps_and_noise
+from unclip.train.frozen_clip import FrozenCLIPs
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
 
 # Metrics split at these timestep fractions: how well the tower reads nearly clean, middling and noisy x_t.
@@ -47,7 +48,7 @@ class NoisedClipStage(Stage[NoisedClipStageConfig]):
     config_type = NoisedClipStageConfig
 
     def __init__(self) -> None:
-        self._clips: dict[str, nn.Module] = {}
+        self._clips = FrozenCLIPs("noised CLIP training (a distillation)")
 
     def presets(self) -> dict[str, Preset[NoisedClipStageConfig]]:
         return {
@@ -71,17 +72,12 @@ class NoisedClipStage(Stage[NoisedClipStageConfig]):
         }  # fmt: skip
 
     def clip_model(self, config: NoisedClipStageConfig, device: torch.device | str = "cpu") -> nn.Module:
-        if not config.clip:
-            raise ValueError("a noised CLIP is distilled from a clean one: pass --set model.clip=CLIP_DIR")
-        if config.clip not in self._clips:
-            from unclip.clip import load_clip
-
-            clip = load_clip(config.clip).eval().requires_grad_(False)
+        def check(clip: nn.Module) -> None:
             if clip.embed_dim != config.encoder.embed_dim:
                 raise ValueError(f"the CLIP in {config.clip!r} embeds in {clip.embed_dim} dims but the noised tower "
                                  f"in {config.encoder.embed_dim}")  # fmt: skip
-            self._clips[config.clip] = clip
-        return self._clips[config.clip].to(device)
+
+        return self._clips.get(config.clip, device, check)
 
     def prepare(self, config: NoisedClipStageConfig) -> None:
         self.clip_model(config)  # a missing or mismatched CLIP fails here, before any work
