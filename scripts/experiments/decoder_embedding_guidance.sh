@@ -2,8 +2,8 @@
 # Does embedding guidance (the sampling setting decoder_embedding_guidance, unclip.diffusion.gradient_guidance) make the
 # bundled decoder keep what z_i says? Judges reconstructions of the same EVAL_N held-out scenes (default 200) at each
 # guidance scale, then compares every scale with 0 scene by scene (McNemar's exact test, unclip.eval.paired).
-# GRADIENT picks what the guidance differentiates (denoiser, the default, x0, or noised with a tower); MODEL (default: the bundled model),
-# UNCLIP and PYTHON may be set. docs/results.md, "Embedding guidance".
+# GRADIENT picks what the guidance differentiates (denoiser, the default, x0, or noised with a tower);
+# MODEL (default: the bundled model), UNCLIP and PYTHON may be set. docs/results.md, "Embedding guidance".
 #
 #   scripts/experiments/decoder_embedding_guidance.sh OUT_DIR [SCALE ...]      (default scales: 100 300 1000)
 set -euo pipefail
