@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unclip.clip.model import CLIP, VisionConfig, VisionTower
+from unclip.clip.model import CLIP, CLIPConfig, VisionConfig, VisionTower
 from unclip.clip.transformer import ACTIVATIONS
 from unclip.diffusion.schedules import SCHEDULES, NoiseSchedule
 from unclip.model_folder import config_from_dict, load_weights, read_meta, read_weights, write_model_folder
@@ -53,10 +53,11 @@ class NoisedCLIPConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
 
-def config_for(clip: CLIP, resolution: int, schedule: str = "cosine", num_steps: int = 1000) -> NoisedCLIPConfig:
-    """The noised tower of ``clip``'s image side, for x_t of ``resolution`` px under ``schedule``."""
-    c = clip.config
-    return NoisedCLIPConfig(c.embed_dim, dataclasses.replace(c.vision), c.act, c.eps, resolution, schedule, num_steps)
+def config_for(clip: CLIPConfig, resolution: int, schedule: str = "cosine", num_steps: int = 1000) -> NoisedCLIPConfig:
+    """The noised tower of a CLIP's image side (its config), for x_t of ``resolution`` px under ``schedule``."""
+    return NoisedCLIPConfig(
+        clip.embed_dim, dataclasses.replace(clip.vision), clip.act, clip.eps, resolution, schedule, num_steps
+    )
 
 
 class NoisedImageEncoder(nn.Module):
@@ -109,7 +110,7 @@ class NoisedImageEncoder(nn.Module):
 
 def from_clip(clip: CLIP, resolution: int, schedule: str = "cosine", num_steps: int = 1000) -> NoisedImageEncoder:
     """A noised tower that starts as ``clip``'s image side: equal to it on clean images at any t until trained."""
-    model = NoisedImageEncoder(config_for(clip, resolution, schedule, num_steps))
+    model = NoisedImageEncoder(config_for(clip.config, resolution, schedule, num_steps))
     model.load_state_dict(clip_image_state(clip.state_dict(), model), strict=True)
     return model
 

@@ -12,7 +12,6 @@ Start from the clean CLIP's image tower with ``--set train.init_from=CLIP_DIR`` 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unclip.clip.model import PRESETS
-from unclip.clip.noised import NoisedCLIPConfig, NoisedImageEncoder, clip_image_state, schedule_of
+from unclip.clip.noised import NoisedCLIPConfig, NoisedImageEncoder, clip_image_state, config_for, schedule_of
 from unclip.diffusion import append_dims
 from unclip.train.config import TrainConfig
 from unclip.train.diffusion_draws import draw_timesteps_and_noise
@@ -32,15 +31,10 @@ from unclip.train.stage import Batch, Preset, Stage, StepOutput
 _BANDS = ((0.0, 0.3, "cos_low"), (0.3, 0.7, "cos_mid"), (0.7, 1.0, "cos_high"))
 
 
-def _encoder(clip: str, resolution: int) -> NoisedCLIPConfig:
-    c = PRESETS[clip]
-    return NoisedCLIPConfig(c.embed_dim, dataclasses.replace(c.vision), c.act, c.eps, resolution)
-
-
 @dataclass
 class NoisedClipStageConfig:
     clip: str = ""  # folder of the clean CLIP whose embeddings the tower learns to read from x_t (required)
-    encoder: NoisedCLIPConfig = field(default_factory=lambda: _encoder("small", 32))
+    encoder: NoisedCLIPConfig = field(default_factory=lambda: config_for(PRESETS["small"], 32))
 
 
 class NoisedClipStage(Stage[NoisedClipStageConfig]):
@@ -53,19 +47,19 @@ class NoisedClipStage(Stage[NoisedClipStageConfig]):
     def presets(self) -> dict[str, Preset[NoisedClipStageConfig]]:
         return {
             "small": Preset(
-                NoisedClipStageConfig(encoder=_encoder("small", 32)),
+                NoisedClipStageConfig(encoder=config_for(PRESETS["small"], 32)),
                 TrainConfig(steps=4000, batch_size=64, lr=1e-4, warmup_steps=100, ema_decay=0.999, grad_clip=1.0,
                             checkpoint_every=500),
                 "the small CLIP's tower on the bundled decoder's 32 px x_t (start it from the CLIP: train.init_from)",
             ),
             "small-64": Preset(
-                NoisedClipStageConfig(encoder=_encoder("small", 64)),
+                NoisedClipStageConfig(encoder=config_for(PRESETS["small"], 64)),
                 TrainConfig(steps=4000, batch_size=64, lr=1e-4, warmup_steps=100, ema_decay=0.999, grad_clip=1.0,
                             checkpoint_every=500),
                 "the small CLIP's tower on a 64 px decoder's x_t",
             ),
             "tiny": Preset(
-                NoisedClipStageConfig(encoder=_encoder("tiny", 32)),
+                NoisedClipStageConfig(encoder=config_for(PRESETS["tiny"], 32)),
                 TrainConfig(steps=100, batch_size=8, lr=1e-3, warmup_steps=5, ema_decay=0.99, checkpoint_every=50),
                 "the tiny CLIP's tower at 32 px: seconds on a CPU (tests)",
             ),
