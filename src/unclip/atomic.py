@@ -9,9 +9,27 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def refuse_to_replace(dest: str | Path, earlier: Callable[[Path], bool], what: str) -> None:
+    """Refuse a ``dest`` that :func:`atomic_directory` would destroy without it being an earlier output.
+
+    Replacing a folder deletes everything in it, so ``dest`` must be absent, an empty folder, or a folder that
+    ``earlier`` accepts as an earlier ``what`` (replaced then); a file, a device or any other folder is refused.
+    """
+    dest = Path(dest)
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise ValueError(f"{str(dest)!r} exists and is not a folder; choose a new or empty folder for the {what}")
+    if any(dest.iterdir()) and not earlier(dest):
+        raise ValueError(
+            f"{str(dest)!r} is a folder that holds other files; the {what} would replace it whole, so choose a new "
+            f"or empty folder (an earlier {what} there is replaced)"
+        )
 
 
 @contextmanager

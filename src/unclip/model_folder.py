@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from unclip.atomic import atomic_directory
+from unclip.atomic import atomic_directory, refuse_to_replace
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 T = TypeVar("T")
@@ -110,6 +110,12 @@ def load_weights(module: nn.Module, state: dict[str, Tensor], where: str) -> Non
     module.load_state_dict(state, strict=True)
 
 
+def is_model_folder(folder: Path) -> bool:
+    """An earlier model folder (config.json and weights; a run folder has no weights at the top), which a save
+    may replace."""
+    return (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
+
+
 def write_model_folder(
     folder: str | Path,
     meta: dict[str, Any],
@@ -123,6 +129,7 @@ def write_model_folder(
     ``half`` stores the floating-point parameters in float16 (half the size; loading casts them back to the
     model's dtype); buffers such as noise schedules keep their precision."""
     folder = Path(folder)
+    refuse_to_replace(folder, is_model_folder, "model folder")
     with atomic_directory(folder) as tmp:
         state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
         if half:

@@ -184,6 +184,9 @@ def run_generate(args: argparse.Namespace) -> int:
         from unclip.pipeline.prompt_files import read_prompt_file
 
         rows = read_prompt_file(args.prompts)  # read and checked before the model loads
+    if rows is None:  # a single-prompt run replaces its --out folder whole: checked before the model loads
+        _refuse_replacing_a_prompt_run(args.out)
+        _check_out(args)
     pipe, folder = load_pipeline(args)
     overrides = {
         "prior_steps": args.prior_steps, "prior_guidance": args.prior_guidance,
@@ -192,7 +195,6 @@ def run_generate(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if rows is not None:
         return _generate_from_file(args, pipe, folder, rows, overrides)
-    _refuse_replacing_a_prompt_run(args.out)
     out = pipe(args.prompt, num_images=args.n, seed=args.seed, batch_size=args.batch_size, progress=True, **overrides)
     requirement = _suite_requirement(args.prompt)
     records = [
@@ -230,6 +232,13 @@ def _generate_from_file(args: argparse.Namespace, pipe, folder: str, rows: list,
     return 0
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """--out must be new, empty or earlier results: it is replaced whole (checked before any work)."""
+    from unclip.pipeline.outputs import check_results_folder
+
+    check_results_folder(args.out)
+
+
 def _refuse_replacing_a_prompt_run(out: str) -> None:
     """A single-prompt run replaces its --out folder whole; never one that holds a (resumable) prompt-file run."""
     from pathlib import Path
@@ -254,6 +263,7 @@ def _suite_requirement(prompt: str) -> dict:
 def run_vary(args: argparse.Namespace) -> int:
     from unclip.pipeline import to_pil, variations
 
+    _check_out(args)
     pipe, folder = load_pipeline(args)
     images = to_pil(variations(pipe, args.image, n=args.n, eta=args.eta, seed=args.seed))
     records = [
@@ -269,6 +279,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
     from unclip.pipeline.inpainting import box_mask, inpaint, outpaint_canvas
     from unclip.pipeline.pipeline import rgb_image
 
+    _check_out(args)
     image = rgb_image(args.image)  # read once, and checked before the model loads
     if args.box is not None:
         try:
@@ -299,6 +310,7 @@ def run_inpaint(args: argparse.Namespace) -> int:
 def run_interpolate(args: argparse.Namespace) -> int:
     from unclip.pipeline import interpolate, to_pil
 
+    _check_out(args)
     pipe, folder = load_pipeline(args)
     images = to_pil(interpolate(pipe, args.image1, args.image2, frames=args.frames, latent=args.latent, seed=args.seed))
     thetas = [k / (args.frames - 1) for k in range(args.frames)]
@@ -311,6 +323,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
 def run_textdiff(args: argparse.Namespace) -> int:
     from unclip.pipeline import text_diff, to_pil
 
+    _check_out(args)
     pipe, folder = load_pipeline(args)
     images = to_pil(
         text_diff(
@@ -330,6 +343,7 @@ def run_probe(args: argparse.Namespace) -> int:
     from unclip.pipeline.probing import embedding_pca, parse_dims, probe
 
     dims = parse_dims(args.dims)  # before any work
+    _check_out(args)
     pipe, folder = load_pipeline(args)
     image = from_pil([args.image], max(pipe.decoder.config.resolution, int(pipe.clip.image_size)))  # read it first
     pca = embedding_pca(pipe, folder, spec=args.pca_data, n=args.pca_n, cache=not args.no_cache,

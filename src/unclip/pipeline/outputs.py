@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from unclip.atomic import atomic_directory
+from unclip.atomic import atomic_directory, refuse_to_replace
 from unclip.data.shapes.export import CONTACT_SHEET
 
 
@@ -41,17 +41,31 @@ def contact_sheet(
     return sheet
 
 
+def is_results_folder(folder: Path) -> bool:
+    """An earlier :func:`write_results` folder: a contact sheet beside nothing but PNG and JSON files."""
+    entries = list(folder.iterdir())
+    plain = all(p.is_file() and p.suffix in (".png", ".json") for p in entries)
+    return plain and any(p.name == CONTACT_SHEET for p in entries)
+
+
+def check_results_folder(out: str | Path) -> None:
+    """Refuse an ``out`` whose replacement would delete anything but earlier results (before any work)."""
+    refuse_to_replace(out, is_results_folder, "results folder")
+
+
 def write_results(
     out: str | Path, images: Sequence[Image.Image], records: Sequence[dict[str, Any]], labels: Sequence[str],
     *, stem: str = "image",
 ) -> Path:  # fmt: skip
     """``out/{stem}_{k:03d}.png`` + ``.json`` per image and ``out/contact_sheet.png``, moved into place at once.
 
-    An existing ``out`` is replaced only after the new results are complete.
+    An existing ``out`` is replaced only after the new results are complete, and only when it is an earlier
+    results folder (or empty): any other folder or file there is refused (:func:`check_results_folder`).
     """
     out = Path(out)
     if len(images) != len(records) or len(images) != len(labels):
         raise ValueError(f"{len(images)} images, {len(records)} records and {len(labels)} labels must match")
+    check_results_folder(out)
     with atomic_directory(out) as tmp:
         for k, (im, rec) in enumerate(zip(images, records, strict=True)):
             im.save(tmp / f"{stem}_{k:03d}.png")

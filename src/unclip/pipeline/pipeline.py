@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from unclip.atomic import atomic_write_text
+from unclip.atomic import atomic_write_text, refuse_to_replace
 from unclip.clip.interface import prepare_images
 from unclip.clip.noised import NoisedImageEncoder, check_noised_clip
 from unclip.diffusion import (
@@ -213,6 +213,8 @@ class UnCLIPPipeline:
             raise ValueError("only stacks of unclip's own networks are saved in its format; a diffusers folder "
                              "(Karlo) is already on disk in its own")  # fmt: skip
         folder = Path(folder)
+        # An earlier pipeline folder is written over part by part; any other non-empty path is refused.
+        refuse_to_replace(folder, lambda f: (f / INDEX_FILE).is_file(), "pipeline folder")
         self.clip.save_pretrained(folder / "clip", half)
         save_prior(self.prior, folder / "prior", half)
         save_image_model(self.decoder, folder / "decoder", half)

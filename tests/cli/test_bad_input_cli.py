@@ -1,0 +1,62 @@
+"""Bad input on the command line: one error line naming the value, exit status 2, nothing written or destroyed."""
+
+import pytest
+from tiny_stack import tiny_pipeline
+
+from unclip.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from unclip.pipeline import SamplingSettings
+
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    cheap = SamplingSettings(prior_steps=2, decoder_steps=2, upsampler_steps=2, inversion_steps=2)
+    tiny_pipeline(settings=cheap).save_pretrained(folder)
+    return folder
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_out_never_replaces_a_file_or_a_folder_of_other_files(model, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("precious")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("precious")
+    for out in (mine, a_file):
+        assert main(["generate", "a red circle", "--n", "1", "--model", str(model), "--out", str(out)]) == 2
+        assert "choose a new or empty folder" in _error(capsys)
+    for command in (["export", str(tmp_path / "no-run")], ["assemble", "--from", str(model)]):
+        for out in (mine, a_file):
+            assert main([*command, "--out", str(out)]) == 2
+    assert (mine / "thesis.txt").read_text() == "precious" and a_file.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "notes.txt"]  # no temporary folder either
+    # Earlier results, an earlier pipeline folder and an empty folder are fine to write over.
+    out, empty = tmp_path / "gen", tmp_path / "empty"
+    empty.mkdir()
+    for target in (out, out, empty):
+        assert main(["generate", "a red circle", "--n", "1", "--model", str(model), "--out", str(target)]) == 0
+    assert main(["assemble", "--from", str(model), "--out", str(tmp_path / "asm")]) == 0
+    assert main(["assemble", "--from", str(model), "--out", str(tmp_path / "asm")]) == 0
+
+
+def test_model_folders_are_written_over_only_when_they_are_model_folders(tmp_path):
+    from torch import nn
+
+    from unclip.model_folder import write_model_folder
+
+    meta = {"format": "test", "format_version": 1}
+    folder = tmp_path / "m"
+    write_model_folder(folder, meta, nn.Linear(2, 2))
+    write_model_folder(folder, meta, nn.Linear(2, 2))  # an earlier model folder: replaced
+    run = tmp_path / "run"  # a training run's folder also has a config.json, but no weights
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds other files"):
+        write_model_folder(run, meta, nn.Linear(2, 2))
+    assert (run / "checkpoints").is_dir()
