@@ -184,7 +184,7 @@ def test_counterfactual_pairs_join_the_batch_with_their_rendered_scenes():
     # The per-kind group scores average back to the overall one.
     per_kind = {k: sum(kd == k for _, kd, _, _ in pairs) for k in ("swap", "relation")}
     overall = sum(out.metrics.get(f"counterfactual_group_{k}", 0.0) * c for k, c in per_kind.items()) / len(pairs)
-    assert overall == pytest.approx(out.metrics["counterfactual_group"], abs=1e-6)
+    assert overall == pytest.approx(out.scalars()["counterfactual_group"], abs=1e-6)
 
     # The separation term adds weight x (image hinge + text hinge) over the same pairs, and nothing else.
     from unclip.clip.loss import separation_loss
@@ -222,7 +222,7 @@ def test_hard_negatives_made_in_a_loader_worker_give_the_loss_made_in_the_step()
     prepared = stage.loss(model, Batch(mb.image, mb.caption, mb.scene, mb.index, mb.seed, mb.extra), config)
     inline = stage.loss(model, Batch(mb.image, mb.caption, mb.scene, mb.index, mb.seed), config)
     assert float(prepared.loss.detach()) == pytest.approx(float(inline.loss.detach()), rel=1e-6)
-    assert prepared.metrics == pytest.approx(inline.metrics, rel=1e-6)
+    assert prepared.scalars() == pytest.approx(inline.scalars(), rel=1e-6)
     plain = replace(
         config,
         hard_negatives=False,

@@ -64,6 +64,26 @@ def test_ema_update_maths_by_hand():
     assert torch.allclose(target.weight, torch.full((1, 2), 5.25))
 
 
+def test_ema_follows_a_module_whose_tensors_move_to_new_storage():
+    # The update reuses its (shadow, live tensor) pairs between steps; a module converted after the first update
+    # (new storage behind the same parameters) must be averaged from its new values, not the stale old ones.
+    net = nn.Linear(3, 2)
+    ema = EMA(net, max_decay=0.5, power=0.0)
+    start = ema.shadow["weight"].clone()
+    ema.update(net)
+    net.double()  # every parameter now lives in new float64 storage: averaged through a cast to float32
+    with torch.no_grad():
+        net.weight.fill_(4.0)
+    ema.update(net)
+    assert torch.allclose(ema.shadow["weight"], 0.5 * start + 0.5 * 4.0)
+    assert ema.shadow["weight"].dtype == torch.float32
+    net.float()
+    with torch.no_grad():
+        net.weight.fill_(-2.0)
+    ema.update(net)
+    assert torch.allclose(ema.shadow["weight"], 0.5 * (0.5 * start + 2.0) - 1.0)
+
+
 def test_ema_rejects_mismatched_state():
     ema = EMA(nn.Linear(2, 1))
     with pytest.raises(ValueError, match="missing"):

@@ -54,9 +54,10 @@ def prepare_images(images: Tensor | np.ndarray, size: int) -> Tensor:
         x = images.float() / 127.5 - 1.0
     elif images.is_floating_point():
         x = images.float()
-        if not bool(torch.isfinite(x).all()):
+        # One transfer for the three checks (x may carry a gradient, a loss's): on an accelerator each read is a wait.
+        finite, lo, hi = torch.stack([torch.isfinite(x).all().float(), x.detach().min(), x.detach().max()]).tolist()
+        if not finite:
             raise ValueError("images contain NaN or infinite values")
-        lo, hi = float(x.detach().min()), float(x.detach().max())  # x may carry a gradient (a loss)
         if lo < -1.001 or hi > 1.001:
             raise ValueError(
                 f"float images must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}] (uint8 0..255 is also accepted)"

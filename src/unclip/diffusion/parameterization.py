@@ -100,8 +100,7 @@ def posterior_log_variance_bounds(alpha_bar: Tensor, alpha_bar_prev: Tensor) -> 
     beta = 1.0 - alpha_bar / alpha_bar_prev
     beta_tilde = beta * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
     floor = torch.where(beta_tilde > 0, beta_tilde, torch.full_like(beta_tilde, float("inf"))).min()
-    if not torch.isfinite(floor):
-        floor = beta.min()
+    floor = torch.where(torch.isfinite(floor), floor, beta.min())  # on the device: no wait in a training step
     return beta_tilde.clamp_min(floor).log(), beta.log()
 
 

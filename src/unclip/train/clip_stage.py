@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from unclip.clip.loss import contrastive_loss, pair_terms, paraphrase_retrieval_loss, separation_loss
 from unclip.clip.model import CLIP, PRESETS, CLIPConfig
@@ -277,11 +277,11 @@ class ClipStage(Stage[ClipStageConfig]):
         owners = torch.tensor([i for i, _ in owned], dtype=torch.long, device=z_i.device) if owned else None
         out = contrastive_loss(z_i, z_all[:n], scale, z_neg, owners, config.pair_weight)
         loss = out.loss
-        metrics = {
-            "image_to_text": float(out.image_to_text),
-            "text_to_image": float(out.text_to_image),
-            "accuracy": float(out.accuracy),
-            "logit_scale": float(scale.detach()),
+        metrics: dict[str, float | Tensor] = {
+            "image_to_text": out.image_to_text.detach(),
+            "text_to_image": out.text_to_image.detach(),
+            "accuracy": out.accuracy.detach(),
+            "logit_scale": scale.detach(),
             "negatives": float(len(negatives)),
         }
         if added:
@@ -290,18 +290,17 @@ class ClipStage(Stage[ClipStageConfig]):
             said = torch.tensor([k for k, _ in paraphrases], dtype=torch.long, device=z_i.device)
             end = first_paraphrase + len(paraphrases)  # the relation foils, if any, come after the paraphrases
             cosine = (z_all[said] * z_all[first_paraphrase:end]).sum(-1).mean()
-            metrics.update(paraphrases=float(len(paraphrases)), paraphrase_cosine=float(cosine.detach()))
+            metrics.update(paraphrases=float(len(paraphrases)), paraphrase_cosine=cosine.detach())
             if config.paraphrase_loss == "cosine":
                 loss = loss + config.paraphrase_weight * (1 - cosine)
             else:
                 rows = torch.arange(first_paraphrase, end, device=z_i.device)
-                term, found = paraphrase_retrieval_loss(
-                    z_all, said, rows, config.paraphrase_temperature, _same_text(texts, rows.tolist()).to(z_i.device)
-                )
+                same = _same_text(texts, list(range(first_paraphrase, end))).to(z_i.device)
+                term, found = paraphrase_retrieval_loss(z_all, said, rows, config.paraphrase_temperature, same)
                 loss = loss + config.paraphrase_weight * term
-                metrics.update(paraphrase_retrieval=float(term.detach()), paraphrase_found=float(found))
+                metrics.update(paraphrase_retrieval=term.detach(), paraphrase_found=found)
         if out.pairwise is not None:  # how often an image prefers its caption to each near miss, during training
-            metrics.update(pairwise=float(out.pairwise), pair_accuracy=float(out.pair_accuracy))
+            metrics.update(pairwise=out.pairwise.detach(), pair_accuracy=out.pair_accuracy.detach())
         if pairs:  # Winoground's scores of each (source, counterfactual) pair, during training
             a = torch.tensor([i for i, *_ in pairs], dtype=torch.long, device=z_i.device)
             b = torch.arange(len(captions), n, device=z_i.device)
@@ -318,21 +317,21 @@ class ClipStage(Stage[ClipStageConfig]):
                 if order:
                     src, neg = (torch.tensor(x, dtype=torch.long, device=z_i.device) for x in zip(*order, strict=True))
                     hinge = hinge + separation_loss(z_all, src, neg, m)
-                    metrics["order_negative_distance"] = float((z_all[src] - z_all[neg]).detach().norm(dim=-1).mean())
+                    metrics["order_negative_distance"] = (z_all[src] - z_all[neg]).detach().norm(dim=-1).mean()
                 loss = loss + config.separation_weight * hinge
             metrics.update(
                 counterfactuals=float(len(pairs)),
-                counterfactual_text=float(terms.text_score),
-                counterfactual_image=float(terms.image_score),
-                counterfactual_group=float(terms.group_score),
+                counterfactual_text=terms.text_score.detach(),
+                counterfactual_image=terms.image_score.detach(),
+                counterfactual_group=terms.group_score.detach(),
                 # How far apart each tower puts the two sides of a pair (the separation term's hinge acts below
                 # its margin), and the group score per kind: a kind stuck at a saddle shows here first.
-                counterfactual_image_distance=float((z_i[a] - z_i[b]).detach().norm(dim=-1).mean()),
-                counterfactual_text_distance=float((z_all[a] - z_all[b]).detach().norm(dim=-1).mean()),
+                counterfactual_image_distance=(z_i[a] - z_i[b]).detach().norm(dim=-1).mean(),
+                counterfactual_text_distance=(z_all[a] - z_all[b]).detach().norm(dim=-1).mean(),
             )
             for kind in sorted({k for _, k, _ in pairs}):
                 mine = torch.tensor([k == kind for _, k, _ in pairs], device=z_i.device)
-                metrics[f"counterfactual_group_{kind}"] = float(terms.group[mine].float().mean())
+                metrics[f"counterfactual_group_{kind}"] = terms.group[mine].float().mean()
         return StepOutput(loss, metrics)
 
 

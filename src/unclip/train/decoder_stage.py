@@ -206,14 +206,14 @@ class DecoderStage(Stage[DecoderStageConfig]):
         )  # fmt: skip
         t, noise = draw_timesteps_and_noise(batch.generators(), loss_fn.schedule.num_steps, batch.image.shape, device)
         out = loss_fn(model, batch.image, cond, t=t, noise=noise)
-        metrics = {"mse": float(out.mse.detach().mean())}
+        metrics: dict[str, float | Tensor] = {"mse": out.mse.detach().mean()}
         if out.vlb is not None:
-            metrics["vlb"] = float(out.vlb.detach().mean())
+            metrics["vlb"] = out.vlb.detach().mean()
         loss = out.loss
         if config.embedding_loss_weight > 0:
             term = self._embedding_term(config, clip, out.x0_hat, z_i, loss_fn.schedule.alpha_bar.to(device)[t],
                                         ~cond["drop_z_i"])  # fmt: skip
-            metrics["embedding"] = float(term.detach().mean())
+            metrics["embedding"] = term.detach().mean()
             loss = loss + config.embedding_loss_weight * term
         return StepOutput(loss.mean(), metrics)
 

@@ -8,6 +8,8 @@ power-law warm-up of Karras et al.'s EDM training code and diffusers' ``EMAModel
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
@@ -33,6 +35,7 @@ class EMA:
         self.max_decay = max_decay
         self.power = power
         self.num_updates = 0
+        self._groups_of: tuple[tuple[int, ...], tuple[list[tuple[Tensor, Tensor]], ...]] | None = None
         self._param_names = {name for name, _ in model.named_parameters()}
         self.shadow: dict[str, Tensor] = {
             name: t.detach().to(torch.float32 if t.is_floating_point() else t.dtype).clone()
@@ -42,14 +45,33 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> float:
         decay = ema_decay_at(self.num_updates, self.max_decay, self.power)
-        for name, t in model.state_dict().items():
-            s = self.shadow[name]
-            if name in self._param_names and t.is_floating_point():
-                s.lerp_(t.detach().to(s.dtype), 1.0 - decay)  # s + (1 - decay) (t - s)
-            else:
-                s.copy_(t)
+        same, cast, copied = self._groups(model)
+        # One fused kernel per list instead of one launch per tensor: on an accelerator a small network's step is
+        # bounded by launches, and a per-tensor loop over a few hundred tensors is a good part of them.
+        if same:
+            torch._foreach_lerp_([s for s, _ in same], [t for _, t in same], 1.0 - decay)  # s + (1 - decay) (t - s)
+        for s, t in cast:  # a parameter not stored in float32: averaged in float32
+            s.lerp_(t.to(s.dtype), 1.0 - decay)
+        if copied:
+            torch._foreach_copy_([s for s, _ in copied], [t for _, t in copied])
         self.num_updates += 1
         return decay
+
+    def _groups(self, model: nn.Module) -> tuple[list[tuple[Tensor, Tensor]], ...]:
+        """(shadow, live tensor) pairs: parameters averaged in place, parameters averaged through a cast, and
+        buffers copied. Built once and reused while the module's tensors keep their storage (the optimizer updates
+        them in place); a module moved or reloaded since gets new pairs."""
+        where = (id(model), *(t.data_ptr() for t in itertools.chain(model.parameters(), model.buffers())))
+        if self._groups_of is None or self._groups_of[0] != where:
+            same, cast, copied = [], [], []
+            for name, t in model.state_dict().items():
+                s = self.shadow[name]
+                if name not in self._param_names or not t.is_floating_point():
+                    copied.append((s, t))
+                else:
+                    (same if t.dtype == s.dtype else cast).append((s, t))
+            self._groups_of = (where, (same, cast, copied))
+        return self._groups_of[1]
 
     def state_dict(self) -> dict[str, Tensor]:
         return self.shadow

@@ -33,7 +33,7 @@ from unclip.train.config import RunConfig, incompatibilities
 from unclip.train.ema import EMA
 from unclip.train.logging import RunLogger
 from unclip.train.schedule import lr_at
-from unclip.train.stage import Batch, Stage, get_stage
+from unclip.train.stage import Batch, Stage, as_floats, get_stage
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -249,7 +249,7 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                     "loss": last_loss, "lr": lr, "ema_decay": ema_decay, "skipped_samples": int(skipped_all),
                     "nonfinite_steps": nonfinite_steps,
                     "samples_per_s": window_samples / max(now - window_t, 1e-9),
-                    **{f"train/{k}": v for k, v in metric_sums.items()},
+                    **{f"train/{k}": v for k, v in as_floats(metric_sums).items()},
                 }  # fmt: skip
                 if grad_norm is not None:
                     metrics["grad_norm"] = float(grad_norm)

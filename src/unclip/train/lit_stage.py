@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from unclip.clip.lit import PRESETS, LiTConfig, LiTHeads, build_lit, save_lit, tower_identities
 from unclip.clip.lit_features import (
@@ -146,11 +146,11 @@ class LiTStage(Stage[LiTStageConfig]):
         rows = cache.rows(batch.index)
         z_i, z_t, scale = model(cache.image[rows].to(device), cache.text[rows].to(device))
         out = contrastive_loss(z_i, z_t, scale)
-        metrics = {
-            "image_to_text": float(out.image_to_text),
-            "text_to_image": float(out.text_to_image),
-            "accuracy": float(out.accuracy),
-            "logit_scale": float(scale.detach()),
+        metrics: dict[str, float | Tensor] = {
+            "image_to_text": out.image_to_text.detach(),
+            "text_to_image": out.text_to_image.detach(),
+            "accuracy": out.accuracy.detach(),
+            "logit_scale": scale.detach(),
         }
         return StepOutput(out.loss, metrics)
 

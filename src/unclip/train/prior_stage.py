@@ -127,7 +127,7 @@ class DiffusionPriorStage(Stage[DiffusionPriorStageConfig]):
             model, z_i, z_t, tokens, mask, generators=batch.generators(),
             weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma,
         )  # fmt: skip
-        return StepOutput(out.loss.mean(), {"mse": float(out.mse.detach().mean())})
+        return StepOutput(out.loss.mean(), {"mse": out.mse.detach().mean()})
 
     @torch.no_grad()
     def evaluate(self, model: DiffusionPrior, config: DiffusionPriorStageConfig, n: int = 64) -> float:
@@ -187,7 +187,7 @@ class ARPriorStage(Stage[ARPriorStageConfig]):
         data = _embeddings(config.embeddings)
         z_i, z_t, tokens, mask = (x.to(batch.image.device) for x in data.batch(data.rows(batch.index)))
         ce, acc = ar_prior_loss(model, z_i, z_t, tokens, mask)
-        return StepOutput(ce.mean(), {"ce": float(ce.detach().mean()), "accuracy": float(acc.mean())})
+        return StepOutput(ce.mean(), {"ce": ce.detach().mean(), "accuracy": acc.detach().float().mean()})
 
 
 PRIOR_STAGES = {"diffusion_prior": DiffusionPriorStage, "ar_prior": ARPriorStage}

@@ -70,10 +70,28 @@ class Batch:
 
 @dataclass
 class StepOutput:
-    """A stage's loss for one micro-batch: the scalar to back-propagate and metrics to log (scalars)."""
+    """A stage's loss for one micro-batch: the scalar to back-propagate and metrics to log.
+
+    A metric is a Python float or a 0-d tensor on the batch's device, left there (detached): turning it into a
+    float would wait for the accelerator in the middle of the step, before the backward pass is even queued. The
+    engine sums metrics on the device and reads them only on logging steps (one transfer for all of them).
+    """
 
     loss: Tensor
-    metrics: dict[str, float]
+    metrics: dict[str, float | Tensor]
+
+    def scalars(self) -> dict[str, float]:
+        """The metrics as Python floats (waits for the device: for tests and tools, not inside a step)."""
+        return as_floats(self.metrics)
+
+
+def as_floats(metrics: dict[str, float | Tensor]) -> dict[str, float]:
+    """Metrics as Python floats, the device's read in one transfer (a logging step's only wait for them)."""
+    on_device = [k for k, v in metrics.items() if isinstance(v, Tensor)]
+    if on_device:
+        values = torch.stack([torch.as_tensor(metrics[k]).float().reshape(()) for k in on_device]).tolist()
+        metrics = {**metrics, **dict(zip(on_device, values, strict=True))}
+    return {k: float(v) for k, v in metrics.items()}
 
 
 class Stage(ABC, Generic[C]):

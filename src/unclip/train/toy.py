@@ -94,7 +94,7 @@ class ToyDenoiserStage(Stage[ToyConfig]):
         t, noise = draw_timesteps_and_noise(batch.generators(), schedule.num_steps, x0.shape, x0.device)
         out = loss_fn(model, x0, t=t, noise=noise.to(x0.dtype))
         loss = out.loss.mean()
-        return StepOutput(loss, {"mse": float(out.mse.detach().mean())})
+        return StepOutput(loss, {"mse": out.mse.detach().mean()})
 
     @torch.no_grad()
     def sample(self, model: nn.Module, config: ToyConfig, n: int, generator: torch.Generator) -> Tensor:

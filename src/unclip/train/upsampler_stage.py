@@ -127,7 +127,7 @@ class UpsamplerStage(Stage[UpsamplerStageConfig]):
         )  # fmt: skip
         t, noise = draw_timesteps_and_noise(batch.generators(), schedule.num_steps, high.shape, device)
         out = loss_fn(model, high, cond, t=t, noise=noise)
-        return StepOutput(out.loss.mean(), {"mse": float(out.mse.detach().mean())})
+        return StepOutput(out.loss.mean(), {"mse": out.mse.detach().mean()})
 
     def sample(
         self, model: nn.Module, config: UpsamplerStageConfig, n: int, generator: torch.Generator
