@@ -1,10 +1,10 @@
 """How often a training step makes the host read a value back from the device.
 
-On an accelerator every such read (``float(t)``, ``bool(t)``, ``t.item()``, ``t.tolist()``) waits for all the work
-queued so far: the host stops queueing kernels and the device then idles while the host queues the next ones. A
-small network's step is bounded by that queueing, so a read in the middle of a step (a logged metric turned into
-a float before the backward pass) costs throughput. This test counts the reads a step makes outside logging steps
-and holds each stage to its budget: one for every stage (the engine's non-finite guard, which must know before
+On an accelerator every such read (``float(t)``, ``bool(t)``, ``t.item()``, ``t.tolist()``, ``t.cpu()``) waits for
+all the work queued so far: the host stops queueing kernels and the device then idles while the host queues the next
+ones. A small network's step is bounded by that queueing, so a read in the middle of a step (a logged metric turned
+into a float before the backward pass) costs throughput. This test counts the reads a step makes outside logging
+steps and holds each stage to its budget: one for every stage (the engine's non-finite guard, which must know before
 the optimizer steps), plus the frozen CLIP's input check for the decoder. A new read fails here.
 
 Counted on the CPU, where reads are free, by wrapping the conversions; reads of tensors that live on the host by
@@ -22,7 +22,7 @@ import torch
 
 from unclip.cli.main import main
 
-_CONVERSIONS = ("item", "tolist", "__float__", "__bool__", "__int__", "__index__")
+_CONVERSIONS = ("item", "tolist", "__float__", "__bool__", "__int__", "__index__", "cpu", "numpy")
 _HOST_SIDE_FILES = ("/unclip/data/", "/unclip/train/stage.py", "/unclip/clip/tokenizer.py", "/torch/optim/")
 _HOST_SIDE_FUNCTIONS = ("random_crops", "eot_positions")  # CPU generator draws; a check that reads only CPU ids
 

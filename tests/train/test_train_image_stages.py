@@ -98,3 +98,24 @@ def test_unknown_loss_weighting_is_refused_before_training(tmp_path, tiny_clip, 
 
     with pytest.raises(ValueError, match="min_snr_gamma"):
         DiffusionPriorStageConfig(loss_weighting="min_snr", min_snr_gamma=-1)
+
+
+def test_upsampler_crops_and_conditions_made_in_a_loader_worker_give_the_loss_made_in_the_step():
+    from unclip.data.loader import MicroBatch
+    from unclip.train.stage import Batch, get_stage
+
+    stage = get_stage("upsampler")
+    config = stage.presets()["tiny"].model
+    torch.manual_seed(0)
+    model = stage.build(config)
+    images = torch.rand(3, 3, 64, 64) * 2 - 1
+    seeds = torch.tensor([11, 12, 13])
+    mb = MicroBatch(0, images, ["a"] * 3, [None] * 3, torch.arange(3), seeds, 0, [])
+    extra = stage.batch_extras(config)(mb)  # what a worker attaches to the micro-batch
+    assert extra["high"].shape == (3, 3, config.crop, config.crop)
+    assert extra["low"].shape == (3, 3, config.crop // config.upsampler.factor, config.crop // config.upsampler.factor)
+    in_worker = stage.loss(model, Batch(images, mb.caption, mb.scene, mb.index, seeds, extra), config)
+    in_step = stage.loss(model, Batch(images, mb.caption, mb.scene, mb.index, seeds), config)
+    assert torch.equal(in_worker.loss, in_step.loss)
+    other = stage.loss(model, Batch(images, mb.caption, mb.scene, mb.index, seeds + 1), config)
+    assert not torch.equal(other.loss, in_step.loss)  # the seeds choose the crops, the corruption and the noise

@@ -65,7 +65,12 @@ class Batch:
 
     def generators(self, salt: int = 0) -> list[torch.Generator]:
         """One CPU generator per sample, seeded from its seed (and ``salt`` for independent draws)."""
-        return [torch.Generator().manual_seed((int(s) * 1_000_003 + salt) % 2**63) for s in self.seed]
+        return sample_generators(self.seed, salt)
+
+
+def sample_generators(seeds: Tensor, salt: int = 0) -> list[torch.Generator]:
+    """One CPU generator per per-sample seed (the same in a step and in a loader worker's batch_extras)."""
+    return [torch.Generator().manual_seed((int(s) * 1_000_003 + salt) % 2**63) for s in seeds]
 
 
 @dataclass

@@ -9,7 +9,9 @@ for 64→256, BSR for 256→1024 (``unclip.data.degradations``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -20,7 +22,7 @@ from unclip.models.presets import upsampler_preset
 from unclip.models.upsampler import Upsampler, UpsamplerConfig
 from unclip.train.config import TrainConfig
 from unclip.train.diffusion_draws import draw_timesteps_and_noise
-from unclip.train.stage import Batch, Preset, Stage, StepOutput
+from unclip.train.stage import Batch, Preset, Stage, StepOutput, sample_generators
 
 
 @dataclass
@@ -46,6 +48,18 @@ class UpsamplerStageConfig:
     @property
     def crop(self) -> int:
         return self.upsampler.resolution // self.crop_fraction
+
+
+def crops_and_conditions(images: Tensor, seeds: Tensor, config: UpsamplerStageConfig) -> dict[str, Tensor]:
+    """Each image's random training crop (``high``, aligned to the U-Net's downsampling grid) and its corrupted
+    low-resolution condition (``low``), from the per-sample seeds: the same wherever they are computed."""
+    u = config.upsampler
+    high = random_crops(images, config.crop, u.factor * u.unet.downsample_factor, sample_generators(seeds, 3))
+    return {"high": high, "low": corrupt(high, u.factor, u.degradation, sample_generators(seeds, 4))}
+
+
+def _micro_batch_pair(mb: Any, config: UpsamplerStageConfig) -> dict[str, Tensor]:
+    return crops_and_conditions(mb.image, mb.seed, config)
 
 
 def random_crops(images: Tensor, size: int, align: int, generators: list[torch.Generator]) -> Tensor:
@@ -108,11 +122,17 @@ class UpsamplerStage(Stage[UpsamplerStageConfig]):
     def resolution(self, config: UpsamplerStageConfig) -> int:
         return config.upsampler.resolution
 
+    def batch_extras(self, config: UpsamplerStageConfig):  # -> Callable[[MicroBatch], dict]
+        # Cropping and corrupting (blur, or BSR's chain of resizes, noise and JPEG) are CPU work on the images the
+        # worker already holds: done there, they overlap the accelerator's step instead of stalling it.
+        return partial(_micro_batch_pair, config=config)
+
     def loss(self, model: nn.Module, batch: Batch, config: UpsamplerStageConfig) -> StepOutput:
         u, device = config.upsampler, batch.image.device
-        align = u.factor * u.unet.downsample_factor
-        high = random_crops(batch.image, config.crop, align, batch.generators(salt=3))
-        low = corrupt(high.cpu(), u.factor, u.degradation, batch.generators(salt=4)).to(device)
+        # The engine's batches carry their crops and conditions from the loader's workers (batch_extras); a batch
+        # made by hand gets the same ones here.
+        pair = batch.extra or crops_and_conditions(batch.image.cpu(), batch.seed, config)
+        high, low = pair["high"].to(device), pair["low"].to(device)
         schedule = NoiseSchedule.named(u.schedule)
         cond: dict[str, Tensor] = {"low_res": low}
         if u.noise_aug:
