@@ -40,8 +40,16 @@ def atomic_directory(dest: str | Path) -> Iterator[Path]:
     The temporary folder is named ``.{dest.name}.tmp-*`` so stale ones can be recognised and cleaned up.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    except OSError as err:  # unwritable, or a parent is a file: name the destination, not the temporary folder
+        why = (
+            f"{err.filename!r} is not a folder"
+            if isinstance(err, (FileExistsError, NotADirectoryError))
+            else err.strerror
+        )
+        raise type(err)(err.errno, f"cannot create {str(dest)!r} ({why})") from err
     old = None
     try:
         yield tmp

@@ -60,3 +60,31 @@ def test_model_folders_are_written_over_only_when_they_are_model_folders(tmp_pat
     with pytest.raises(ValueError, match="holds other files"):
         write_model_folder(run, meta, nn.Linear(2, 2))
     assert (run / "checkpoints").is_dir()
+
+
+def test_unwritable_out_and_interruptions_are_one_line(model, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    import unclip.pipeline
+
+    src = tmp_path / "src.png"
+    Image.new("RGB", (8, 8)).save(src)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("precious")
+    assert main(["vary", str(src), "--n", "1", "--model", str(model), "--out", str(a_file / "sub")]) == 2
+    assert f"{str(a_file)!r} is not a folder" in _error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "src.png"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(unclip.pipeline, "interpolate", interrupted)
+    out = tmp_path / "frames"
+    assert main(["interpolate", str(src), str(src), "--model", str(model), "--out", str(out)]) == 130
+    assert "interrupted" in _error(capsys) and not out.exists()
+
+
+def test_a_prompt_longer_than_the_context_is_truncated_with_a_warning(model, tmp_path):
+    long = " ".join(["a red circle left of a blue square"] * 40)
+    with pytest.warns(UserWarning, match="truncated to context length"):
+        assert main(["generate", long, "--n", "1", "--model", str(model), "--out", str(tmp_path / "g")]) == 0

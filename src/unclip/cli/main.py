@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 import unclip
 
@@ -46,12 +47,21 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    show_warning = warnings.formatwarning
+    # A warning for the user (a caption truncated to the context) is one line too, not the source line that raised it.
+    warnings.formatwarning = lambda message, *_, **__: f"unclip {args.command}: warning: {message}\n"
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
-        # Bad input is reported in one line that names the value; tracebacks are for bugs.
+    except (ValueError, OSError) as err:
+        # Bad input (a value, a missing or unreadable file, an unwritable --out) is reported in one line that names
+        # it; tracebacks are for bugs.
         print(f"unclip {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"unclip {args.command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        warnings.formatwarning = show_warning
 
 
 if __name__ == "__main__":
