@@ -88,3 +88,26 @@ def test_a_prompt_longer_than_the_context_is_truncated_with_a_warning(model, tmp
     long = " ".join(["a red circle left of a blue square"] * 40)
     with pytest.warns(UserWarning, match="truncated to context length"):
         assert main(["generate", long, "--n", "1", "--model", str(model), "--out", str(tmp_path / "g")]) == 0
+
+
+def test_image_counts_are_bounded_before_any_work(model, tmp_path, capsys):
+    # A mistyped --n once allocated until the machine ran out of memory.
+    src = tmp_path / "src.png"
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(src)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    out = str(tmp_path / "out")
+    for command in (
+        ["generate", "a red circle", "--n", "100000000"],
+        ["generate", "a red circle", "--batch-size", "5000"],
+        ["generate", "--prompts", str(prompts), "--n", "100000000"],
+        ["vary", str(src), "--n", "100000000"],
+        ["inpaint", str(src), "--box", "0,0,1,1", "--n", "100000000"],
+        ["interpolate", str(src), str(src), "--frames", "100000000"],
+        ["textdiff", str(src), "--from", "a red circle", "--to", "a blue circle", "--frames", "100000000"],
+    ):
+        assert main([*command, "--model", str(model), "--out", out]) == 2
+        assert "at most 1000" in _error(capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt", "src.png"]

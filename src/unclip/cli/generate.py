@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 
 BUNDLED = "the bundled Shapes-world model"
+# Images one run holds in memory and writes at the end: a bound, so that a mistyped --n is an error, not a machine
+# out of memory. A --prompts run writes each image as it is made and takes any number of prompts.
+MAX_IMAGES = 1000
 
 
 def _common(p: argparse.ArgumentParser, out_default: str) -> None:
@@ -170,6 +173,7 @@ def run_generate(args: argparse.Namespace) -> int:
     for name in ("n", "batch_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    _check_counts(args)
     if args.prompts is None and args.layout != "flat":
         raise ValueError("--layout applies to --prompts runs")
     args.out = args.out or ("outputs/prompts" if args.prompts else "outputs/generate")
@@ -232,10 +236,23 @@ def _generate_from_file(args: argparse.Namespace, pipe, folder: str, rows: list,
     return 0
 
 
+def _check_counts(args: argparse.Namespace) -> None:
+    for name in ("n", "frames", "batch_size"):
+        value = getattr(args, name, None)
+        if value is not None and value > MAX_IMAGES:
+            option = f"--{name.replace('_', '-')}"
+            if getattr(args, "prompts", None) is not None:
+                raise ValueError(f"{option} {value}: at most {MAX_IMAGES}; more prompts make more images")
+            raise ValueError(f"{option} {value}: at most {MAX_IMAGES} (the images of a run are held in memory); for "
+                             "more, generate from a --prompts file, which writes each image as it is made")  # fmt: skip
+
+
 def _check_out(args: argparse.Namespace) -> None:
-    """--out must be new, empty or earlier results: it is replaced whole (checked before any work)."""
+    """--out must be new, empty or earlier results: it is replaced whole; and the image counts bounded (checked
+    before any work)."""
     from unclip.pipeline.outputs import check_results_folder
 
+    _check_counts(args)
     check_results_folder(args.out)
 
 
