@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from unclip.clip.interface import TextEncoding, prepare_images
 from unclip.clip.tokenizer import Tokenizer
 from unclip.clip.transformer import ACTIVATIONS, Transformer
+from unclip.transfers import to_device
 
 POOLING = ("first_eos", "argmax")
 MAX_LOGIT_SCALE = math.log(100.0)  # Radford §2.5: temperature clipped to keep logits at most 100
@@ -230,7 +231,7 @@ class CLIP(nn.Module):
 
     def encode_text(self, captions: list[str], normalize: bool = True) -> TextEncoding:
         ids, mask = self.tokenize(captions)
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = to_device(ids, self.device), to_device(mask, self.device)
         z_t, states = self.text_features(ids, normalize)
         return TextEncoding(z_t, states, mask)
 

@@ -29,6 +29,7 @@ from unclip.diffusion.parameterization import (
     to_x0_eps,
 )
 from unclip.diffusion.schedules import NoiseSchedule
+from unclip.transfers import table_on
 
 
 def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
@@ -141,7 +142,7 @@ class DiffusionLoss:
         if noise.shape != x0.shape:
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {tuple(x0.shape)}")
 
-        table = self._alpha_bar.to(x0.device)
+        table = table_on(self._alpha_bar, x0.device)
         ab = table[t]
         ab_x = append_dims(ab.to(x0.dtype), x0.ndim)
         x_t = ab_x.sqrt() * x0 + (1.0 - ab_x).sqrt() * noise
@@ -169,7 +170,7 @@ class DiffusionLoss:
         """L_t for t > 0 (KL of the true posterior to the model's step) and L_0 (decoder NLL), in bits/dim."""
         ab = table[t]
         ab_prev = torch.where(t > 0, table[(t - 1).clamp_min(0)], torch.ones_like(ab))
-        log_small, log_large = self._log_small.to(t.device)[t], self._log_large.to(t.device)[t]
+        log_small, log_large = table_on(self._log_small, t.device)[t], table_on(self._log_large, t.device)[t]
 
         def posterior_mean(x0_: Tensor) -> Tensor:
             beta = 1.0 - ab / ab_prev

@@ -21,6 +21,7 @@ from unclip.diffusion import DiffusionLoss, LossOutput, NoiseSchedule, Parameter
 from unclip.diffusion.schedules import SCHEDULES
 from unclip.prior.normalize import NORMALIZATIONS, EmbeddingNorm
 from unclip.prior.transformer import CausalTransformer, check_caption, timestep_embedding
+from unclip.transfers import to_device
 
 RANKINGS = ("dot", "cosine")
 STEP_POSITIONS = 3  # timestep, x_t, output token: the positions that change with the sampling step
@@ -259,9 +260,9 @@ def diffusion_prior_loss(
     else:
         t = torch.stack([torch.randint(0, schedule.num_steps, (), generator=g) for g in generators])
         noise = randn(x0.shape, generators, dtype=x0.dtype)
-    keep = draw_keep(b, c.cond_drop, generators).to(x0.device)
+    keep = to_device(draw_keep(b, c.cond_drop, generators), x0.device)
     loss = DiffusionLoss(
         schedule, net.parameterization(), discretized_t0=False, weighting=weighting, min_snr_gamma=min_snr_gamma
     )
     cond = {"z_t": z_t, "tokens": tokens, "mask": mask, "keep": keep}
-    return loss(model, x0, cond, t=t.to(x0.device), noise=noise.to(x0.device))
+    return loss(model, x0, cond, t=to_device(t, x0.device), noise=to_device(noise, x0.device))

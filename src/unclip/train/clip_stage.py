@@ -32,6 +32,7 @@ from unclip.data.shapes.counterfactual import KINDS as COUNTERFACTUAL_KINDS
 from unclip.train.clip_batch import EDITS_KEY, batch_edits, micro_batch_edits
 from unclip.train.config import TrainConfig
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
+from unclip.transfers import to_device
 
 PARAPHRASE_LOSSES = ("retrieval", "cosine")
 
@@ -263,14 +264,14 @@ class ClipStage(Stage[ClipStageConfig]):
             added = edits.get("added")
             if added:  # relation samples: rows after the batch's own, before the counterfactuals
                 captions = captions + added["captions"]
-                images = torch.cat([images, added["images"].to(images.device, images.dtype)])
+                images = torch.cat([images, to_device(added["images"], images.device, images.dtype)])
             if pairs:  # rendered as the Shapes source renders at this resolution (unclip.data.datasets)
-                images = torch.cat([images, edits["pair_images"].to(images.device, images.dtype)])
+                images = torch.cat([images, to_device(edits["pair_images"], images.device, images.dtype)])
         negatives = [text for _, text in owned]
         texts = captions + [text for _, _, text in pairs] + negatives + [text for _, text in paraphrases] + foils
         ids = tokenizer.trimmed(texts)  # a fraction of the cost of the full context
         # One forward over captions, counterfactuals, negatives and paraphrases (DDP needs a single call per step).
-        z_i, z_all, scale = model(images, ids.to(images.device))
+        z_i, z_all, scale = model(images, to_device(ids, images.device))
         n = len(captions) + len(pairs)
         first_paraphrase = n + len(negatives)  # rows of z_all: captions, counterfactuals, negatives, paraphrases
         z_neg = z_all[n:first_paraphrase] if owned else None
@@ -295,7 +296,7 @@ class ClipStage(Stage[ClipStageConfig]):
                 loss = loss + config.paraphrase_weight * (1 - cosine)
             else:
                 rows = torch.arange(first_paraphrase, end, device=z_i.device)
-                same = _same_text(texts, list(range(first_paraphrase, end))).to(z_i.device)
+                same = to_device(_same_text(texts, list(range(first_paraphrase, end))), z_i.device)
                 term, found = paraphrase_retrieval_loss(z_all, said, rows, config.paraphrase_temperature, same)
                 loss = loss + config.paraphrase_weight * term
                 metrics.update(paraphrase_retrieval=term.detach(), paraphrase_found=found)

@@ -23,6 +23,7 @@ from unclip.train.config import TrainConfig
 from unclip.train.diffusion_draws import draw_flags, draw_timesteps_and_noise
 from unclip.train.frozen_clip import FrozenCLIPs
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
+from unclip.transfers import table_on
 
 # Sizes of the project's CLIP presets (embedding, text width), which the decoder presets follow.
 WHITENING_ROWS = 50_000  # z_i rows the whitening is fitted on (a 512-dim covariance needs far fewer)
@@ -211,7 +212,7 @@ class DecoderStage(Stage[DecoderStageConfig]):
             metrics["vlb"] = out.vlb.detach().mean()
         loss = out.loss
         if config.embedding_loss_weight > 0:
-            term = self._embedding_term(config, clip, out.x0_hat, z_i, loss_fn.schedule.alpha_bar.to(device)[t],
+            term = self._embedding_term(config, clip, out.x0_hat, z_i, table_on(loss_fn.schedule.alpha_bar, device)[t],
                                         ~cond["drop_z_i"])  # fmt: skip
             metrics["embedding"] = term.detach().mean()
             loss = loss + config.embedding_loss_weight * term

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from unclip.transfers import to_device
+
 
 def draw_timesteps_and_noise(
     generators: list[torch.Generator], num_steps: int, shape: tuple[int, ...], device: torch.device | str
@@ -16,9 +18,9 @@ def draw_timesteps_and_noise(
     """``t`` uniform over the training steps and standard normal ``noise`` of ``shape`` (batch first)."""
     t = torch.stack([torch.randint(0, num_steps, (), generator=g) for g in generators])
     noise = torch.stack([torch.randn(shape[1:], generator=g) for g in generators])
-    return t.to(device), noise.to(device)
+    return to_device(t, device), to_device(noise, device)
 
 
 def draw_flags(generators: list[torch.Generator], p: float, device: torch.device | str) -> Tensor:
     """One Bernoulli(p) flag per sample (condition dropout)."""
-    return (torch.stack([torch.rand((), generator=g) for g in generators]) < p).to(device)
+    return to_device(torch.stack([torch.rand((), generator=g) for g in generators]) < p, device)

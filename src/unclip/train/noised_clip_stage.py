@@ -26,6 +26,7 @@ from unclip.train.config import TrainConfig
 from unclip.train.diffusion_draws import draw_timesteps_and_noise
 from unclip.train.frozen_clip import FrozenCLIPs
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
+from unclip.transfers import table_on
 
 # Metrics split at these timestep fractions: how well the tower reads nearly clean, middling and noisy x_t.
 _BANDS = ((0.0, 0.3, "cos_low"), (0.3, 0.7, "cos_mid"), (0.7, 1.0, "cos_high"))
@@ -99,7 +100,7 @@ class NoisedClipStage(Stage[NoisedClipStageConfig]):
         clip = self.clip_model(config, device)
         with torch.no_grad():
             target = clip.encode_image(x0).float()  # the objective's reading of a clean decoder image
-        table = schedule_of(config.encoder).alpha_bar.to(device)
+        table = table_on(schedule_of(config.encoder).alpha_bar, device)
         t, noise = draw_timesteps_and_noise(batch.generators(), len(table), x0.shape, device)
         ab = append_dims(table[t].to(x0.dtype), x0.ndim)
         x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise

@@ -30,6 +30,7 @@ from unclip.prior.diffusion_prior import diffusion_prior_loss as _diffusion_loss
 from unclip.prior.sampling import sample_diffusion_prior
 from unclip.train.config import TrainConfig
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
+from unclip.transfers import to_device
 
 FIT_ROWS = 200_000  # statistics are fitted on at most this many pairs (PCA on more changes nothing)
 
@@ -122,7 +123,7 @@ class DiffusionPriorStage(Stage[DiffusionPriorStageConfig]):
 
     def loss(self, model: nn.Module, batch: Batch, config: DiffusionPriorStageConfig) -> StepOutput:
         data = _embeddings(config.embeddings)
-        z_i, z_t, tokens, mask = (x.to(batch.image.device) for x in data.batch(data.rows(batch.index)))
+        z_i, z_t, tokens, mask = (to_device(x, batch.image.device) for x in data.batch(data.rows(batch.index)))
         out = _diffusion_loss(
             model, z_i, z_t, tokens, mask, generators=batch.generators(),
             weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma,
@@ -185,7 +186,7 @@ class ARPriorStage(Stage[ARPriorStageConfig]):
 
     def loss(self, model: nn.Module, batch: Batch, config: ARPriorStageConfig) -> StepOutput:
         data = _embeddings(config.embeddings)
-        z_i, z_t, tokens, mask = (x.to(batch.image.device) for x in data.batch(data.rows(batch.index)))
+        z_i, z_t, tokens, mask = (to_device(x, batch.image.device) for x in data.batch(data.rows(batch.index)))
         ce, acc = ar_prior_loss(model, z_i, z_t, tokens, mask)
         return StepOutput(ce.mean(), {"ce": ce.detach().mean(), "accuracy": acc.detach().float().mean()})
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from unclip.train.config import TrainConfig, from_dict
+from unclip.transfers import to_device
 
 C = TypeVar("C")
 
@@ -61,7 +62,7 @@ class Batch:
         return int(self.image.shape[0])
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.image.to(device), self.caption, self.scene, self.index, self.seed, self.extra)
+        return Batch(to_device(self.image, device), self.caption, self.scene, self.index, self.seed, self.extra)
 
     def generators(self, salt: int = 0) -> list[torch.Generator]:
         """One CPU generator per sample, seeded from its seed (and ``salt`` for independent draws)."""

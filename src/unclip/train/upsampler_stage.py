@@ -23,6 +23,7 @@ from unclip.models.upsampler import Upsampler, UpsamplerConfig
 from unclip.train.config import TrainConfig
 from unclip.train.diffusion_draws import draw_timesteps_and_noise
 from unclip.train.stage import Batch, Preset, Stage, StepOutput, sample_generators
+from unclip.transfers import table_on, to_device
 
 
 @dataclass
@@ -132,14 +133,14 @@ class UpsamplerStage(Stage[UpsamplerStageConfig]):
         # The engine's batches carry their crops and conditions from the loader's workers (batch_extras); a batch
         # made by hand gets the same ones here.
         pair = batch.extra or crops_and_conditions(batch.image.cpu(), batch.seed, config)
-        high, low = pair["high"].to(device), pair["low"].to(device)
+        high, low = to_device(pair["high"], device), to_device(pair["low"], device)
         schedule = NoiseSchedule.named(u.schedule)
         cond: dict[str, Tensor] = {"low_res": low}
         if u.noise_aug:
             # Noise-level augmentation: the condition is itself diffused to a random level the network is told.
             gens = batch.generators(salt=5)
             level, aug_noise = draw_timesteps_and_noise(gens, config.aug_max_t, low.shape, device)
-            ab = append_dims(schedule.alpha_bar.to(device)[level].to(low.dtype), low.ndim)
+            ab = append_dims(table_on(schedule.alpha_bar, device)[level].to(low.dtype), low.ndim)
             cond = {"low_res": ab.sqrt() * low + (1 - ab).sqrt() * aug_noise, "aug_level": level}
         loss_fn = DiffusionLoss(
             schedule, Parameterization("eps", u.learned_variance),
