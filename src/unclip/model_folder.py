@@ -49,6 +49,37 @@ def _dataclass_in(hint: Any) -> type | None:
     return None
 
 
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "an object"}
+
+
+def _type_problem(hint: Any, v: Any) -> str | None:
+    """What ``v`` should be when it does not fit the type hint ``hint``; None when it fits (or the hint is not one
+    checked here)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        problems = [_type_problem(a, v) for a in args]
+        return None if None in problems else " or ".join(p for p in problems if p)
+    if hint is type(None):
+        return None if v is None else "null"
+    if origin is typing.Literal:
+        return None if v in args else "one of " + ", ".join(map(repr, args))
+    if origin in (tuple, list):
+        if not isinstance(v, (tuple, list)):
+            return "a list"
+        items = args[:1] * len(v) if len(args) == 2 and args[1] is Ellipsis else args
+        if items and len(items) != len(v):
+            return f"a list of {len(items)}"
+        found = [_type_problem(a, x) for a, x in zip(items, v, strict=False)]
+        return next((f"a list whose items are each {p}" for p in found if p), None)
+    kind = origin or hint
+    if kind not in _KINDS:
+        return None
+    if kind is not bool and isinstance(v, bool):
+        return _KINDS[kind]
+    ok = isinstance(v, (int, float)) if kind is float else isinstance(v, kind)
+    return None if ok else _KINDS[kind]
+
+
 def config_from_dict(cls: type[T], d: Any, where: str = "config", error: type[Exception] = CheckpointError) -> T:
     """Dataclass ``cls`` from JSON: nested dataclasses, lists back to tuples, unknown keys refused.
 
@@ -71,6 +102,9 @@ def config_from_dict(cls: type[T], d: Any, where: str = "config", error: type[Ex
             v = config_from_dict(nested, v, f"{where}.{k}", error)
         elif _is_tuple(hint) and isinstance(v, list):
             v = tuple(v)
+        problem = None if hint is None else _type_problem(hint, v)  # nested dataclasses: checked by their own call
+        if problem:  # a value of the wrong type must not reach the dataclass: its checks assume the type
+            raise error(f"{where}.{k} must be {problem}, got {v!r}")
         kwargs[k] = v
     try:
         return cls(**kwargs)
