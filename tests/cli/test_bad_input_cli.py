@@ -111,3 +111,42 @@ def test_image_counts_are_bounded_before_any_work(model, tmp_path, capsys):
         assert main([*command, "--model", str(model), "--out", out]) == 2
         assert "at most 1000" in _error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt", "src.png"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("train.steps=2.5", "train.steps must be an integer, got 2.5"),
+        ("train.seed=abc", "train.seed must be an integer, got 'abc'"),
+        ("train.lr=abc", "train.lr must be a number, got 'abc'"),
+        ("train.compile=yes", "train.compile must be true or false"),
+        ("train.batch_size=true", "train.batch_size must be an integer, got True"),
+        ("train.adam_betas=[0.9]", "train.adam_betas must be a list of 2"),
+        ("model.sample_steps=abc", "upsampler config.sample_steps must be an integer"),
+        ("model.upsampler.unet.channel_mult=[1,2.5]", "channel_mult must be a list whose items are each an integer"),
+    ],
+)
+def test_train_set_refuses_values_of_the_wrong_type(setting, message, tmp_path, capsys):
+    args = ["train", "upsampler", "--preset", "tiny", "--data", "shapes", "--dry-run", "--set", setting]
+    assert main(args) == 2
+    assert message in _error(capsys)
+
+
+def test_train_data_without_captions_or_with_only_corrupt_images(tmp_path, capsys):
+    from PIL import Image
+
+    empty, uncaptioned, corrupt = (tmp_path / name for name in ("empty", "uncaptioned", "corrupt"))
+    for folder in (empty, uncaptioned, corrupt):
+        folder.mkdir()
+    for k in range(3):
+        Image.new("RGB", (16, 16)).save(uncaptioned / f"{k}.png")
+        (corrupt / f"{k}.png").write_bytes(b"not an image")
+        (corrupt / f"{k}.txt").write_text("a red circle")
+    train = ["train", "toy", "--preset", "tiny", "--steps", "1", "--no-progress"]
+    assert main([*train, "--data", f"folder:{empty}", "--out", str(tmp_path / "r1")]) == 2
+    assert "holds no images" in _error(capsys)
+    assert main([*train, "--data", f"folder:{uncaptioned}", "--out", str(tmp_path / "r2")]) == 2
+    assert "none of its 3 images has a caption" in _error(capsys)
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()  # refused before the run folder
+    assert main([*train, "--data", f"folder:{corrupt}", "--out", str(tmp_path / "r3")]) == 2
+    assert "samples in a row could not be used" in _error(capsys)

@@ -81,6 +81,12 @@ class FolderSource:
         self.keys = sorted(self.images)
         if not self.keys:
             raise ValueError(f"data folder {self.root!r} holds no images ({', '.join(IMAGE_EXTS)})")
+        # Usually the first image has its caption; when none has, say so before any work (a run folder, a model).
+        if not any(Path(self.images[k]).with_suffix(".txt").is_file() for k in self.keys):
+            raise ValueError(
+                f"data folder {self.root!r}: none of its {len(self.keys)} images has a caption; put KEY.txt beside "
+                "KEY.png, or a metadata.jsonl / metadata.csv table (file_name, text) in the folder"
+            )
 
     def _read_metadata(self, root: Path) -> bool:
         from unclip.data.caption_tables import read_folder_metadata

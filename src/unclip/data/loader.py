@@ -31,6 +31,17 @@ from unclip.data.datasets import CorruptSample, Record, Source, StreamingSource,
 MAX_CONSECUTIVE_CORRUPT = 1000
 
 
+class UnusableData(ValueError):
+    """So many corrupt samples in a row that the data, not a file or two, is at fault: a user's mistake to report
+    in one line, not a bug."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(
+            f"{MAX_CONSECUTIVE_CORRUPT} samples in a row could not be used, the last one for this reason: "
+            f"{problems[-1]} (`unclip data check SPEC` reports every problem)"
+        )
+
+
 def mix_seed(*parts: int) -> int:
     """A 63-bit seed from integers (splitmix64 finaliser), so nearby inputs give unrelated streams."""
     h = 0x9E3779B97F4A7C15
@@ -140,7 +151,7 @@ class BatchStream(IterableDataset):
         for p in positions:
             for attempt in range(MAX_CONSECUTIVE_CORRUPT + 1):
                 if attempt == MAX_CONSECUTIVE_CORRUPT:
-                    raise RuntimeError(f"{MAX_CONSECUTIVE_CORRUPT} unreadable samples in a row; last: {problems[-1]}")
+                    raise UnusableData(problems)
                 record = self.source.get(self._item(p, attempt))
                 try:
                     images.append(to_training_image(decode_image(record), self.resolution))
@@ -230,7 +241,7 @@ class BatchStream(IterableDataset):
         q = first
         while len(images) < self.b and (q < first + self.b or not images):
             if q - first > MAX_CONSECUTIVE_CORRUPT:
-                raise RuntimeError(f"{MAX_CONSECUTIVE_CORRUPT} unreadable records in a row; last: {problems[-1]}")
+                raise UnusableData(problems)
             record = self._next_record(q)
             q += 1
             try:
