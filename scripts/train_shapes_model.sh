@@ -14,7 +14,8 @@
 #
 # The bundle profile trains on a wall-clock budget per stage (train.max_minutes, constant learning rate and EMA)
 # and runs independent stages side by side on the one GPU: the upsampler from the start, the decoder and both
-# priors once CLIP is done. *_MINUTES override the budgets; WORKERS_* the data-loading processes.
+# priors once CLIP is done. *_MINUTES override the budgets; WORKERS_* the data-loading processes; PRECISION the
+# autocast (bf16, the bundle's; no for fp32, which benchmarks/train_stage_throughput.py may find faster).
 #
 # INIT_FROM=STACK_DIR fine-tunes instead of starting fresh: each stage starts from the same part of an assembled
 # stack (clip, prior, decoder, upsampler0; train.init_from), e.g. INIT_FROM=src/unclip/assets/shapes-model to train
@@ -69,7 +70,7 @@ case "$PROFILE" in
     # budgets are the ones the bundle was trained with (18 minutes in all on one H100).
     CLIP_PRESET=small PRIOR_PRESET=small DECODER_PRESET=compact UPSAMPLER_PRESET=compact
     PARALLEL=1 AR_PRIOR=1
-    BUDGET=(--set train.lr_schedule=constant --set train.mixed_precision=bf16)
+    BUDGET=(--set train.lr_schedule=constant --set "train.mixed_precision=${PRECISION:-bf16}")
     CLIP_SET=("${BUDGET[@]}" --set "train.max_minutes=${CLIP_MINUTES:-6}" --set "train.num_workers=${WORKERS_CLIP:-10}")
     PRIOR_SET=("${BUDGET[@]}" --set "train.max_minutes=${PRIOR_MINUTES:-5.5}")
     DECODER_SET=("${BUDGET[@]}" --set "train.max_minutes=${DECODER_MINUTES:-11.5}"
