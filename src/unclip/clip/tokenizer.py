@@ -41,6 +41,10 @@ def check_captions(captions: object) -> list[str]:
             raise ValueError(f"caption {i} must be a string, got {type(c).__name__}: {c!r:.80}")
         if not c.strip():
             raise ValueError(f"caption {i} is empty ({c!r}); CLIP needs some text to encode")
+        try:
+            c.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that were not UTF-8 on the command line arrive as lone surrogates
+            raise ValueError(f"caption {i} is not valid text (bytes that are not UTF-8?): {c!r:.80}") from None
     return list(captions)
 
 
