@@ -134,6 +134,10 @@ def check_state_dict(module: nn.Module, state: dict[str, Tensor], where: str) ->
     ]
     if shapes:
         problems.append(f"shape mismatch {_few(shapes)}")
+    # Damaged bytes or a diverged run: NaN weights would only ever give black images, so they are refused here.
+    nan = [k for k, v in state.items() if v.is_floating_point() and bool(torch.isnan(v).any())]
+    if nan:
+        problems.append(f"NaN values in tensor(s) {_few(sorted(nan))} (a damaged file or a diverged training run)")
     if problems:
         raise CheckpointError(f"{where}: " + "; ".join(problems))
 
