@@ -150,3 +150,47 @@ def test_train_data_without_captions_or_with_only_corrupt_images(tmp_path, capsy
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()  # refused before the run folder
     assert main([*train, "--data", f"folder:{corrupt}", "--out", str(tmp_path / "r3")]) == 2
     assert "samples in a row could not be used" in _error(capsys)
+
+
+def test_images_of_any_mode_are_converted_and_16_bit_is_scaled_not_clipped(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from unclip.data.datasets import Record, decode_image
+    from unclip.pipeline.pipeline import from_pil, rgb_image
+
+    ramp = tmp_path / "ramp16.png"
+    Image.fromarray(np.array([[0, 1028, 32896, 65535]], dtype=np.uint16)).save(ramp)
+    assert Image.open(ramp).mode.startswith("I;16")
+    assert np.array(rgb_image(ramp))[0, :, 0].tolist() == [0, 4, 128, 255]  # PIL alone gives [0, 255, 255, 255]
+    assert np.array(decode_image(Record("k", ramp.read_bytes(), "a caption")))[0, :, 1].tolist() == [0, 4, 128, 255]
+    assert np.array(rgb_image(Image.new("L", (2, 2), 77).convert("I"))).max() == 77  # 8-bit values in mode I
+    images = [Image.new(mode, (13, 29)) for mode in ("RGBA", "LA", "L", "P", "1", "CMYK", "I;16", "F")]
+    buffer = io.BytesIO()
+    Image.new("RGB", (3000, 2)).save(buffer, "PNG")
+    assert from_pil([*images, Image.open(buffer)], 16).shape == (len(images) + 1, 3, 16, 16)
+
+
+def test_a_prompt_of_undecodable_bytes_is_one_error_line(model, tmp_path, capsys):
+    out = tmp_path / "g"
+    # A shell passes bytes that are not UTF-8 as lone surrogates (os.fsdecode); the tokenizer raised a TypeError.
+    assert main(["generate", "a red \udcff circle", "--n", "1", "--model", str(model), "--out", str(out)]) == 2
+    assert "is not valid text" in _error(capsys) and not out.exists()
+
+
+def test_nan_weights_are_refused_when_the_model_loads(model, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model, broken)
+    weights = broken / "decoder" / "model.safetensors"
+    state = load_file(str(weights))
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name].view(-1)[0] = float("nan")
+    save_file(state, str(weights))
+    assert main(["generate", "a red circle", "--n", "1", "--model", str(broken), "--out", str(tmp_path / "g")]) == 2
+    assert f"NaN values in tensor(s) {name}" in _error(capsys)

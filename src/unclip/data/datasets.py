@@ -437,10 +437,12 @@ def decode_image(record: Record) -> np.ndarray:
     else:
         from PIL import Image
 
+        from unclip.image_modes import to_rgb
+
         try:
             with Image.open(io.BytesIO(record.image)) as im:
                 im.load()
-                arr = np.asarray(im.convert("RGB"))
+                arr = np.asarray(to_rgb(im))
         except Exception as err:  # PIL raises many types for damaged files
             raise CorruptSample(f"{record.key}: unreadable image ({type(err).__name__})") from err
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8 or min(arr.shape[:2]) < 1:

@@ -37,6 +37,7 @@ from unclip.diffusion.gradient_guidance import (
     noised_gradient_guidance,
     x0_gradient_guidance,
 )
+from unclip.image_modes import to_rgb
 from unclip.model_folder import config_from_dict
 from unclip.models.decoder import Decoder, guided_denoiser
 from unclip.models.upsampler import Upsampler, upsampler_denoiser
@@ -59,7 +60,7 @@ def rgb_image(item: Image.Image | np.ndarray | str | Path) -> Image.Image:
     if isinstance(item, (str, Path)):
         try:
             with Image.open(item) as im:
-                return im.convert("RGB")
+                return to_rgb(im)
         except (OSError, ValueError) as err:
             raise ValueError(f"cannot read image {str(item)!r}: {err}") from err
     if isinstance(item, np.ndarray):
@@ -68,7 +69,7 @@ def rgb_image(item: Image.Image | np.ndarray | str | Path) -> Image.Image:
         item = Image.fromarray(item)
     if not isinstance(item, Image.Image):
         raise ValueError(f"expected an image file, PIL image or uint8 array, got {type(item).__name__}")
-    return item.convert("RGB")
+    return to_rgb(item)
 
 
 def from_pil(images: Sequence[Image.Image | np.ndarray | str | Path], size: int) -> Tensor:
