@@ -194,3 +194,8 @@ def test_nan_weights_are_refused_when_the_model_loads(model, tmp_path, capsys):
     save_file(state, str(weights))
     assert main(["generate", "a red circle", "--n", "1", "--model", str(broken), "--out", str(tmp_path / "g")]) == 2
     assert f"NaN values in tensor(s) {name}" in _error(capsys)
+
+
+def test_eval_upsampler_refuses_a_count_below_one(model, capsys):
+    assert main(["eval", "upsampler", "--n", "-3", "--no-fid", "--model", str(model)]) == 2
+    assert "n must be >= 1, got -3" in _error(capsys)

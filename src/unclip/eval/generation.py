@@ -220,6 +220,8 @@ def upsampler_fidelity(
     from unclip.diffusion import generators_from_seeds
     from unclip.eval.image_quality import psnr, ssim
 
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
     if not pipe.upsamplers:
         raise ValueError("this model has no upsampler")
     low_res = pipe.decoder.config.resolution
