@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from unclip.transfers import to_device
+
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
@@ -50,12 +52,14 @@ def randn(
     if isinstance(generator, torch.Generator):
         # Draw on the generator's own device (the CPU by convention), then move: a CPU generator cannot fill a
         # CUDA tensor, and drawing on the CPU keeps the numbers independent of the target device.
-        return torch.randn(shape, generator=generator, dtype=dtype, device=generator.device).to(device)
+        return to_device(torch.randn(shape, generator=generator, dtype=dtype, device=generator.device), device)
     generators = list(generator)
     if len(generators) != shape[0]:
         raise ValueError(f"got {len(generators)} generators for a batch of {shape[0]}; expected one per sample")
-    draws = [torch.randn(shape[1:], generator=g, dtype=dtype, device=g.device).to(device) for g in generators]
-    return torch.stack(draws, dim=0)
+    draws = [torch.randn(shape[1:], generator=g, dtype=dtype, device=g.device) for g in generators]
+    if len({d.device for d in draws}) == 1:  # one copy for the batch: a sampler step then waits for nothing
+        return to_device(torch.stack(draws, dim=0), device)
+    return torch.stack([d.to(device) for d in draws], dim=0)
 
 
 def randn_like(x: Tensor, generator: Generators = None) -> Tensor:
