@@ -60,3 +60,13 @@ def test_a_table_is_copied_once_per_content_and_the_cache_stays_bounded(fake_cud
     for k in range(transfers._MAX_TABLES + 10):
         table_on(torch.full((3,), float(k)), "cuda")
     assert len(transfers._TABLES) == transfers._MAX_TABLES
+
+
+def test_per_sample_noise_reaches_the_device_in_one_copy(fake_cuda):
+    from unclip.diffusion._util import randn
+
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    noise = randn((3, 2, 4), gens, device="cuda")
+    assert fake_cuda.count(("to", True)) == 1 and ("to", False) not in fake_cuda  # not one blocking copy per sample
+    alone = randn((1, 2, 4), [torch.Generator().manual_seed(2)])
+    assert torch.equal(noise[1:2], alone)  # sample i still depends on its own seed only
