@@ -64,6 +64,8 @@ def _type_problem(hint: Any, v: Any) -> str | None:
     if origin is typing.Literal:
         return None if v in args else "one of " + ", ".join(map(repr, args))
     if origin in (tuple, list):
+        if isinstance(v, str) and set(args) <= {str, Ellipsis}:
+            return None  # "swap,relation" on the command line: the dataclass splits it (or refuses it) itself
         if not isinstance(v, (tuple, list)):
             return "a list"
         items = args[:1] * len(v) if len(args) == 2 and args[1] is Ellipsis else args

@@ -132,6 +132,13 @@ def test_train_set_refuses_values_of_the_wrong_type(setting, message, tmp_path, 
     assert message in _error(capsys)
 
 
+def test_train_set_still_takes_a_comma_separated_list_of_words(tmp_path, capsys):
+    # The binding recipe's own command line (scripts/experiments/binding_recipe.sh): the stage splits the words.
+    args = ["train", "clip", "--preset", "tiny", "--data", "shapes", "--dry-run", "--out", str(tmp_path / "run")]
+    assert main([*args, "--set", "model.counterfactual_kinds=swap,relation"]) == 0
+    assert '"counterfactual_kinds": [\n      "swap",\n      "relation"' in capsys.readouterr().out
+
+
 def test_train_data_without_captions_or_with_only_corrupt_images(tmp_path, capsys):
     from PIL import Image
 
