@@ -28,7 +28,8 @@ def to_device(x: Tensor, device: torch.device | str, dtype: torch.dtype | None =
     """``x.to(device, dtype)``, without a host wait when ``x`` is on the CPU and ``device`` is a CUDA device."""
     device = torch.device(device)
     if device.type == "cuda" and x.device.type == "cpu":
-        return x.pin_memory().to(device, dtype, non_blocking=True)
+        # contiguous first: a strided pinned tensor is made contiguous again by the copy, in pageable memory
+        return x.contiguous().pin_memory().to(device, dtype, non_blocking=True)
     return x.to(device, dtype)
 
 
@@ -40,7 +41,8 @@ def table_on(table: Tensor, device: torch.device | str) -> Tensor:
     device = torch.device(device)
     if table.device == device or table.device.type != "cpu" or device.type == "cpu":
         return table.to(device)
-    key = (str(device), table.dtype, tuple(table.shape), table.detach().contiguous().numpy().tobytes())
+    raw = table.detach().contiguous().reshape(-1).view(torch.uint8)  # bytes of any dtype (numpy has no bfloat16)
+    key = (str(device), table.dtype, tuple(table.shape), raw.numpy().tobytes())
     hit = _TABLES.get(key)
     if hit is None:
         hit = _TABLES[key] = to_device(table.detach(), device)

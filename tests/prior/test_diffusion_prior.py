@@ -254,3 +254,25 @@ def test_presets_are_valid_and_the_small_ones_build():
         assert cfg.cond_drop == 0.1 and cfg.sample_steps == 64 and cfg.best_of == 2 and cfg.train_steps == 1000
     for name in ("tiny", "small"):
         DiffusionPrior(DIFFUSION_PRIOR_PRESETS[name])
+
+
+def test_the_fitted_check_is_read_once_and_forgotten_when_a_state_dict_loads():
+    # The training loss checks the normalization every step; after the first read it must not read the device
+    # again, yet loading an unfitted state must still be refused.
+    from unclip.prior.normalize import EmbeddingNorm
+
+    norm = EmbeddingNorm(4).fit(torch.randn(16, 4))
+    unfitted = EmbeddingNorm(4).state_dict()
+    norm.check_fitted()
+    reads = []
+    original = torch.Tensor.__int__
+    torch.Tensor.__int__ = lambda self: reads.append(1) or original(self)  # type: ignore[method-assign]
+    try:
+        norm.check_fitted()
+        assert reads == []
+        norm.load_state_dict(unfitted)
+        with pytest.raises(ValueError, match="no statistics"):
+            norm.check_fitted()
+        assert reads == [1]
+    finally:
+        torch.Tensor.__int__ = original  # type: ignore[method-assign]

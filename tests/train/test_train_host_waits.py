@@ -27,6 +27,15 @@ _HOST_SIDE_FILES = ("/unclip/data/", "/unclip/train/stage.py", "/unclip/clip/tok
 _HOST_SIDE_FUNCTIONS = ("random_crops", "eot_positions")  # CPU generator draws; a check that reads only CPU ids
 
 
+# The binding recipe's joint settings (scripts/experiments/binding_recipe.sh), at a tiny scale.
+_BINDING = tuple(
+    x
+    for kv in ("model.counterfactual_kinds=swap,relation", "model.pair_weight=1", "model.separation_weight=1",
+               "model.paraphrase_weight=1", "model.negatives_per_caption=2", "model.relation_samples=2")
+    for x in ("--set", kv)
+)  # fmt: skip
+
+
 @pytest.fixture
 def device_reads(monkeypatch):
     """A counter of conversions to Python values made from unclip's code on device-side tensors."""
@@ -47,6 +56,29 @@ def device_reads(monkeypatch):
 
     for name in _CONVERSIONS:
         wrap(name)
+
+    def record(kind):
+        stack = traceback.extract_stack()[:-2]
+        ours = [f for f in stack if "/unclip/" in f.filename]
+        if ours and not any(h in f.filename for f in stack for h in _HOST_SIDE_FILES):
+            counts[f"{ours[-1].filename.split('/unclip/')[-1]}:{ours[-1].lineno} {kind}"] += 1
+
+    # torch.tensor(data, device=...) copies host data with a blocking copy; a boolean index waits for its count.
+    real_tensor, real_getitem = torch.tensor, torch.Tensor.__getitem__
+
+    def tensor(*args, **kwargs):
+        if kwargs.get("device") is not None:
+            record("torch.tensor(device=)")
+        return real_tensor(*args, **kwargs)
+
+    def getitem(self, index):
+        parts = index if isinstance(index, tuple) else (index,)
+        if any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts):
+            record("boolean index")
+        return real_getitem(self, index)
+
+    monkeypatch.setattr(torch, "tensor", tensor)
+    monkeypatch.setattr(torch.Tensor, "__getitem__", getitem)
     return counts
 
 
@@ -67,6 +99,7 @@ def _reads(tmp_path, counts, steps, stage, *extra):
         ("toy", (), 1),
         ("upsampler", ("--batch-size", "2"), 1),
         ("clip", ("--batch-size", "4"), 1),
+        ("clip", ("--batch-size", "8", *_BINDING), 1),  # hard negatives, counterfactual pairs, relation samples
         ("decoder", ("--batch-size", "2", "--set", "model.clip=TINY_CLIP"), 2),  # + the frozen CLIP's image check
     ],
 )

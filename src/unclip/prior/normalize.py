@@ -15,6 +15,22 @@ from torch import Tensor, nn
 NORMALIZATIONS = ("standardize", "scalar")
 
 
+def is_fitted(module: nn.Module) -> bool:
+    """Whether ``module.fitted`` is 1, read from the device once and remembered until a state dict is loaded: the
+    training loss checks it every step, and each read would make the host wait for the device."""
+    if module.__dict__.get("_fitted_seen") is not True:
+        if int(module.fitted) != 1:
+            return False
+        if "_fitted_hook" not in module.__dict__:
+            module._fitted_hook = module.register_load_state_dict_post_hook(_forget_fitted)  # type: ignore[assignment]
+        module._fitted_seen = True  # type: ignore[assignment]
+    return True
+
+
+def _forget_fitted(module: nn.Module, incompatible_keys: object) -> None:
+    module.__dict__.pop("_fitted_seen", None)
+
+
 class EmbeddingNorm(nn.Module):
     """``x = (z - mean) / std`` and back; ``mean``/``std`` are per-dimension buffers (``scalar``: 0 and 1/scale)."""
 
@@ -46,7 +62,7 @@ class EmbeddingNorm(nn.Module):
         return self
 
     def check_fitted(self) -> None:
-        if int(self.fitted) != 1:
+        if not is_fitted(self):
             raise ValueError(
                 "the prior's embedding normalization has no statistics: fit it on training image embeddings "
                 "(EmbeddingNorm.fit) or load a checkpoint that has them"

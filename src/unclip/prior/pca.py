@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from unclip.prior.normalize import is_fitted
+
 
 def pca_components(
     z: Tensor, variance: float = 0.99, max_components: int | None = None
@@ -81,7 +83,7 @@ class PCAQuantizer(nn.Module):
         return self
 
     def check_fitted(self) -> None:
-        if int(self.fitted) != 1:
+        if not is_fitted(self):
             raise ValueError("the PCA quantizer is not fitted: fit it on training embeddings or load a checkpoint")
 
     @property

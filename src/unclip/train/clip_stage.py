@@ -137,6 +137,11 @@ def _kinds(kinds: str | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(kinds)
 
 
+def _indices(rows: list[int], device: torch.device) -> torch.Tensor:
+    """Row numbers made on the host and copied without a wait (``torch.tensor(..., device=cuda)`` waits)."""
+    return to_device(torch.tensor(rows, dtype=torch.long), device)
+
+
 def _same_text(texts: list[str], rows: list[int]) -> torch.Tensor:
     """``(len(rows), len(texts))`` bool: which texts are word for word text ``rows[k]``."""
     return torch.tensor([[t == texts[r] for t in texts] for r in rows], dtype=torch.bool).reshape(len(rows), len(texts))
@@ -275,7 +280,7 @@ class ClipStage(Stage[ClipStageConfig]):
         n = len(captions) + len(pairs)
         first_paraphrase = n + len(negatives)  # rows of z_all: captions, counterfactuals, negatives, paraphrases
         z_neg = z_all[n:first_paraphrase] if owned else None
-        owners = torch.tensor([i for i, _ in owned], dtype=torch.long, device=z_i.device) if owned else None
+        owners = _indices([i for i, _ in owned], z_i.device) if owned else None
         out = contrastive_loss(z_i, z_all[:n], scale, z_neg, owners, config.pair_weight)
         loss = out.loss
         metrics: dict[str, float | Tensor] = {
@@ -288,7 +293,7 @@ class ClipStage(Stage[ClipStageConfig]):
         if added:
             metrics["relation_samples"] = float(len(added["captions"]))
         if paraphrases:  # how close each relation caption sits to its converse
-            said = torch.tensor([k for k, _ in paraphrases], dtype=torch.long, device=z_i.device)
+            said = _indices([k for k, _ in paraphrases], z_i.device)
             end = first_paraphrase + len(paraphrases)  # the relation foils, if any, come after the paraphrases
             cosine = (z_all[said] * z_all[first_paraphrase:end]).sum(-1).mean()
             metrics.update(paraphrases=float(len(paraphrases)), paraphrase_cosine=cosine.detach())
@@ -303,7 +308,7 @@ class ClipStage(Stage[ClipStageConfig]):
         if out.pairwise is not None:  # how often an image prefers its caption to each near miss, during training
             metrics.update(pairwise=out.pairwise.detach(), pair_accuracy=out.pair_accuracy.detach())
         if pairs:  # Winoground's scores of each (source, counterfactual) pair, during training
-            a = torch.tensor([i for i, *_ in pairs], dtype=torch.long, device=z_i.device)
+            a = _indices([i for i, *_ in pairs], z_i.device)
             b = torch.arange(len(captions), n, device=z_i.device)
             terms = pair_terms(z_i, z_all[:n], scale, a, b)
             if config.pair_weight:
@@ -316,7 +321,7 @@ class ClipStage(Stage[ClipStageConfig]):
                 order = [(pairs[k - len(captions)][0], first_paraphrase + j) for j, (k, _) in enumerate(paraphrases)
                          if k >= len(captions)]  # fmt: skip
                 if order:
-                    src, neg = (torch.tensor(x, dtype=torch.long, device=z_i.device) for x in zip(*order, strict=True))
+                    src, neg = (_indices(list(x), z_i.device) for x in zip(*order, strict=True))
                     hinge = hinge + separation_loss(z_all, src, neg, m)
                     metrics["order_negative_distance"] = (z_all[src] - z_all[neg]).detach().norm(dim=-1).mean()
                 loss = loss + config.separation_weight * hinge
@@ -331,8 +336,9 @@ class ClipStage(Stage[ClipStageConfig]):
                 counterfactual_text_distance=(z_all[a] - z_all[b]).detach().norm(dim=-1).mean(),
             )
             for kind in sorted({k for _, k, _ in pairs}):
-                mine = torch.tensor([k == kind for _, k, _ in pairs], device=z_i.device)
-                metrics[f"counterfactual_group_{kind}"] = terms.group[mine].float().mean()
+                mine = to_device(torch.tensor([float(k == kind) for _, k, _ in pairs]), z_i.device)
+                # A weighted mean, not terms.group[mine]: a boolean index makes the host wait for the count.
+                metrics[f"counterfactual_group_{kind}"] = (terms.group.float() * mine).sum() / mine.sum()
         return StepOutput(loss, metrics)
 
 

@@ -220,6 +220,7 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                     accelerator.backward(out.loss / tc.grad_accum)
                 loss_sum += out.loss.detach() / tc.grad_accum
                 for k, v in out.metrics.items():
+                    v = v.detach().float() if isinstance(v, torch.Tensor) else v  # summed in float32, no graph
                     metric_sums[k] = metric_sums.get(k, 0.0) + v / tc.grad_accum
             grad_norm = None
             if tc.grad_clip > 0:

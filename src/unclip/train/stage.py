@@ -95,7 +95,8 @@ def as_floats(metrics: dict[str, float | Tensor]) -> dict[str, float]:
     """Metrics as Python floats, the device's read in one transfer (a logging step's only wait for them)."""
     on_device = [k for k, v in metrics.items() if isinstance(v, Tensor)]
     if on_device:
-        values = torch.stack([torch.as_tensor(metrics[k]).float().reshape(()) for k in on_device]).tolist()
+        first = metrics[on_device[0]].device
+        values = torch.stack([metrics[k].detach().float().reshape(()).to(first) for k in on_device]).tolist()
         metrics = {**metrics, **dict(zip(on_device, values, strict=True))}
     return {k: float(v) for k, v in metrics.items()}
 
