@@ -35,6 +35,7 @@ from unclip.clip.lit_features import (
 from unclip.clip.loss import contrastive_loss
 from unclip.train.config import TrainConfig
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
+from unclip.transfers import to_device
 
 
 @dataclass
@@ -144,7 +145,7 @@ class LiTStage(Stage[LiTStageConfig]):
                 f"{problem}; pass the same dataset as --data and --set model.data=..."
             )
         rows = cache.rows(batch.index)
-        z_i, z_t, scale = model(cache.image[rows].to(device), cache.text[rows].to(device))
+        z_i, z_t, scale = model(to_device(cache.image[rows], device), to_device(cache.text[rows], device))
         out = contrastive_loss(z_i, z_t, scale)
         metrics: dict[str, float | Tensor] = {
             "image_to_text": out.image_to_text.detach(),
