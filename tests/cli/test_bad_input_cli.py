@@ -132,6 +132,11 @@ def test_train_set_refuses_values_of_the_wrong_type(setting, message, tmp_path, 
     assert message in _error(capsys)
 
 
+def test_train_refuses_an_infinite_learning_rate(capsys):
+    assert main(["train", "upsampler", "--preset", "tiny", "--data", "shapes", "--dry-run", "--lr", "inf"]) == 2
+    assert "train.lr must be a finite number > 0, got inf" in _error(capsys)
+
+
 def test_train_set_still_takes_a_comma_separated_list_of_words(tmp_path, capsys):
     # The binding recipe's own command line (scripts/experiments/binding_recipe.sh): the stage splits the words.
     args = ["train", "clip", "--preset", "tiny", "--data", "shapes", "--dry-run", "--out", str(tmp_path / "run")]

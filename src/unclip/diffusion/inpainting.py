@@ -93,8 +93,8 @@ def sample_repaint(
             raise ValueError(f"keep of shape {tuple(keep.shape)} does not broadcast to {tuple(x.shape)}") from None
         if bool(((keep < 0) | (keep > 1)).any()):
             raise ValueError("keep must lie in [0, 1] (1: known, 0: generated)")
-    if not eta >= 0.0:
-        raise ValueError(f"eta must be >= 0, got {eta!r}")
+    if not 0.0 <= eta < math.inf:  # inf passed ">= 0" and drew black images
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
     if not isinstance(grid, TimestepGrid) or len(grid) == 0:
         raise ValueError("grid must be a non-empty TimestepGrid (see NoiseSchedule.grid)")
     n = len(grid)

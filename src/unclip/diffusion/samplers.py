@@ -157,8 +157,8 @@ def sample_ddim(
     eta: float = 0.0,
 ) -> Tensor:
     """DDIM, Song et al. (2021) Eq. 12: deterministic at eta = 0, the DDPM posterior at eta = 1."""
-    if not eta >= 0.0:
-        raise ValueError(f"eta must be >= 0, got {eta!r}")
+    if not 0.0 <= eta < math.inf:  # inf passed ">= 0" and drew black images
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
     for i, t, ab, ab_prev in _steps(grid, x, progress, "DDIM"):
         d = _denoise(denoiser, x, t)
         _report(callback, i, t, x, d)
