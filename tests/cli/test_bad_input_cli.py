@@ -1,19 +1,8 @@
 """Bad input on the command line: one error line naming the value, exit status 2, nothing written or destroyed."""
 
 import pytest
-from tiny_stack import tiny_pipeline
 
 from unclip.cli.main import main
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from unclip.pipeline import SamplingSettings
-
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    cheap = SamplingSettings(prior_steps=2, decoder_steps=2, upsampler_steps=2, inversion_steps=2)
-    tiny_pipeline(settings=cheap).save_pretrained(folder)
-    return folder
 
 
 def _error(capsys) -> str:

@@ -4,20 +4,8 @@ import json
 
 import pytest
 from PIL import Image
-from tiny_stack import tiny_pipeline
 
 from unclip.cli.main import main
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    # The commands' plumbing is under test here, so the cheapest settings (the maths is in tests/pipeline).
-    from unclip.pipeline import SamplingSettings
-
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    cheap = SamplingSettings(prior_steps=2, decoder_steps=3, upsampler_steps=2, inversion_steps=3)
-    tiny_pipeline(settings=cheap).save_pretrained(folder)
-    return folder
 
 
 def test_generate_writes_images_sidecars_and_a_contact_sheet(model, tmp_path):
