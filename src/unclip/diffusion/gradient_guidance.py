@@ -44,6 +44,7 @@ from torch import Tensor
 from unclip.diffusion._util import append_dims
 from unclip.diffusion.parameterization import Denoised, Denoiser, eps_from_x0
 from unclip.diffusion.schedules import NoiseSchedule
+from unclip.transfers import table_on
 
 GRADIENTS = ("x0", "denoiser")
 
@@ -79,7 +80,7 @@ def x0_gradient_guidance(
         active = _active(t, len(table), lo, hi)
         if not bool(active.any()):
             return denoiser(x, t)
-        ab = table.to(x.device)[t]
+        ab = table_on(table, x.device)[t]
         gain = append_dims((scale * active).to(x.dtype), x.ndim)  # 0 for the samples outside the interval
         if gradient == "denoiser":
             with torch.enable_grad():
@@ -120,7 +121,7 @@ def noised_gradient_guidance(
         d = denoiser(x, t)
         if not bool(active.any()):
             return d
-        ab = table.to(x.device)[t]
+        ab = table_on(table, x.device)[t]
         gain = append_dims((scale * active).to(x.dtype), x.ndim)
         with torch.enable_grad():
             xg = x.detach().float().requires_grad_(True)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from unclip.diffusion._util import append_dims
 from unclip.diffusion.schedules import NoiseSchedule
+from unclip.transfers import table_on
 
 PREDICTIONS = ("eps", "x0", "v")
 
@@ -145,7 +146,8 @@ class ModelDenoiser:
 
     def __call__(self, x: Tensor, t: Tensor, cond: dict[str, Any] | None = None) -> Denoised:
         out = self.net(x, t, **(cond or {}))
-        alpha_bar = self._alpha_bar.to(x.device)[t.to(x.device)]
+        # table_on: a plain .to() here would wait, every sampler step, for the forward pass just queued
+        alpha_bar = table_on(self._alpha_bar, x.device)[t.to(x.device)]
         return self.param.denoised(out, x, alpha_bar)
 
 
@@ -159,6 +161,6 @@ def clamp_x0(denoiser: Denoiser, schedule: NoiseSchedule, lo: float = -1.0, hi: 
     def clamped(x: Tensor, t: Tensor) -> Denoised:
         d = denoiser(x, t)
         x0 = d.x0.clamp(lo, hi)
-        return Denoised(x0, eps_from_x0(x, x0, table.to(x.device)[t.to(x.device)]), d.var_frac)
+        return Denoised(x0, eps_from_x0(x, x0, table_on(table, x.device)[t.to(x.device)]), d.var_frac)
 
     return clamped
