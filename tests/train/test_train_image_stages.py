@@ -119,3 +119,25 @@ def test_upsampler_crops_and_conditions_made_in_a_loader_worker_give_the_loss_ma
     assert torch.equal(in_worker.loss, in_step.loss)
     other = stage.loss(model, Batch(images, mb.caption, mb.scene, mb.index, seeds + 1), config)
     assert not torch.equal(other.loss, in_step.loss)  # the seeds choose the crops, the corruption and the noise
+
+
+def test_decoder_draws_made_in_a_loader_worker_give_the_loss_made_in_the_step(tiny_clip):
+    from unclip.data.loader import MicroBatch
+    from unclip.train.stage import Batch, get_stage
+
+    stage = get_stage("decoder")
+    config = stage.config_from_dict({**stage.config_to_dict(stage.presets()["tiny"].model), "clip": str(tiny_clip)})
+    stage.prepare(config)
+    torch.manual_seed(0)
+    model = stage.build(config)
+    res = config.decoder.resolution
+    images = torch.rand(4, 3, res, res) * 2 - 1
+    seeds = torch.tensor([5, 6, 7, 8])
+    mb = MicroBatch(0, images, ["a red circle"] * 4, [None] * 4, torch.arange(4), seeds, 0, [])
+    extra = stage.batch_extras(config)(mb)
+    assert set(extra) == {"t", "noise", "drop_z_i", "drop_text"} and extra["noise"].shape == images.shape
+    in_worker = stage.loss(model, Batch(images, mb.caption, mb.scene, mb.index, seeds, extra), config)
+    in_step = stage.loss(model, Batch(images, mb.caption, mb.scene, mb.index, seeds), config)
+    assert torch.equal(in_worker.loss, in_step.loss)
+    other = stage.loss(model, Batch(images, mb.caption, mb.scene, mb.index, seeds + 1), config)
+    assert not torch.equal(other.loss, in_step.loss)

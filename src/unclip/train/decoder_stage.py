@@ -10,6 +10,7 @@ training starts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,10 @@ from unclip.diffusion import DiffusionLoss, NoiseSchedule, Parameterization, che
 from unclip.models.decoder import Decoder, DecoderConfig
 from unclip.models.presets import decoder_preset
 from unclip.train.config import TrainConfig
-from unclip.train.diffusion_draws import draw_flags, draw_timesteps_and_noise
+from unclip.train.diffusion_draws import step_draws
 from unclip.train.frozen_clip import FrozenCLIPs
 from unclip.train.stage import Batch, Preset, Stage, StepOutput
-from unclip.transfers import table_on
+from unclip.transfers import table_on, to_device
 
 # Sizes of the project's CLIP presets (embedding, text width), which the decoder presets follow.
 WHITENING_ROWS = 50_000  # z_i rows the whitening is fitted on (a 512-dim covariance needs far fewer)
@@ -104,6 +105,17 @@ def check_clip_matches(clip: Any, config: DecoderConfig, where: str) -> None:
             f"expects clip_dim {config.clip_dim} and text_dim {config.text_dim}; pick a decoder preset for this "
             "CLIP or set model.decoder.clip_dim / model.decoder.text_dim"
         )
+
+
+def decoder_draws(seeds: Tensor, shape: tuple[int, ...], config: DecoderStageConfig) -> dict[str, Tensor]:
+    """t, noise and the two condition-dropout flags of a decoder step (salts 0, 1, 2 of each sample's seed)."""
+    dc = config.decoder
+    flags = {"drop_z_i": (1, dc.p_drop_z_i), "drop_text": (2, dc.p_drop_text)}
+    return step_draws(seeds, NoiseSchedule.named(dc.schedule).num_steps, shape, flags)
+
+
+def _micro_batch_draws(mb: Any, config: DecoderStageConfig) -> dict[str, Tensor]:
+    return decoder_draws(mb.seed, tuple(mb.image.shape), config)
 
 
 class DecoderStage(Stage[DecoderStageConfig]):
@@ -188,8 +200,13 @@ class DecoderStage(Stage[DecoderStageConfig]):
     def resolution(self, config: DecoderStageConfig) -> int:
         return config.decoder.resolution
 
+    def batch_extras(self, config: DecoderStageConfig):  # -> Callable[[MicroBatch], dict]
+        return partial(_micro_batch_draws, config=config)
+
     def loss(self, model: nn.Module, batch: Batch, config: DecoderStageConfig) -> StepOutput:
         dc, device = config.decoder, batch.image.device
+        # The engine's batches carry their draws from the loader's workers (batch_extras); one made by hand draws here.
+        draws = batch.extra or decoder_draws(batch.seed, tuple(batch.image.shape), config)
         clip = self.clip_model(config, device)
         with torch.no_grad():
             z_i = clip.encode_image(batch.image)
@@ -198,14 +215,14 @@ class DecoderStage(Stage[DecoderStageConfig]):
             "z_i": z_i,
             "text": text.token_states,
             "text_mask": text.mask,
-            "drop_z_i": draw_flags(batch.generators(salt=1), dc.p_drop_z_i, device),
-            "drop_text": draw_flags(batch.generators(salt=2), dc.p_drop_text, device),
+            "drop_z_i": to_device(draws["drop_z_i"], device),
+            "drop_text": to_device(draws["drop_text"], device),
         }
         loss_fn = DiffusionLoss(
             NoiseSchedule.named(dc.schedule), Parameterization("eps", dc.learned_variance),
             weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma,
         )  # fmt: skip
-        t, noise = draw_timesteps_and_noise(batch.generators(), loss_fn.schedule.num_steps, batch.image.shape, device)
+        t, noise = to_device(draws["t"], device), to_device(draws["noise"], device)
         out = loss_fn(model, batch.image, cond, t=t, noise=noise)
         metrics: dict[str, float | Tensor] = {"mse": out.mse.detach().mean()}
         if out.vlb is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from unclip.train.stage import sample_generators
 from unclip.transfers import to_device
 
 
@@ -24,3 +25,17 @@ def draw_timesteps_and_noise(
 def draw_flags(generators: list[torch.Generator], p: float, device: torch.device | str) -> Tensor:
     """One Bernoulli(p) flag per sample (condition dropout)."""
     return to_device(torch.stack([torch.rand((), generator=g) for g in generators]) < p, device)
+
+
+def step_draws(
+    seeds: Tensor, num_steps: int, shape: tuple[int, ...], flags: dict[str, tuple[int, float]] | None = None
+) -> dict[str, Tensor]:
+    """A diffusion training step's per-sample draws, on the CPU: ``t`` and ``noise`` of ``shape`` from each sample's
+    generator (salt 0), and a Bernoulli flag per ``name: (salt, p)``. A stage's batch_extras calls it in the loader's
+    workers, so the host does not spend the start of every step on a few hundred small generator calls while the
+    device waits; the step calls it itself for a batch made by hand. The numbers depend on the seeds only."""
+    t, noise = draw_timesteps_and_noise(sample_generators(seeds), num_steps, shape, "cpu")
+    out = {"t": t, "noise": noise}
+    for name, (salt, p) in (flags or {}).items():
+        out[name] = draw_flags(sample_generators(seeds, salt), p, "cpu")
+    return out

@@ -21,7 +21,7 @@ from unclip.diffusion import DiffusionLoss, NoiseSchedule, Parameterization, app
 from unclip.models.presets import upsampler_preset
 from unclip.models.upsampler import Upsampler, UpsamplerConfig
 from unclip.train.config import TrainConfig
-from unclip.train.diffusion_draws import draw_timesteps_and_noise
+from unclip.train.diffusion_draws import draw_timesteps_and_noise, step_draws
 from unclip.train.stage import Batch, Preset, Stage, StepOutput, sample_generators
 from unclip.transfers import table_on, to_device
 
@@ -52,11 +52,18 @@ class UpsamplerStageConfig:
 
 
 def crops_and_conditions(images: Tensor, seeds: Tensor, config: UpsamplerStageConfig) -> dict[str, Tensor]:
-    """Each image's random training crop (``high``, aligned to the U-Net's downsampling grid) and its corrupted
-    low-resolution condition (``low``), from the per-sample seeds: the same wherever they are computed."""
+    """Each image's random training crop (``high``, aligned to the U-Net's downsampling grid), its corrupted
+    low-resolution condition (``low``) and the step's draws (``t``, ``noise``; with noise augmentation ``aug_level``,
+    ``aug_noise``), from the per-sample seeds: the same wherever they are computed."""
     u = config.upsampler
     high = random_crops(images, config.crop, u.factor * u.unet.downsample_factor, sample_generators(seeds, 3))
-    return {"high": high, "low": corrupt(high, u.factor, u.degradation, sample_generators(seeds, 4))}
+    low = corrupt(high, u.factor, u.degradation, sample_generators(seeds, 4))
+    out = {"high": high, "low": low, **step_draws(seeds, NoiseSchedule.named(u.schedule).num_steps, tuple(high.shape))}
+    if u.noise_aug:  # the condition's own diffusion level and noise (salt 5)
+        out["aug_level"], out["aug_noise"] = draw_timesteps_and_noise(
+            sample_generators(seeds, 5), config.aug_max_t, tuple(low.shape), "cpu"
+        )
+    return out
 
 
 def _micro_batch_pair(mb: Any, config: UpsamplerStageConfig) -> dict[str, Tensor]:
@@ -133,20 +140,18 @@ class UpsamplerStage(Stage[UpsamplerStageConfig]):
         # The engine's batches carry their crops and conditions from the loader's workers (batch_extras); a batch
         # made by hand gets the same ones here.
         pair = batch.extra or crops_and_conditions(batch.image.cpu(), batch.seed, config)
-        high, low = to_device(pair["high"], device), to_device(pair["low"], device)
+        high, low, t, noise = (to_device(pair[k], device) for k in ("high", "low", "t", "noise"))
         schedule = NoiseSchedule.named(u.schedule)
         cond: dict[str, Tensor] = {"low_res": low}
         if u.noise_aug:
             # Noise-level augmentation: the condition is itself diffused to a random level the network is told.
-            gens = batch.generators(salt=5)
-            level, aug_noise = draw_timesteps_and_noise(gens, config.aug_max_t, low.shape, device)
+            level, aug_noise = to_device(pair["aug_level"], device), to_device(pair["aug_noise"], device)
             ab = append_dims(table_on(schedule.alpha_bar, device)[level].to(low.dtype), low.ndim)
             cond = {"low_res": ab.sqrt() * low + (1 - ab).sqrt() * aug_noise, "aug_level": level}
         loss_fn = DiffusionLoss(
             schedule, Parameterization("eps", u.learned_variance),
             weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma,
         )  # fmt: skip
-        t, noise = draw_timesteps_and_noise(batch.generators(), schedule.num_steps, high.shape, device)
         out = loss_fn(model, high, cond, t=t, noise=noise)
         return StepOutput(out.loss.mean(), {"mse": out.mse.detach().mean()})
 
