@@ -73,3 +73,24 @@ def test_stage_without_embeddings_builds_for_shapes_but_will_not_train():
     assert isinstance(st.build(preset.model), ARPrior)
     with pytest.raises(ValueError, match=r"model\.embeddings=FOLDER"):
         _embeddings("")
+
+
+def test_prior_draws_made_in_a_loader_worker_give_the_loss_made_in_the_step(emb_dir):
+    from unclip.data.loader import MicroBatch
+    from unclip.train.stage import Batch
+
+    st = get_stage("diffusion_prior")
+    base = st.config_to_dict(st.presets()["tiny"].model)
+    cfg = st.config_from_dict({**base, "embeddings": str(emb_dir), "embed_dim": 16, "text_len": 6, "text_width": 24})
+    torch.manual_seed(0)
+    net = st.build(cfg)
+    seeds, index = torch.tensor([3, 4, 5, 6]), torch.arange(4)
+    mb = MicroBatch(0, torch.zeros(4, 3, 8, 8), [""] * 4, [None] * 4, index, seeds, 0, [])
+    extra = st.batch_extras(cfg)(mb)
+    assert set(extra) == {"t", "noise", "keep"} and extra["noise"].shape == (4, 16)
+    in_worker = st.loss(net, Batch(mb.image, mb.caption, mb.scene, index, seeds, extra), cfg)
+    in_step = st.loss(net, Batch(mb.image, mb.caption, mb.scene, index, seeds), cfg)
+    assert torch.equal(in_worker.loss, in_step.loss)
+    assert not torch.equal(
+        st.loss(net, Batch(mb.image, mb.caption, mb.scene, index, seeds + 1), cfg).loss, in_step.loss
+    )

@@ -227,6 +227,16 @@ def draw_keep(batch: int, cond_drop: float, generators: list[torch.Generator] | 
     return torch.stack([torch.rand((), generator=g) for g in generators]) >= cond_drop
 
 
+def prior_draws(config: DiffusionPriorConfig, generators: list[torch.Generator]) -> dict[str, Tensor]:
+    """A training step's per-sample draws on the CPU, in the order each sample's generator gives them: timestep
+    ``t``, ``noise`` (float32, of the embedding's size) and the caption-``keep`` flag. The prior stage makes them in
+    the data loader's workers (the host would otherwise spend the start of each step on them)."""
+    b, steps = len(generators), NoiseSchedule.named(config.schedule, config.train_steps).num_steps
+    t = torch.stack([torch.randint(0, steps, (), generator=g) for g in generators])
+    noise = randn((b, config.embed_dim), generators, dtype=torch.float32)
+    return {"t": t, "noise": noise, "keep": draw_keep(b, config.cond_drop, generators)}
+
+
 def diffusion_prior_loss(
     model: nn.Module,
     z_i: Tensor,
@@ -235,6 +245,7 @@ def diffusion_prior_loss(
     mask: Tensor,
     *,
     generators: list[torch.Generator] | None = None,
+    draws: dict[str, Tensor] | None = None,
     weighting: str = "uniform",
     min_snr_gamma: float = 5.0,
 ) -> LossOutput:
@@ -242,7 +253,8 @@ def diffusion_prior_loss(
     (``weighting``: see :class:`unclip.diffusion.DiffusionLoss`).
 
     ``model`` may be a DDP/compile wrapper: the config and the norm are read from the unwrapped module. With one
-    generator per sample, sample i's timestep, noise and dropout depend on its generator only.
+    generator per sample, sample i's timestep, noise and dropout depend on its generator only; ``draws``
+    (:func:`prior_draws` of those generators, made elsewhere) gives the same loss without drawing here.
     """
     net: DiffusionPrior = getattr(model, "module", model)
     net = getattr(net, "_orig_mod", net)
@@ -254,13 +266,13 @@ def diffusion_prior_loss(
     x0 = net.norm.normalize(z_i)
     b = x0.shape[0]
     schedule = net.schedule()
-    if generators is None:
-        t = torch.randint(0, schedule.num_steps, (b,))
-        noise = torch.randn_like(x0)
+    if draws is None and generators is not None:
+        draws = prior_draws(c, generators)
+    if draws is None:
+        t, noise, keep = torch.randint(0, schedule.num_steps, (b,)), torch.randn_like(x0), draw_keep(b, c.cond_drop)
     else:
-        t = torch.stack([torch.randint(0, schedule.num_steps, (), generator=g) for g in generators])
-        noise = randn(x0.shape, generators, dtype=x0.dtype)
-    keep = to_device(draw_keep(b, c.cond_drop, generators), x0.device)
+        t, noise, keep = draws["t"], draws["noise"].to(x0.dtype), draws["keep"]
+    keep = to_device(keep, x0.device)
     loss = DiffusionLoss(
         schedule, net.parameterization(), discretized_t0=False, weighting=weighting, min_snr_gamma=min_snr_gamma
     )

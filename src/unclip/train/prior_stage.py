@@ -15,22 +15,28 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from unclip.data.embedding_shards import EmbeddingShards
 from unclip.diffusion import check_weighting
 from unclip.prior.ar_prior import ARPrior, ARPriorConfig, ar_prior_loss
 from unclip.prior.checkpoint import save_pretrained
-from unclip.prior.diffusion_prior import DIFFUSION_PRIOR_PRESETS, DiffusionPrior, DiffusionPriorConfig
+from unclip.prior.diffusion_prior import DIFFUSION_PRIOR_PRESETS, DiffusionPrior, DiffusionPriorConfig, prior_draws
 from unclip.prior.diffusion_prior import diffusion_prior_loss as _diffusion_loss
 from unclip.prior.sampling import sample_diffusion_prior
 from unclip.train.config import TrainConfig
-from unclip.train.stage import Batch, Preset, Stage, StepOutput
+from unclip.train.stage import Batch, Preset, Stage, StepOutput, sample_generators
 from unclip.transfers import to_device
+
+
+def _micro_batch_draws(mb: Any, config: DiffusionPriorStageConfig) -> dict[str, Tensor]:
+    return prior_draws(config, sample_generators(mb.seed))
+
 
 FIT_ROWS = 200_000  # statistics are fitted on at most this many pairs (PCA on more changes nothing)
 
@@ -124,11 +130,15 @@ class DiffusionPriorStage(Stage[DiffusionPriorStageConfig]):
     def loss(self, model: nn.Module, batch: Batch, config: DiffusionPriorStageConfig) -> StepOutput:
         data = _embeddings(config.embeddings)
         z_i, z_t, tokens, mask = (to_device(x, batch.image.device) for x in data.batch(data.rows(batch.index)))
+        # The draws come from the loader's workers (batch_extras); a batch made by hand draws them in the loss.
         out = _diffusion_loss(
-            model, z_i, z_t, tokens, mask, generators=batch.generators(),
+            model, z_i, z_t, tokens, mask, generators=batch.generators(), draws=batch.extra or None,
             weighting=config.loss_weighting, min_snr_gamma=config.min_snr_gamma,
         )  # fmt: skip
         return StepOutput(out.loss.mean(), {"mse": out.mse.detach().mean()})
+
+    def batch_extras(self, config: DiffusionPriorStageConfig):  # -> Callable[[MicroBatch], dict]
+        return partial(_micro_batch_draws, config=config)
 
     @torch.no_grad()
     def evaluate(self, model: DiffusionPrior, config: DiffusionPriorStageConfig, n: int = 64) -> float:
