@@ -112,9 +112,10 @@ def test_upsampler_crops_and_conditions_made_in_a_loader_worker_give_the_loss_ma
     seeds = torch.tensor([11, 12, 13])
     mb = MicroBatch(0, images, ["a"] * 3, [None] * 3, torch.arange(3), seeds, 0, [])
     extra = stage.batch_extras(config)(mb)  # what a worker attaches to the micro-batch
-    assert extra["high"].shape == (3, 3, config.crop, config.crop)
+    crops = extra.pop("image")  # the loader sends the crops to the device instead of the full images
+    assert crops.shape == (3, 3, config.crop, config.crop)
     assert extra["low"].shape == (3, 3, config.crop // config.upsampler.factor, config.crop // config.upsampler.factor)
-    in_worker = stage.loss(model, Batch(images, mb.caption, mb.scene, mb.index, seeds, extra), config)
+    in_worker = stage.loss(model, Batch(crops, mb.caption, mb.scene, mb.index, seeds, extra), config)
     in_step = stage.loss(model, Batch(images, mb.caption, mb.scene, mb.index, seeds), config)
     assert torch.equal(in_worker.loss, in_step.loss)
     other = stage.loss(model, Batch(images, mb.caption, mb.scene, mb.index, seeds + 1), config)

@@ -119,6 +119,8 @@ class BatchStream(IterableDataset):
             mb = self.micro_batch(g)
             if self.extras is not None:
                 mb.extra = self.extras(mb)
+                if "image" in mb.extra:  # the stage's own view of the images (an upsampler's crops) goes to the device
+                    mb.image = mb.extra.pop("image")
             yield mb
             g += n
 

@@ -129,10 +129,12 @@ class Stage(ABC, Generic[C]):
         """The training loss of ``model`` (possibly wrapped for DDP/autocast; call it, don't inspect it)."""
 
     def batch_extras(self, config: C) -> Callable[[Any], dict[str, Any]] | None:
-        """A function of a loader micro-batch (captions, scenes, seeds, images on the CPU) whose result reaches
-        ``loss`` as ``batch.extra``, or None. It runs in the data-loading workers (``train.num_workers``), beside
-        image decoding, so CPU work that needs no network (text edits, rendered scenes) overlaps the accelerator's
-        step instead of stalling it. It must be picklable and deterministic in the micro-batch."""
+        """A function of a loader micro-batch (captions, scenes, seeds, images on the CPU) whose result reaches ``loss``
+        as ``batch.extra``, or None. An ``"image"`` entry replaces the batch's images (the step then copies only what
+        it uses to the device, e.g. an upsampler's crops). It runs in the data-loading workers
+        (``train.num_workers``), beside image decoding, so CPU work that needs no network (text edits, rendered
+        scenes) overlaps the accelerator's step instead of stalling it. It must be picklable and deterministic in the
+        micro-batch."""
         return None
 
     def export(self, model: nn.Module, config: C, folder: str | Path) -> Path:

@@ -67,7 +67,9 @@ def crops_and_conditions(images: Tensor, seeds: Tensor, config: UpsamplerStageCo
 
 
 def _micro_batch_pair(mb: Any, config: UpsamplerStageConfig) -> dict[str, Tensor]:
-    return crops_and_conditions(mb.image, mb.seed, config)
+    out = crops_and_conditions(mb.image, mb.seed, config)
+    out["image"] = out.pop("high")  # the crops replace the full images: only they are copied to the device
+    return out
 
 
 def random_crops(images: Tensor, size: int, align: int, generators: list[torch.Generator]) -> Tensor:
@@ -139,8 +141,12 @@ class UpsamplerStage(Stage[UpsamplerStageConfig]):
         u, device = config.upsampler, batch.image.device
         # The engine's batches carry their crops and conditions from the loader's workers (batch_extras); a batch
         # made by hand gets the same ones here.
-        pair = batch.extra or crops_and_conditions(batch.image.cpu(), batch.seed, config)
-        high, low, t, noise = (to_device(pair[k], device) for k in ("high", "low", "t", "noise"))
+        if batch.extra:  # batch.image holds the crops the worker cut
+            pair, high = batch.extra, batch.image
+        else:
+            pair = crops_and_conditions(batch.image.cpu(), batch.seed, config)
+            high = to_device(pair["high"], device)
+        low, t, noise = (to_device(pair[k], device) for k in ("low", "t", "noise"))
         schedule = NoiseSchedule.named(u.schedule)
         cond: dict[str, Tensor] = {"low_res": low}
         if u.noise_aug:
