@@ -7,22 +7,17 @@ into a float before the backward pass) costs throughput. This test counts the re
 steps and holds each stage to its budget: one for every stage (the engine's non-finite guard, which must know before
 the optimizer steps), plus the frozen CLIP's input check for the decoder. A new read fails here.
 
-Counted on the CPU, where reads are free, by wrapping the conversions; reads of tensors that live on the host by
+Counted on the CPU by the ``device_reads`` fixture (tests/conftest.py); reads of tensors that live on the host by
 design are not counted: the data loader's, per-sample seeds and generator draws (``Batch.generators``, upsampler
 crop offsets), the tokenizer's ids, and the optimizer's step counters.
 """
 
 from __future__ import annotations
 
-import collections
-import traceback
-
 import pytest
-import torch
 
 from unclip.cli.main import main
 
-_CONVERSIONS = ("item", "tolist", "__float__", "__bool__", "__int__", "__index__", "cpu", "numpy")
 _HOST_SIDE_FILES = ("/unclip/data/", "/unclip/train/stage.py", "/unclip/clip/tokenizer.py", "/torch/optim/")
 _HOST_SIDE_FUNCTIONS = ("random_crops", "eot_positions")  # CPU generator draws; a check that reads only CPU ids
 
@@ -34,52 +29,6 @@ _BINDING = tuple(
                "model.paraphrase_weight=1", "model.negatives_per_caption=2", "model.relation_samples=2")
     for x in ("--set", kv)
 )  # fmt: skip
-
-
-@pytest.fixture
-def device_reads(monkeypatch):
-    """A counter of conversions to Python values made from unclip's code on device-side tensors."""
-    counts: collections.Counter[str] = collections.Counter()
-
-    def wrap(name):
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *args, **kwargs):
-            stack = traceback.extract_stack()[:-1]
-            ours = [f for f in stack if "/unclip/" in f.filename]
-            host = any(h in f.filename for f in stack for h in _HOST_SIDE_FILES)
-            if ours and not host and not any(f.name in _HOST_SIDE_FUNCTIONS for f in stack):
-                counts[f"{ours[-1].filename.split('/unclip/')[-1]}:{ours[-1].lineno} {name}"] += 1
-            return original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-
-    for name in _CONVERSIONS:
-        wrap(name)
-
-    def record(kind):
-        stack = traceback.extract_stack()[:-2]
-        ours = [f for f in stack if "/unclip/" in f.filename]
-        if ours and not any(h in f.filename for f in stack for h in _HOST_SIDE_FILES):
-            counts[f"{ours[-1].filename.split('/unclip/')[-1]}:{ours[-1].lineno} {kind}"] += 1
-
-    # torch.tensor(data, device=...) copies host data with a blocking copy; a boolean index waits for its count.
-    real_tensor, real_getitem = torch.tensor, torch.Tensor.__getitem__
-
-    def tensor(*args, **kwargs):
-        if kwargs.get("device") is not None:
-            record("torch.tensor(device=)")
-        return real_tensor(*args, **kwargs)
-
-    def getitem(self, index):
-        parts = index if isinstance(index, tuple) else (index,)
-        if any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts):
-            record("boolean index")
-        return real_getitem(self, index)
-
-    monkeypatch.setattr(torch, "tensor", tensor)
-    monkeypatch.setattr(torch.Tensor, "__getitem__", getitem)
-    return counts
 
 
 def _reads(tmp_path, counts, steps, stage, *extra):
@@ -107,8 +56,9 @@ def test_a_training_step_reads_from_the_device_only_within_its_budget(
     tmp_path, device_reads, tiny_clip, stage, extra, budget
 ):
     extra = tuple(x.replace("TINY_CLIP", str(tiny_clip)) for x in extra)
+    counts = device_reads(_HOST_SIDE_FILES, _HOST_SIDE_FUNCTIONS)
     # Start-up and the last (logging) step read the same in both runs; the 4 extra middle steps are the difference.
-    short, long = _reads(tmp_path, device_reads, 2, stage, *extra), _reads(tmp_path, device_reads, 6, stage, *extra)
+    short, long = _reads(tmp_path, counts, 2, stage, *extra), _reads(tmp_path, counts, 6, stage, *extra)
     per_step = {site: (long.get(site, 0) - short.get(site, 0)) / 4 for site in set(short) | set(long)}
     per_step = {site: n for site, n in per_step.items() if n}
     assert sum(per_step.values()) == budget, per_step

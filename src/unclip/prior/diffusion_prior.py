@@ -231,8 +231,8 @@ def prior_draws(config: DiffusionPriorConfig, generators: list[torch.Generator])
     """A training step's per-sample draws on the CPU, in the order each sample's generator gives them: timestep
     ``t``, ``noise`` (float32, of the embedding's size) and the caption-``keep`` flag. The prior stage makes them in
     the data loader's workers (the host would otherwise spend the start of each step on them)."""
-    b, steps = len(generators), NoiseSchedule.named(config.schedule, config.train_steps).num_steps
-    t = torch.stack([torch.randint(0, steps, (), generator=g) for g in generators])
+    b = len(generators)
+    t = torch.stack([torch.randint(0, config.train_steps, (), generator=g) for g in generators])
     noise = randn((b, config.embed_dim), generators, dtype=torch.float32)
     return {"t": t, "noise": noise, "keep": draw_keep(b, config.cond_drop, generators)}
 
