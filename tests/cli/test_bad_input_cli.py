@@ -151,6 +151,23 @@ def test_train_data_without_captions_or_with_only_corrupt_images(tmp_path, capsy
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()  # refused before the run folder
     assert main([*train, "--data", f"folder:{corrupt}", "--out", str(tmp_path / "r3")]) == 2
     assert "samples in a row could not be used" in _error(capsys)
+    assert not (tmp_path / "r3").exists()  # the failed run took back its config.json and metrics.jsonl
+
+
+@pytest.mark.parametrize("command", [["generate", "a red circle"], ["eval", "decoder"], ["data", "shapes"]])
+def test_seeds_beyond_the_generators_range_are_refused_by_name(command, capsys):
+    for seed in (str(2**64), "-1", "1.5"):
+        with pytest.raises(SystemExit) as stop:
+            main([*command, "--seed", seed, "--out", "never"])
+        assert stop.value.code == 2 and "argument --seed:" in _error(capsys)
+
+
+def test_the_library_names_a_seed_torch_cannot_take():
+    from unclip.diffusion import generators_from_seeds
+
+    assert len(generators_from_seeds([0, 2**64 - 1, -(2**63)])) == 3  # torch's whole range is accepted
+    with pytest.raises(ValueError, match=r"seed 18446744073709551616 is out of range: torch generators take"):
+        generators_from_seeds([3, 2**64])
 
 
 def test_images_of_any_mode_are_converted_and_16_bit_is_scaled_not_clipped(tmp_path):

@@ -97,6 +97,31 @@ def test_metadata_errors_name_the_file_and_what_is_wrong(tmp_path):
         parse_data_spec(f"folder:{root},caption=text")
 
 
+def test_tables_from_spreadsheets_with_a_byte_order_mark_and_tables_not_in_utf8(tmp_path):
+    root = _image_folder(tmp_path / "d", n=2)
+    # Excel's "CSV UTF-8" starts with a BOM; read as text it would rename the first column "\ufefffile_name".
+    (root / "metadata.csv").write_bytes("file_name,text\ntrain/0.png,café\n".encode("utf-8-sig"))
+    assert FolderSource(str(root)).get(0).caption == "café"
+    (root / "metadata.csv").write_bytes("file_name,text\ntrain/0.png,café\n".encode("cp1252"))
+    with pytest.raises(ValueError, match=r"metadata\.csv is not UTF-8 text \(byte 0xe9 on line 2\); save it as"):
+        FolderSource(str(root))
+
+
+def test_caption_files_not_in_utf8_are_skipped_with_their_reason(tmp_path):
+    root = _image_folder(tmp_path / "d", n=3)
+    (root / "train" / "0.txt").write_bytes("a café".encode("cp1252"))  # Latin-1 / Windows-1252: not UTF-8
+    (root / "train" / "1.txt").write_bytes("a café".encode("utf-8-sig"))  # a BOM is dropped, not kept as a char
+    (root / "train" / "2.txt").write_bytes(b"plain")
+    src = FolderSource(str(root))
+    bad, bom, plain = (src.get(i) for i in range(3))
+    assert bad.caption is None and bad.problem.startswith("caption is not UTF-8 text (byte 0xe9 at offset 5)")
+    assert "iconv" in bad.problem and src.caption(0) is None
+    assert bom.caption == "a café" and bom.problem is None and src.caption(1) == "a café"
+    assert plain.caption == "plain"
+    mb = next(iter(_stream(src, 3)))  # one epoch: the loader meets the bad one, skips it and counts it
+    assert mb.skipped >= 1 and "caption is not UTF-8" in mb.problems[0] and set(mb.caption) <= {"a café", "plain"}
+
+
 def test_missing_images_warn_once_and_are_skipped_in_training(tmp_path):
     root = _image_folder(tmp_path / "d", n=3)
     rows = [{"file_name": f"train/{i}.png", "text": f"c{i}"} for i in (0, 1, 7, 2)]

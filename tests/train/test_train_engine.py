@@ -100,6 +100,32 @@ def test_bad_input_gets_one_clear_error(data, tmp_path, capsys):
     assert "cannot resume" in err and "train.lr" in err and "model.hidden" in err
 
 
+def test_a_run_that_fails_before_its_first_step_takes_back_what_it_created(tmp_path, capsys):
+    bad = make_folder(tmp_path / "bad", n=0, corrupt=3)  # every sample corrupt: the loader gives up
+    out = tmp_path / "run"
+    assert main(_args(bad, out, "--steps", "2")) == 2
+    assert "could not be used" in capsys.readouterr().err
+    assert not out.exists()  # no config.json left to make the retry say "already holds a run"
+    mine = tmp_path / "mine"  # a folder the user made, holding their own file: only the run's files go
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(_args(bad, mine, "--steps", "2")) == 2
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep me"
+    good = make_folder(tmp_path / "good", n=8)
+    assert main(_args(good, mine, "--steps", "2")) == 0  # the retry runs into the same folder
+    assert (mine / "config.json").is_file() and _final(mine).step == 2
+
+
+def test_seeds_out_of_range_are_refused_by_name(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        main(_args(data, out, "--seed", str(2**64)))
+    assert "argument --seed: 18446744073709551616 is out of range" in capsys.readouterr().err
+    assert main(_args(data, out, "--set", f"train.seed={2**63}")) == 2
+    assert "train.seed must be an integer from 0 to 2**63 - 1" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_dry_run_prints_resolved_config(data, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_args(data, out, "--dry-run", "--lr", "0.25", "--set", "model.hidden=16", "--preset", "wide")) == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from unclip.cli import arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -20,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--n", type=int, default=1000, help="number of samples")
     s.add_argument("--res", type=int, default=64, help="resolution in pixels (32 to 1024)")
     s.add_argument("--split", default="train", choices=("train", "val", "test", "heldout"), help="split")
-    s.add_argument("--seed", type=int, default=0, help="dataset seed")
+    s.add_argument("--seed", type=arguments.seed, default=0, help="dataset seed")
     s.add_argument("--start", type=int, default=0, help="index of the first sample")
     s.add_argument("--shards", action="store_true", help="write WebDataset tar shards instead of loose files")
     s.add_argument("--shard-size", type=int, default=1000, help="samples per shard (with --shards)")

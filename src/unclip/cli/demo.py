@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from unclip.cli import arguments
 from unclip.cli.generate import add_pipeline_options
 
 
@@ -17,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="outputs/demo", help="folder for index.html and its images")
     p.add_argument("--model", help="model folder (pipeline.json); default: the bundled Shapes-world model")
     p.add_argument("--per-category", type=int, default=2, help="suite prompts per category")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=arguments.seed, default=0)
     p.add_argument("--device", default="cpu")
     add_pipeline_options(p)
     p.set_defaults(func=run)

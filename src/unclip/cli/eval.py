@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from unclip.cli import arguments
 from unclip.cli.eval_clip import register_clip
 from unclip.cli.eval_metrics import register_metrics
 from unclip.cli.eval_paired import register_paired
@@ -94,7 +95,7 @@ def run_fid(args: argparse.Namespace) -> int:
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="model folder (pipeline.json); default: the bundled Shapes-world model")
     p.add_argument("--device", default="cpu", help="torch device")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first image")
+    p.add_argument("--seed", type=arguments.seed, default=0, help="seed of the first image")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     add_pipeline_options(p)
 

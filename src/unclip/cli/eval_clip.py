@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from unclip.cli import arguments
+
 KIND_LABELS = {"swap": "swapped colours", "colour": "one colour", "shape": "one shape", "count": "one count",
                "relation": "one relation"}  # fmt: skip
 
@@ -30,7 +32,7 @@ def register_clip(sub: argparse._SubParsersAction) -> None:
         help="evaluate retrieval on these held-out pairs instead (any --data spec of training: a folder, tar "
         "shards, Parquet); a caption counts as correct when it equals the image's own",
     )
-    p.add_argument("--seed", type=int, default=0, help="Shapes-world seed (which scenes, which distractors)")
+    p.add_argument("--seed", type=arguments.seed, default=0, help="Shapes-world seed (which scenes, which distractors)")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--batch-size", type=int, default=64, help="images or captions per forward pass")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from unclip.cli import arguments
+
 # An empty "%(default)" field: the defaults formatter then adds no "(default: None)" after "as stored".
 _NO_DEFAULT = "%(default).0s"
 
@@ -59,7 +61,7 @@ def register_prior(sub: argparse._SubParsersAction) -> None:
         "(default: as stored)" + _NO_DEFAULT,
     )  # fmt: skip
     p.add_argument("--batch-size", type=int, default=64, help="captions per prior call (timings depend on it)")
-    p.add_argument("--seed", type=int, default=0, help="seed of caption 0's first draw")
+    p.add_argument("--seed", type=arguments.seed, default=0, help="seed of caption 0's first draw")
     p.add_argument("--device", default="cpu", help="torch device")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run_prior)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from unclip.cli import arguments
+
 BUNDLED = "the bundled Shapes-world model"
 # Images one run holds in memory and writes at the end: a bound, so that a mistyped --n is an error, not a machine
 # out of memory. A --prompts run writes each image as it is made and takes any number of prompts.
@@ -15,7 +17,7 @@ def _common(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--model", help=f"model folder (pipeline.json); default: {BUNDLED}")
     where = "" if out_default else "; outputs/generate, or outputs/prompts with --prompts"  # chosen by run_generate
     p.add_argument("--out", default=out_default, help=f"folder for PNGs, JSON sidecars and contact_sheet.png{where}")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first image; image k uses seed + k")
+    p.add_argument("--seed", type=arguments.seed, default=0, help="seed of the first image; image k uses seed + k")
     p.add_argument("--decoder-steps", type=int, help="decoder sampling steps")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     add_pipeline_options(p)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from unclip.cli import arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -33,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
     p.add_argument("--channels-last", action="store_true", default=None,
                    help="channels-last (NHWC) weights and images for the convolutional stages (GPU)")  # fmt: skip
-    p.add_argument("--seed", type=int, help="seed of initial weights, data order and noise")
+    p.add_argument("--seed", type=arguments.seed, help="seed of initial weights, data order and noise")
     p.add_argument("--workers", type=int, help="data-loading worker processes per training process")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     p.add_argument("--sample-every", type=int, help="steps between sample grids (0: at the end only)")

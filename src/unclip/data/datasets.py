@@ -42,6 +42,21 @@ class CorruptSample(Exception):
     """A record that cannot be turned into a training sample (unreadable image, missing caption...)."""
 
 
+def caption_text(raw: bytes) -> tuple[str | None, str | None]:
+    """(caption, None) for a caption file's bytes, or (None, why not). Captions are UTF-8; a byte-order mark (as
+    Windows editors write) is dropped rather than read as a character. Bytes that are not UTF-8 (a Latin-1 or
+    Windows-1252 file) make the sample unusable with a reason that says how to fix it, instead of reaching the
+    tokenizer as replacement characters."""
+    try:
+        return raw.decode("utf-8-sig").strip(), None
+    except UnicodeDecodeError as err:
+        byte = raw[err.start : err.start + 1].hex()
+        return None, (
+            f"caption is not UTF-8 text (byte 0x{byte} at offset {err.start}); convert the caption files to UTF-8, "
+            "e.g. `iconv -f cp1252 -t utf-8`"
+        )
+
+
 @dataclass
 class Record:
     key: str
@@ -123,14 +138,22 @@ class FolderSource:
         return len(self.keys)
 
     def caption(self, i: int) -> str | None:
-        """Sample ``i``'s caption without reading its image; None when it has none."""
+        """Sample ``i``'s caption without reading its image; None when it has none or it cannot be read."""
+        return self._caption(i)[0]
+
+    def _caption(self, i: int) -> tuple[str | None, str | None]:
+        """(caption, None), or (None, why there is none)."""
         key = self.keys[i]
         if self.captions:
-            return self.captions[key]
+            caption = self.captions[key]
+            return caption, None if caption is not None else "no caption in the metadata table"
         caption_path = Path(self.images[key]).with_suffix(".txt")
-        if not caption_path.is_file():
-            return None
-        return caption_path.read_text(encoding="utf-8", errors="replace").strip()
+        try:
+            return caption_text(caption_path.read_bytes())
+        except FileNotFoundError:
+            return None, "no caption file"
+        except OSError as err:
+            return None, f"unreadable caption file: {err}"
 
     def get(self, i: int) -> Record:
         key = self.keys[i]
@@ -140,9 +163,8 @@ class FolderSource:
         except OSError as err:
             return Record(key, None, None, problem=f"unreadable image: {err}")
         base = image_path.with_suffix("")
-        caption = self.caption(i)
+        caption, problem = self._caption(i)
         if caption is None:
-            problem = "no caption in the metadata table" if self.captions else "no caption file"
             return Record(key, image, None, problem=problem)
         scene = None
         json_path = base.with_suffix(".json")
@@ -301,10 +323,11 @@ def _shard_record(key: str, files: dict[str, bytes | None]) -> Record:
     image_ext = next((e for e in IMAGE_EXTS if e in files), None)
     image = files.get(image_ext) if image_ext else None
     raw_caption = files.get("txt")
-    caption = raw_caption.decode("utf-8", errors="replace").strip() if raw_caption is not None else None
+    caption, caption_problem = caption_text(raw_caption) if raw_caption is not None else (None, None)
     problem = None if image_ext else "no image file"
     if problem is None and "txt" not in files:
         problem = "no caption file"
+    problem = problem or caption_problem
     scene = None
     if files.get("json") is not None:
         try:

@@ -68,4 +68,7 @@ def randn_like(x: Tensor, generator: Generators = None) -> Tensor:
 
 def generators_from_seeds(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
     """One generator per sample, seeded independently: the image for seed ``s`` is the same in any batch."""
+    bad = next((s for s in seeds if not -(2**63) <= int(s) < 2**64), None)
+    if bad is not None:  # torch's own message ("Overflow when unpacking long long") names neither seed nor range
+        raise ValueError(f"seed {int(bad)} is out of range: torch generators take integers from -2**63 to 2**64 - 1")
     return [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]

@@ -83,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"train.max_minutes must be >= 0 (0: no budget), got {self.max_minutes!r}")
         if not isinstance(self.init_from, str):
             raise ValueError(f"train.init_from must be a model folder path or empty, got {self.init_from!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= 2**63 - 1:
+            raise ValueError(f"train.seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}")
         if self.grad_clip < 0:
             raise ValueError(f"train.grad_clip must be >= 0 (0 disables it), got {self.grad_clip!r}")
 

@@ -14,7 +14,6 @@ and everything that has to survive a crash. Exact resume rests on three facts:
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import time
 from dataclasses import dataclass
@@ -23,15 +22,15 @@ from typing import Any
 
 import torch
 
-from unclip.atomic import atomic_write_text
 from unclip.data.embedding_source import open_source, stream_type
 from unclip.data.loader import MicroBatch, make_loader, mix_seed
 from unclip.model_folder import load_weights, read_weights
 from unclip.models.memory_format import set_channels_last
 from unclip.train import checkpoint as ckpt
-from unclip.train.config import RunConfig, incompatibilities
+from unclip.train.config import RunConfig
 from unclip.train.ema import EMA
 from unclip.train.logging import RunLogger
+from unclip.train.run_folder import folder_entries, prepare_run_dir, remove_new_entries
 from unclip.train.schedule import lr_at
 from unclip.train.stage import Batch, Stage, as_floats, get_stage
 
@@ -79,28 +78,42 @@ def _accelerator(run: RunConfig) -> Any:
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=run.train.mixed_precision)
 
 
-def prepare_run_dir(run: RunConfig, run_dir: Path, resume: bool) -> None:
-    """Check the run folder against the request (one clear error, before any work) and write config.json."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if config_path.exists():
-        if not resume:
-            raise ValueError(f"run folder {str(run_dir)!r} already holds a run; pass --resume or choose another --out")
-        saved = RunConfig.from_json(json.loads(config_path.read_text(encoding="utf-8")))
-        problems = incompatibilities(saved, run)
-        if problems:
-            raise ValueError(f"cannot resume {str(run_dir)!r} with a different configuration: " + "; ".join(problems))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config_path, run.dumps() + "\n")
+@dataclass
+class _Attempt:
+    """What a failed run leaves to clean up: whether this process writes the run folder, its logger, and whether
+    a step was trained (before that, the folder holds nothing a user could want: no checkpoint, no metrics)."""
+
+    main: bool = False
+    logger: RunLogger | None = None
+    stepped: bool = False
 
 
 def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train ``run`` into ``run_dir``; with ``resume``, continue from its newest valid checkpoint."""
+    """Train ``run`` into ``run_dir``; with ``resume``, continue from its newest valid checkpoint.
+
+    A new run that fails before its first step (every sample corrupt, a stage that cannot build, Ctrl-C twice)
+    takes back the files it created, so that the same command can be run again once the cause is fixed instead
+    of meeting "already holds a run"; what the folder held before is never touched."""
+    run_dir = Path(run_dir)
+    before = folder_entries(run_dir)
+    attempt = _Attempt()
+    try:
+        return _train(run, run_dir, resume, progress, attempt)
+    except BaseException:
+        if attempt.logger is not None:
+            attempt.logger.close()
+        if attempt.main and not resume and not attempt.stepped:
+            remove_new_entries(run_dir, before)
+        raise
+
+
+def _train(run: RunConfig, run_dir: Path, resume: bool, progress: bool, attempt: _Attempt) -> TrainResult:
     stage: Stage[Any] = get_stage(run.stage)
     model_cfg = stage.config_from_dict(run.model)
     tc = run.train
     accelerator = _accelerator(run)
     rank, world = accelerator.process_index, accelerator.num_processes
+    attempt.main = accelerator.is_main_process
     run.world_size = world
     local_batch = tc.local_batch(world)
     stage.prepare(model_cfg)  # external resources (a CLIP, embeddings) are checked before any work
@@ -111,7 +124,6 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     net = _build(stage, model_cfg, tc.channels_last).to(accelerator.device)  # a non-conv net fails here, before work
     if tc.init_from and not resume:  # checked before the run folder exists, so a bad folder leaves nothing behind
         init_weights(stage, model_cfg, net, Path(tc.init_from))
-    run_dir = Path(run_dir)
     if accelerator.is_main_process:
         prepare_run_dir(run, run_dir, resume)
     accelerator.wait_for_everyone()
@@ -146,6 +158,7 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
     logger = RunLogger(
         run_dir, enabled=accelerator.is_main_process, total_steps=tc.steps, start_step=step, progress=progress
     )
+    attempt.logger = logger
     if restored is not None:
         ckpt.set_rng_state(restored.tensors["rng"], restored.state["ranks"][rank]["rng"], rank)
         logger.message(f"resumed from {restored.path} at step {step}")
@@ -238,6 +251,7 @@ def train(run: RunConfig, run_dir: str | Path, *, resume: bool = False, progress
                 logger.message(f"step {step + 1}: non-finite loss or gradient; update skipped")
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            attempt.stepped = True
             window_samples += tc.batch_size
             logger.advance()
 
