@@ -201,12 +201,15 @@ def _train(run: RunConfig, run_dir: Path, resume: bool, progress: bool, attempt:
     nonfinite_steps, ema_decay = 0, 0.0
     window_t, window_samples = time.perf_counter(), 0
     reported: set[str] = set()
+    flags = _HostFlags(accelerator.num_processes)
     with _StopFlag() as stop:
         while step < tc.steps:
-            if _any(accelerator, stop.requested):
+            over_budget = bool(tc.max_minutes) and time.perf_counter() - t_start >= 60 * tc.max_minutes
+            stop_requested, over_budget = flags.any(stop.requested, over_budget)
+            if stop_requested:
                 interrupted = True
                 break
-            if tc.max_minutes and _any(accelerator, time.perf_counter() - t_start >= 60 * tc.max_minutes):
+            if over_budget:
                 logger.message(f"time budget of {tc.max_minutes:g} min reached at step {step}")
                 break
             lr = lr_at(
@@ -320,12 +323,29 @@ def _build(stage: Stage[Any], model_cfg: Any, channels_last: bool) -> torch.nn.M
     return net
 
 
-def _any(accelerator: Any, flag: bool) -> bool:
-    """True on every process when any process has the flag (so they all stop at the same step)."""
-    if accelerator.num_processes == 1:
-        return flag
-    t = torch.tensor(1.0 if flag else 0.0, device=accelerator.device)
-    return bool(accelerator.reduce(t, "sum") > 0)
+class _HostFlags:
+    """Host-side flags (stop requested, time budget spent) agreed by every process at every step, so that all stop
+    at the same step. They travel in a gloo group of their own: through the training group (NCCL on GPUs) a flag
+    would be a device tensor, and reading it back would make the host wait each step for all the GPU work queued
+    before it (docs/benchmarks.md, "Host waits in a training step"); through gloo the processes only wait for
+    each other's hosts."""
+
+    def __init__(self, world_size: int) -> None:
+        self.group = None
+        if world_size > 1:
+            import torch.distributed as dist
+
+            self.group = dist.new_group(backend="gloo")  # every process calls this at the same point
+
+    def any(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag, true on every process when it is true on any."""
+        if self.group is None:
+            return flags
+        import torch.distributed as dist
+
+        t = torch.tensor([float(f) for f in flags])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return tuple(bool(v) for v in t.tolist())
 
 
 def accelerator_gather_objects(accelerator: Any, obj: dict[str, Any]) -> list[dict[str, Any]]:
