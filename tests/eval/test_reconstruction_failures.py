@@ -33,3 +33,19 @@ def test_failure_kinds(found, kind):
 def test_tally_counts_kinds_per_object_count():
     rows = [(2, "exact"), (1, "shape wrong"), (2, "exact"), (2, "extra object")]
     assert failures.tally(rows) == {"1": {"shape wrong": 1}, "2": {"exact": 2, "extra object": 1}}
+
+
+def _load(name):
+    path = SCRIPT.with_name(f"{name}.py")
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def test_probe_targets_are_count_shape_presence_and_colour_presence():
+    probe = _load("z_i_content_probe")
+    count, shapes, colours = probe.targets([RED_CIRCLE, BLUE_SQUARE, ("circle", "blue")])
+    assert count == 2  # three objects: class 2 of the 4-way count
+    assert [s for s, on in zip(probe.SHAPES, shapes, strict=True) if on] == ["circle", "square"]
+    assert sorted(c for c, on in zip(probe.COLOUR_NAMES, colours, strict=True) if on) == ["blue", "red"]
