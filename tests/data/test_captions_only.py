@@ -45,8 +45,8 @@ def test_folder_captions_without_reading_an_image(tmp_path, monkeypatch):
     assert _same_as_records(f"folder:{plain}") == ["caption a", None, "caption sub/c"]
     expected = [r.caption for r in iter_records(parse_data_spec(f"folder:{table}"), None)]
     assert "zero again" in expected
-    read_bytes = Path.read_bytes  # caption files are read as bytes (then decoded as UTF-8); images must not be
-    monkeypatch.setattr(Path, "read_bytes", lambda p: read_bytes(p) if p.suffix == ".txt" else pytest.fail(f"read {p}"))
+    read_bytes = Path.read_bytes  # captions and tables are read as bytes (then decoded as UTF-8); images must not be
+    monkeypatch.setattr(Path, "read_bytes", lambda p: pytest.fail(f"read {p}") if p.suffix == ".png" else read_bytes(p))
     assert list(iter_captions(parse_data_spec(f"folder:{plain}"), None)) == ["caption a", None, "caption sub/c"]
     assert list(iter_captions(parse_data_spec(f"folder:{table}"), 10)) == expected
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -66,11 +67,7 @@ def read_folder_metadata(root: Path, caption_column: str | None = None) -> tuple
         raise ValueError(f"data folder {str(root)!r} holds both {' and '.join(present)}; keep one")
     path = root / present[0]
     where = str(path)
-    try:
-        table, first_data_line = _read_table(path, where)
-    except UnicodeDecodeError:
-        raise ValueError(f"{where} is not UTF-8 text ({_first_bad_byte(path)}); save it as UTF-8, e.g. "
-                         "`iconv -f cp1252 -t utf-8`") from None  # fmt: skip
+    table, first_data_line = _read_table(path, where)
     if not table:
         raise ValueError(f"{where} holds no rows")
     columns = list(dict.fromkeys(k for row in table for k in row))
@@ -232,32 +229,26 @@ def _row_captions(value: Any) -> list[str | None]:
 
 def _read_table(path: Path, where: str) -> tuple[list[dict[str, Any]], int]:
     """A metadata table's rows and the line number of its first row. UTF-8, with or without the byte-order mark
-    that spreadsheet programs write (read as part of the first column's name, it would hide ``file_name``)."""
-    if path.suffix == ".jsonl":
-        table: list[dict[str, Any]] = []
-        with open(path, encoding="utf-8-sig") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError as err:
-                    raise ValueError(f"{where}, line {line_no}: not JSON ({err})") from err
-                if not isinstance(row, dict):
-                    raise ValueError(f"{where}, line {line_no}: expected a JSON object, got {type(row).__name__}")
-                table.append(row)
-        return table, 1
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        table = list(csv.DictReader(f))
-    return table, 2  # data starts after the header
-
-
-def _first_bad_byte(path: Path) -> str:
-    """Where a file stops being UTF-8, as "byte 0xE9 on line 2" (the text reader's own offset is within a chunk)."""
+    that spreadsheet programs write (read as part of the first column's name, it would hide ``file_name``); in any
+    other encoding, an error naming the line where the bytes stop being UTF-8."""
     raw = path.read_bytes()
     try:
-        raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        return f"byte 0x{raw[err.start : err.start + 1].hex()} on line {line}"
-    return "it changed while being read"
+        raise ValueError(f"{where} is not UTF-8 text (byte 0x{raw[err.start : err.start + 1].hex()} on line {line}); "
+                         "save it as UTF-8, e.g. `iconv -f cp1252 -t utf-8`") from None  # fmt: skip
+    if path.suffix != ".jsonl":
+        return list(csv.DictReader(io.StringIO(text, newline=""))), 2  # data starts after the header
+    table: list[dict[str, Any]] = []
+    for line_no, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as err:
+            raise ValueError(f"{where}, line {line_no}: not JSON ({err})") from err
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}, line {line_no}: expected a JSON object, got {type(row).__name__}")
+        table.append(row)
+    return table, 1
